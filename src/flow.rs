@@ -1,0 +1,236 @@
+//! Flow events: the one data type that plugins produce and backends consume.
+//!
+//! Owns `FlowEvent`, `FlowKey`, `FlowState`, `Proto` and `Micros` (wall-clock time in
+//! microseconds since the Unix epoch). It does no I/O and never reads the clock: the
+//! loop stamps events with the time it read once per turn.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// Wall-clock time as microseconds since 1970-01-01T00:00:00Z (UTC).
+///
+/// Fireflies carry microsecond resolution, so this is the resolution flowd keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Micros(pub i64);
+
+impl Micros {
+    /// The current wall-clock time. Only the loop and the CLI call this.
+    pub fn now() -> Micros {
+        match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => Micros(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+            Err(e) => Micros(-i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX)),
+        }
+    }
+}
+
+/// Lifecycle state of a flow event (`flow-lifecycle.state` in a firefly).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FlowState {
+    /// The flow has started.
+    Start,
+    /// The flow has ended.
+    End,
+    /// The flow is still open (periodic update).
+    Ongoing,
+}
+
+impl FlowState {
+    /// All states, in a fixed order (for metrics).
+    pub const ALL: [FlowState; 3] = [FlowState::Start, FlowState::End, FlowState::Ongoing];
+
+    /// The lower-case wire name: `start`, `end` or `ongoing`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowState::Start => "start",
+            FlowState::End => "end",
+            FlowState::Ongoing => "ongoing",
+        }
+    }
+
+    /// Parses a state name, ignoring ASCII case.
+    pub fn parse(s: &[u8]) -> Option<FlowState> {
+        if s.eq_ignore_ascii_case(b"start") {
+            Some(FlowState::Start)
+        } else if s.eq_ignore_ascii_case(b"end") {
+            Some(FlowState::End)
+        } else if s.eq_ignore_ascii_case(b"ongoing") {
+            Some(FlowState::Ongoing)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for FlowState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Transport protocol of a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    /// TCP (IP protocol 6).
+    Tcp,
+    /// UDP (IP protocol 17).
+    Udp,
+}
+
+impl Proto {
+    /// The lower-case wire name: `tcp` or `udp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+
+    /// The IP protocol number (6 or 17).
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+
+    /// Parses a protocol name, ignoring ASCII case.
+    pub fn parse(s: &[u8]) -> Option<Proto> {
+        if s.eq_ignore_ascii_case(b"tcp") {
+            Some(Proto::Tcp)
+        } else if s.eq_ignore_ascii_case(b"udp") {
+            Some(Proto::Udp)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The 5-tuple that identifies a flow, as announced (src = this host's side for np_api).
+///
+/// Both addresses are of the same family: constructors reject mixed families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// Transport protocol.
+    pub proto: Proto,
+    /// Source address and port.
+    pub src: SocketAddr,
+    /// Destination address and port.
+    pub dst: SocketAddr,
+}
+
+impl FlowKey {
+    /// Builds a key; `None` when the two addresses are of different families.
+    pub fn new(proto: Proto, src: SocketAddr, dst: SocketAddr) -> Option<FlowKey> {
+        (src.is_ipv4() == dst.is_ipv4()).then_some(FlowKey { proto, src, dst })
+    }
+
+    /// True for IPv6 flows.
+    pub fn is_ipv6(&self) -> bool {
+        self.dst.is_ipv6()
+    }
+
+    /// The firefly `afi` value: `ipv4` or `ipv6`.
+    pub fn afi(&self) -> &'static str {
+        if self.is_ipv6() {
+            "ipv6"
+        } else {
+            "ipv4"
+        }
+    }
+
+    /// The same flow seen from the other side (src and dst swapped).
+    pub fn reversed(&self) -> FlowKey {
+        FlowKey { proto: self.proto, src: self.dst, dst: self.src }
+    }
+}
+
+impl fmt::Display for FlowKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} -> {}", self.proto, self.src, self.dst)
+    }
+}
+
+/// Fields of a firefly that a relay passes on unchanged (SPEC §6).
+///
+/// Filled by the firefly listener plugin; `None` everywhere else.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Relayed {
+    /// Address the firefly was received from (a relay never sends it back there).
+    pub from: Option<IpAddr>,
+    /// `context.application` as received.
+    pub application: Option<String>,
+    /// `usage` as received: (received, sent) bytes.
+    pub usage: Option<(u64, u64)>,
+    /// `netlink` object as received, serialized compactly (always a JSON object).
+    pub netlink: Option<String>,
+}
+
+/// One flow event: what a plugin saw, in the shape every backend understands.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowEvent {
+    /// Lifecycle state.
+    pub state: FlowState,
+    /// The flow's 5-tuple.
+    pub key: FlowKey,
+    /// Experiment (science domain) id from the registry.
+    pub exp: u32,
+    /// Activity id from the registry (scoped by the experiment).
+    pub act: u32,
+    /// When the event was seen (the firefly `current-time`).
+    pub at: Micros,
+    /// When the flow started; the flow table fills it for `end`/`ongoing`.
+    pub start_time: Option<Micros>,
+    /// When the flow ended (`end` events only).
+    pub end_time: Option<Micros>,
+    /// Index of the plugin that produced the event (into the daemon's plugin list).
+    pub plugin: usize,
+    /// Data received with a relayed firefly.
+    pub relayed: Option<Box<Relayed>>,
+}
+
+impl FlowEvent {
+    /// A fresh event as a plugin makes it: no start/end time yet, nothing relayed.
+    pub fn new(state: FlowState, key: FlowKey, exp: u32, act: u32, at: Micros) -> FlowEvent {
+        FlowEvent {
+            state,
+            key,
+            exp,
+            act,
+            at,
+            start_time: None,
+            end_time: None,
+            plugin: 0,
+            relayed: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_state_and_proto_parse_case_insensitively() {
+        assert_eq!(FlowState::parse(b"START"), Some(FlowState::Start));
+        assert_eq!(FlowState::parse(b"Ongoing"), Some(FlowState::Ongoing));
+        assert_eq!(FlowState::parse(b"stop"), None);
+        assert_eq!(Proto::parse(b"UDP"), Some(Proto::Udp));
+        assert_eq!(Proto::parse(b"sctp"), None);
+    }
+
+    #[test]
+    fn test_key_rejects_mixed_families() {
+        let v4: SocketAddr = "192.0.2.1:1".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:2".parse().unwrap();
+        assert!(FlowKey::new(Proto::Tcp, v4, v6).is_none());
+        let k = FlowKey::new(Proto::Tcp, v6, v6).unwrap();
+        assert_eq!(k.afi(), "ipv6");
+        assert_eq!(k.reversed().src, v6);
+    }
+}

@@ -1,0 +1,6 @@
+//! flowd: the Scitags network flow and packet marking daemon (library part).
+//!
+//! The binary (`src/main.rs`) is a thin wrapper; everything else lives here so that
+//! integration tests and benchmarks can reach it.
+
+pub mod flow;
