@@ -1,0 +1,108 @@
+//! Backends: the marking methods. **Add a new marking method here.**
+//!
+//! Like plugins, backends are a closed enum chosen by config (BACKEND=…); this file is
+//! the only place that matches on the variants. Each backend struct has:
+//!
+//! - `handle(&mut self, ev, cx) -> Result<(), BackendError>`: act on one flow event,
+//!   synchronously, without blocking (a would-block is an error that is counted).
+//! - `poll_at(&self)` / `on_timeout(&mut self, cx)`: optional periodic work.
+//!
+//! An error from `handle` is logged (rate-limited) and counted by the loop; it never
+//! stops the loop or the other backends.
+
+pub mod dummy;
+pub mod udp_firefly;
+
+use std::time::Instant;
+
+use crate::config::{BackendKind, Config};
+use crate::context::Context;
+use crate::flow::FlowEvent;
+
+/// Why a backend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendInitError {
+    /// The udp_firefly backend could not start.
+    #[error("udp_firefly: {0}")]
+    UdpFirefly(#[from] udp_firefly::InitError),
+    /// The backend is not part of this build.
+    #[error("backend {0} is not yet supported by this flowd")]
+    NotBuilt(&'static str),
+}
+
+/// Why a backend could not handle one event. `reason()` is the metrics label.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// A datagram could not be sent.
+    #[error("send to {to} failed: {source}")]
+    Send {
+        /// Destination.
+        to: std::net::SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The event cannot be represented by this backend.
+    #[error("{0}")]
+    Refused(&'static str),
+}
+
+impl BackendError {
+    /// A short, fixed label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BackendError::Send { source, .. } if source.kind() == std::io::ErrorKind::WouldBlock => "would_block",
+            BackendError::Send { .. } => "send_failed",
+            BackendError::Refused(r) => r,
+        }
+    }
+}
+
+/// One running marking method.
+pub enum Backend {
+    /// UDP fireflies.
+    UdpFirefly(udp_firefly::Sender),
+    /// Logs events.
+    Dummy(dummy::Dummy),
+}
+
+impl Backend {
+    /// Builds the backend `kind` from the config.
+    pub fn new(kind: BackendKind, cfg: &Config) -> Result<Backend, BackendInitError> {
+        match kind {
+            BackendKind::UdpFirefly => Ok(Backend::UdpFirefly(udp_firefly::Sender::new(cfg)?)),
+            BackendKind::Dummy => Ok(Backend::Dummy(dummy::Dummy)),
+            other => Err(BackendInitError::NotBuilt(other.name())),
+        }
+    }
+
+    /// The config name of this backend (also its metrics label).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::UdpFirefly(_) => "udp_firefly",
+            Backend::Dummy(_) => "dummy",
+        }
+    }
+
+    /// Acts on one event. Each call may fail on its own; failures are counted by the loop.
+    pub fn handle(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<(), BackendError> {
+        match self {
+            Backend::UdpFirefly(b) => b.handle(ev, cx),
+            Backend::Dummy(b) => b.handle(ev, cx),
+        }
+    }
+
+    /// The backend's next deadline, if it has periodic work.
+    pub fn poll_at(&self) -> Option<Instant> {
+        match self {
+            Backend::UdpFirefly(_) | Backend::Dummy(_) => None,
+        }
+    }
+
+    /// The deadline from `poll_at` has passed.
+    pub fn on_timeout(&mut self, _cx: &mut Context<'_>) {
+        match self {
+            Backend::UdpFirefly(_) | Backend::Dummy(_) => {}
+        }
+    }
+}

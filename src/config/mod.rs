@@ -1,0 +1,64 @@
+//! flowd configuration: loading `/etc/flowd/flowd.cfg` into a typed, validated [`Config`].
+//!
+//! Two stages (ripgrep's LowArgs → HiArgs): `raw` turns text into `KEY = VALUE` entries
+//! and per-line errors; `validate` turns entries into a `Config` with defaults from the
+//! Python flowd's `settings.py`. All problems are collected and reported together.
+//! Nothing re-reads the config while the loop runs; SIGHUP builds a fresh `Config`.
+
+pub mod raw;
+pub mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use validate::{BackendKind, Config, PluginKind};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}", .path.display())]
+    Read {
+        /// The config path.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// One or more lines are invalid; each problem is one line of text.
+    #[error("invalid config file {}: {} problem(s)", .path.display(), .problems.len())]
+    Invalid {
+        /// The config path.
+        path: PathBuf,
+        /// One message per problem, each starting with `line N:`.
+        problems: Vec<String>,
+    },
+}
+
+/// A loaded configuration and the warnings found while loading it.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The validated configuration.
+    pub config: Config,
+    /// Non-fatal findings (unknown keys, keys not supported yet), one line each.
+    pub warnings: Vec<String>,
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    from_text(&String::from_utf8_lossy(&text), path)
+}
+
+/// Validates config text (`path` is used in messages only).
+pub fn from_text(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
+    let (entries, line_errors) = raw::parse(text);
+    let mut problems: Vec<(usize, String)> = line_errors.into_iter().map(|e| (e.line, e.to_string())).collect();
+    let mut warnings = Vec::new();
+    let config = validate::build(&entries, &mut problems, &mut warnings);
+    if problems.is_empty() {
+        Ok(Loaded { config, warnings })
+    } else {
+        problems.sort_by_key(|(line, _)| *line);
+        Err(ConfigError::Invalid { path: path.to_path_buf(), problems: problems.into_iter().map(|(_, m)| m).collect() })
+    }
+}

@@ -1,0 +1,827 @@
+//! Stage two of config loading: raw entries → typed [`Config`], with defaults.
+//!
+//! Owns the list of every key flowd knows (including all keys of the Python flowd),
+//! their types and defaults, and checks across keys. Unknown keys are warnings, so an
+//! existing `/etc/flowd/flowd.cfg` keeps loading. Pure: no I/O.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::raw::{Entry, Value};
+use crate::netaddr::Cidr;
+use crate::registry::IdOrName;
+
+/// A flow source (PLUGIN=…).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PluginKind {
+    /// Named pipe API (`np_api`).
+    NpApi,
+    /// sock_diag scanner (`netlink`).
+    Netlink,
+    /// /proc/net/tcp scanner (`netstat`).
+    Netstat,
+    /// iperf3 connection scanner (`iperf`).
+    Iperf,
+    /// UDP firefly listener (`firefly`).
+    Firefly,
+}
+
+impl PluginKind {
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PluginKind::NpApi => "np_api",
+            PluginKind::Netlink => "netlink",
+            PluginKind::Netstat => "netstat",
+            PluginKind::Iperf => "iperf",
+            PluginKind::Firefly => "firefly",
+        }
+    }
+
+    fn parse(s: &str) -> Option<PluginKind> {
+        Some(match s {
+            "np_api" => PluginKind::NpApi,
+            "netlink" => PluginKind::Netlink,
+            "netstat" => PluginKind::Netstat,
+            "iperf" | "iperf_rr" => PluginKind::Iperf,
+            "firefly" => PluginKind::Firefly,
+            _ => return None,
+        })
+    }
+}
+
+/// A marking method (BACKEND=…).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// UDP fireflies (`udp_firefly`).
+    UdpFirefly,
+    /// eBPF IPv6 flow-label marker (`ebpf`, aliases `ebpf_el8`, `ebpf_el9`).
+    Ebpf,
+    /// Per-flow TCP metrics for Prometheus (`prometheus`).
+    Prometheus,
+    /// Logs every event at info level (`dummy`, as in the Python flowd).
+    Dummy,
+}
+
+impl BackendKind {
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::UdpFirefly => "udp_firefly",
+            BackendKind::Ebpf => "ebpf",
+            BackendKind::Prometheus => "prometheus",
+            BackendKind::Dummy => "dummy",
+        }
+    }
+
+    fn parse(s: &str) -> Option<BackendKind> {
+        Some(match s {
+            "udp_firefly" => BackendKind::UdpFirefly,
+            "ebpf" | "ebpf_el8" | "ebpf_el9" => BackendKind::Ebpf,
+            "prometheus" => BackendKind::Prometheus,
+            "dummy" => BackendKind::Dummy,
+            _ => return None,
+        })
+    }
+}
+
+/// Settings shared by the scanning plugins (netstat, netlink, iperf).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScanConfig {
+    /// Experiment given to every flow found (id or registry name).
+    pub experiment: Option<IdOrName>,
+    /// Activity given to every flow found (id or registry name).
+    pub activity: Option<IdOrName>,
+    /// Destinations in these networks are ignored.
+    pub internal_networks: Vec<Cidr>,
+    /// Scan period.
+    pub interval: Duration,
+    /// Report flows to private destinations too (the Python flowd never does).
+    pub include_private: bool,
+}
+
+/// The validated configuration. Field docs name the config key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// PLUGIN: flow sources, in order (comma-separated in the file).
+    pub plugins: Vec<PluginKind>,
+    /// BACKEND: marking methods, in order (comma-separated in the file).
+    pub backends: Vec<BackendKind>,
+    /// FLOW_MAP_API: registry URL (http/https) or file path; `None` = bundled registry.
+    pub flow_map_api: Option<String>,
+    /// FLOW_MAP_REFRESH: registry refresh period; `None` = never.
+    pub flow_map_refresh: Option<Duration>,
+    /// FLOW_MAP_TIMEOUT: timeout of one registry fetch.
+    pub flow_map_timeout: Duration,
+    /// NP_API_FILE: the named pipe.
+    pub np_api_file: PathBuf,
+    /// NP_API_FILE_MODE: permission bits given to the pipe when flowd creates it.
+    pub np_api_file_mode: u32,
+    /// NP_API_FILE_OWNER: user (name or uid) that owns the pipe; `None` = flowd's user.
+    pub np_api_file_owner: Option<String>,
+    /// NP_API_FILE_GROUP: group (name or gid) of the pipe; `None` = flowd's group.
+    pub np_api_file_group: Option<String>,
+    /// PID_FILE: where the PID is written; `None` = no PID file.
+    pub pid_file: Option<PathBuf>,
+    /// FLOW_TABLE_SIZE: how many open flows the daemon remembers (start times).
+    pub flow_table_size: usize,
+    /// UDP_FIREFLY_PORT: destination port of fireflies sent to flow peers.
+    pub udp_firefly_port: u16,
+    /// UDP_FIREFLY_TO_PEER: send each firefly to the flow's destination address.
+    pub udp_firefly_to_peer: bool,
+    /// UDP_FIREFLY_DST: collectors, `host[:port]` (port defaults to UDP_FIREFLY_PORT).
+    pub udp_firefly_dst: Vec<String>,
+    /// UDP_FIREFLY_IP4_SRC: replaces `src-ip` of IPv4 fireflies.
+    pub udp_firefly_ip4_src: Option<Ipv4Addr>,
+    /// UDP_FIREFLY_IP6_SRC: replaces `src-ip` of IPv6 fireflies.
+    pub udp_firefly_ip6_src: Option<Ipv6Addr>,
+    /// UDP_FIREFLY_NETLINK (or UDP_FIREFLY_WITH_NETLINK): add tcp_info to fireflies.
+    pub udp_firefly_netlink: bool,
+    /// UDP_FIREFLY_ONGOING_INTERVAL: period of `ongoing` fireflies; `None` = off.
+    pub udp_firefly_ongoing_interval: Option<Duration>,
+    /// IP_DISCOVERY_ENABLED: discover public addresses with STUN.
+    pub ip_discovery_enabled: bool,
+    /// IP_DISCOVERY_STUN_SERVERS: `host:port` STUN servers.
+    pub ip_discovery_stun_servers: Vec<String>,
+    /// NETSTAT_*: netstat plugin settings.
+    pub netstat: ScanConfig,
+    /// NETLINK_*: netlink plugin settings.
+    pub netlink: ScanConfig,
+    /// IPERF_FLOW_ID: (experiment, activity) pairs handed out to iperf flows.
+    pub iperf_flow_id: Vec<(IdOrName, IdOrName)>,
+    /// IPERF_PORTS: ports whose connections count as iperf flows.
+    pub iperf_ports: Vec<u16>,
+    /// IPERF_ROUND_ROBIN: hand out IPERF_FLOW_ID in order instead of at random.
+    pub iperf_round_robin: bool,
+    /// FIREFLY_LISTENER_HOST: address the firefly plugin listens on (`::` = all, v4 and v6).
+    pub firefly_listener_host: IpAddr,
+    /// FIREFLY_LISTENER_PORT: port the firefly plugin listens on.
+    pub firefly_listener_port: u16,
+    /// NETWORK_INTERFACE: interfaces the eBPF marker attaches to; empty = auto.
+    pub network_interface: Vec<String>,
+    /// EBPF_MAP_SIZE: capacity of the marker's LRU flow map.
+    pub ebpf_map_size: u32,
+    /// PROMETHEUS_SRV_HOST: metrics listener address.
+    pub prometheus_srv_host: IpAddr,
+    /// PROMETHEUS_SRV_PORT: metrics listener port; 0 = no listener.
+    pub prometheus_srv_port: u16,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        let scan = ScanConfig {
+            experiment: None,
+            activity: None,
+            internal_networks: Vec::new(),
+            interval: Duration::from_secs(2),
+            include_private: false,
+        };
+        Config {
+            plugins: vec![PluginKind::NpApi],
+            backends: vec![BackendKind::UdpFirefly],
+            flow_map_api: None,
+            flow_map_refresh: Some(Duration::from_secs(600)),
+            flow_map_timeout: Duration::from_secs(10),
+            np_api_file: PathBuf::from("/var/run/flowd"),
+            np_api_file_mode: 0o660,
+            np_api_file_owner: None,
+            np_api_file_group: None,
+            pid_file: Some(PathBuf::from("/var/run/flowd.pid")),
+            flow_table_size: 1_000_000,
+            udp_firefly_port: 10514,
+            udp_firefly_to_peer: true,
+            udp_firefly_dst: Vec::new(),
+            udp_firefly_ip4_src: None,
+            udp_firefly_ip6_src: None,
+            udp_firefly_netlink: false,
+            udp_firefly_ongoing_interval: None,
+            ip_discovery_enabled: false,
+            ip_discovery_stun_servers: vec!["stun.l.google.com:19302".into(), "stun.cloudflare.com:3478".into()],
+            netstat: scan.clone(),
+            netlink: scan,
+            iperf_flow_id: Vec::new(),
+            iperf_ports: vec![5201],
+            iperf_round_robin: false,
+            firefly_listener_host: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            firefly_listener_port: 10514,
+            network_interface: Vec::new(),
+            ebpf_map_size: 65536,
+            prometheus_srv_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            prometheus_srv_port: 9000,
+        }
+    }
+}
+
+/// Keys accepted and understood but whose feature this build does not have yet.
+/// Reported once at startup as "not yet supported" (never silently ignored).
+pub const NOT_YET_SUPPORTED: &[&str] = &[
+    "UDP_FIREFLY_NETLINK",
+    "UDP_FIREFLY_WITH_NETLINK",
+    "UDP_FIREFLY_ONGOING_INTERVAL",
+    "IP_DISCOVERY_ENABLED",
+    "IP_DISCOVERY_STUN_SERVERS",
+];
+
+/// Keys accepted for compatibility that have no effect in flowd (with the reason).
+pub const UNUSED: &[(&str, &str)] = &[("PROMETHEUS_SS_PATH", "flowd reads tcp_info from sock_diag, it never runs ss")];
+
+/// Plugins whose implementation this build lacks (requesting one is a startup error).
+pub const PLUGINS_NOT_BUILT: &[PluginKind] = &[PluginKind::Netlink, PluginKind::Netstat, PluginKind::Iperf, PluginKind::Firefly];
+/// Backends whose implementation this build lacks (requesting one is a startup error).
+pub const BACKENDS_NOT_BUILT: &[BackendKind] = &[BackendKind::Ebpf, BackendKind::Prometheus];
+
+/// Every key flowd knows. Keep in the order of `etc/flowd.cfg`.
+pub const KEYS: &[&str] = &[
+    "PLUGIN",
+    "BACKEND",
+    "FLOW_MAP_API",
+    "FLOW_MAP_REFRESH",
+    "FLOW_MAP_TIMEOUT",
+    "NP_API_FILE",
+    "NP_API_FILE_MODE",
+    "NP_API_FILE_OWNER",
+    "NP_API_FILE_GROUP",
+    "PID_FILE",
+    "FLOW_TABLE_SIZE",
+    "UDP_FIREFLY_PORT",
+    "UDP_FIREFLY_TO_PEER",
+    "UDP_FIREFLY_DST",
+    "UDP_FIREFLY_IP4_SRC",
+    "UDP_FIREFLY_IP6_SRC",
+    "UDP_FIREFLY_NETLINK",
+    "UDP_FIREFLY_WITH_NETLINK",
+    "UDP_FIREFLY_ONGOING_INTERVAL",
+    "IP_DISCOVERY_ENABLED",
+    "IP_DISCOVERY_STUN_SERVERS",
+    "NETSTAT_EXPERIMENT",
+    "NETSTAT_ACTIVITY",
+    "NETSTAT_INTERNAL_NETWORKS",
+    "NETSTAT_TIMEOUT",
+    "NETSTAT_INCLUDE_PRIVATE",
+    "NETLINK_EXPERIMENT",
+    "NETLINK_ACTIVITY",
+    "NETLINK_INTERNAL_NETWORKS",
+    "NETLINK_TIMEOUT",
+    "NETLINK_INCLUDE_PRIVATE",
+    "IPERF_FLOW_ID",
+    "IPERF_PORTS",
+    "IPERF_ROUND_ROBIN",
+    "FIREFLY_LISTENER_HOST",
+    "FIREFLY_LISTENER_PORT",
+    "NETWORK_INTERFACE",
+    "EBPF_MAP_SIZE",
+    "PROMETHEUS_SRV_HOST",
+    "PROMETHEUS_SRV_PORT",
+    "PROMETHEUS_SS_PATH",
+];
+
+struct Ctx<'a> {
+    problems: &'a mut Vec<(usize, String)>,
+}
+
+impl Ctx<'_> {
+    fn bad(&mut self, e: &Entry, msg: impl std::fmt::Display) {
+        self.problems.push((e.line, format!("line {}: {}: {}", e.line, e.key, msg)));
+    }
+
+    fn string(&mut self, e: &Entry) -> Option<String> {
+        match &e.value {
+            Value::Str(s) => Some(s.clone()),
+            v => {
+                self.bad(e, format_args!("expected a quoted string, found {}", v.type_name()));
+                None
+            }
+        }
+    }
+
+    /// A string, or `None`/'' meaning "unset".
+    fn opt_string(&mut self, e: &Entry) -> Option<Option<String>> {
+        match &e.value {
+            Value::None => Some(None),
+            Value::Str(s) if s.trim().is_empty() => Some(None),
+            Value::Str(s) => Some(Some(s.trim().to_string())),
+            v => {
+                self.bad(e, format_args!("expected a quoted string, found {}", v.type_name()));
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, e: &Entry) -> Option<bool> {
+        match &e.value {
+            Value::Bool(b) => Some(*b),
+            Value::Int(0) => Some(false),
+            Value::Int(1) => Some(true),
+            v => {
+                self.bad(e, format_args!("expected True or False, found {}", v.type_name()));
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, e: &Entry, min: i64, max: i64) -> Option<i64> {
+        let n = match &e.value {
+            Value::Int(n) => *n,
+            Value::Str(s) => match parse_int(s) {
+                Some(n) => n,
+                None => {
+                    self.bad(e, format_args!("{s:?} is not an integer"));
+                    return None;
+                }
+            },
+            v => {
+                self.bad(e, format_args!("expected an integer, found {}", v.type_name()));
+                return None;
+            }
+        };
+        if n < min || n > max {
+            self.bad(e, format_args!("{n} is out of range {min}..={max}"));
+            return None;
+        }
+        Some(n)
+    }
+
+    fn seconds(&mut self, e: &Entry, min: f64) -> Option<Duration> {
+        let s = match &e.value {
+            Value::Int(n) => *n as f64,
+            Value::Float(f) => *f,
+            v => {
+                self.bad(e, format_args!("expected a number of seconds, found {}", v.type_name()));
+                return None;
+            }
+        };
+        if !(s.is_finite() && s >= min && s <= 86_400.0 * 365.0) {
+            self.bad(e, format_args!("{s} seconds is out of range (at least {min})"));
+            return None;
+        }
+        Some(Duration::from_secs_f64(s))
+    }
+
+    /// A list of strings; a single string is split on commas.
+    fn strings(&mut self, e: &Entry) -> Option<Vec<String>> {
+        match &e.value {
+            Value::None => Some(Vec::new()),
+            Value::Str(s) => Some(s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()),
+            Value::List(items) => {
+                let mut out = Vec::new();
+                for it in items {
+                    match it {
+                        Value::Str(s) => out.push(s.trim().to_string()),
+                        v => {
+                            self.bad(e, format_args!("list items must be quoted strings, found {}", v.type_name()));
+                            return None;
+                        }
+                    }
+                }
+                Some(out)
+            }
+            v => {
+                self.bad(e, format_args!("expected a string or a list of strings, found {}", v.type_name()));
+                None
+            }
+        }
+    }
+
+    fn id_or_name(&mut self, e: &Entry, v: &Value) -> Option<IdOrName> {
+        match v {
+            Value::Int(n) if (0..=i64::from(u32::MAX)).contains(n) => Some(IdOrName::Id(*n as u32)),
+            Value::Str(s) if !s.trim().is_empty() && !s.contains('<') => Some(IdOrName::parse(s.trim())),
+            v => {
+                self.bad(e, format_args!("expected an id (integer) or a registry name, found {}", describe(v)));
+                None
+            }
+        }
+    }
+
+    fn networks(&mut self, e: &Entry) -> Option<Vec<Cidr>> {
+        let list = self.strings(e)?;
+        let mut out = Vec::new();
+        for s in list {
+            match s.parse::<Cidr>() {
+                Ok(c) => out.push(c),
+                Err(m) => {
+                    self.bad(e, m);
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Str(s) => format!("{s:?}"),
+        Value::Int(n) => n.to_string(),
+        v => v.type_name().to_string(),
+    }
+}
+
+/// Integers as Python writes them: `660`, `0o660`, `0x1f`, and (for modes) `'0660'`.
+fn parse_int(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Some(o) = s.strip_prefix("0o").or_else(|| s.strip_prefix("0O")) {
+        i64::from_str_radix(o, 8).ok()
+    } else if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        i64::from_str_radix(h, 16).ok()
+    } else if s.len() > 1 && s.starts_with('0') {
+        i64::from_str_radix(s, 8).ok()
+    } else {
+        s.parse().ok()
+    }
+}
+
+/// Builds the Config from entries; problems and warnings are appended.
+pub(crate) fn build(entries: &[Entry], problems: &mut Vec<(usize, String)>, warnings: &mut Vec<String>) -> Config {
+    let mut c = Config::default();
+    let mut cx = Ctx { problems };
+    let mut seen: Vec<&str> = Vec::new();
+    for e in entries {
+        let key = e.key.as_str();
+        if seen.contains(&key) {
+            warnings.push(format!("line {}: {} is set again; the last value wins", e.line, key));
+        }
+        seen.push(key);
+        if NOT_YET_SUPPORTED.contains(&key) {
+            warnings.push(format!("line {}: {} is not yet supported by this flowd and has no effect", e.line, key));
+        }
+        if let Some((_, why)) = UNUSED.iter().find(|(k, _)| *k == key) {
+            warnings.push(format!("line {}: {} is accepted but unused: {}", e.line, key, why));
+        }
+        apply(&mut c, &mut cx, e, key, warnings);
+    }
+    cross_checks(&c, entries, &mut cx);
+    c
+}
+
+fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut Vec<String>) {
+    match key {
+        "PLUGIN" => {
+            if let Some(list) = cx.strings(e) {
+                let mut out = Vec::new();
+                for name in list {
+                    match PluginKind::parse(&name) {
+                        Some(k) if out.contains(&k) => cx.bad(e, format_args!("plugin {name:?} is listed twice")),
+                        Some(k) => out.push(k),
+                        None => cx.bad(e, format_args!("unknown plugin {name:?} (known: np_api, netlink, netstat, iperf, firefly)")),
+                    }
+                }
+                if out.is_empty() {
+                    cx.bad(e, "names no plugin");
+                }
+                c.plugins = out;
+            }
+        }
+        "BACKEND" => {
+            if let Some(list) = cx.strings(e) {
+                let mut out = Vec::new();
+                for name in list {
+                    match BackendKind::parse(&name) {
+                        Some(k) if out.contains(&k) => cx.bad(e, format_args!("backend {name:?} is listed twice")),
+                        Some(k) => out.push(k),
+                        None => cx.bad(e, format_args!("unknown backend {name:?} (known: udp_firefly, ebpf, prometheus, dummy)")),
+                    }
+                }
+                if out.is_empty() {
+                    cx.bad(e, "names no backend");
+                }
+                c.backends = out;
+            }
+        }
+        "FLOW_MAP_API" => {
+            if let Some(v) = cx.opt_string(e) {
+                c.flow_map_api = v;
+            }
+        }
+        "FLOW_MAP_REFRESH" => {
+            if let Some(d) = cx.seconds(e, 0.0) {
+                c.flow_map_refresh = (!d.is_zero()).then_some(d.max(Duration::from_secs(10)));
+            }
+        }
+        "FLOW_MAP_TIMEOUT" => {
+            if let Some(d) = cx.seconds(e, 0.1) {
+                c.flow_map_timeout = d;
+            }
+        }
+        "NP_API_FILE" => {
+            if let Some(s) = cx.string(e) {
+                if s.trim().is_empty() {
+                    cx.bad(e, "must not be empty");
+                } else {
+                    c.np_api_file = PathBuf::from(s);
+                }
+            }
+        }
+        "NP_API_FILE_MODE" => {
+            if let Some(n) = cx.int(e, 0, 0o777) {
+                c.np_api_file_mode = n as u32;
+            }
+        }
+        "NP_API_FILE_OWNER" => {
+            if let Some(v) = cx.opt_string(e) {
+                c.np_api_file_owner = v;
+            }
+        }
+        "NP_API_FILE_GROUP" => {
+            if let Some(v) = cx.opt_string(e) {
+                c.np_api_file_group = v;
+            }
+        }
+        "PID_FILE" => {
+            if let Some(v) = cx.opt_string(e) {
+                c.pid_file = v.map(PathBuf::from);
+            }
+        }
+        "FLOW_TABLE_SIZE" => {
+            if let Some(n) = cx.int(e, 1, 100_000_000) {
+                c.flow_table_size = n as usize;
+            }
+        }
+        "UDP_FIREFLY_PORT" => {
+            if let Some(n) = cx.int(e, 1, 65535) {
+                c.udp_firefly_port = n as u16;
+            }
+        }
+        "UDP_FIREFLY_TO_PEER" => {
+            if let Some(b) = cx.boolean(e) {
+                c.udp_firefly_to_peer = b;
+            }
+        }
+        "UDP_FIREFLY_DST" => {
+            if let Some(list) = cx.strings(e) {
+                for d in &list {
+                    if let Err(m) = crate::backend::udp_firefly::split_host_port(d, 1) {
+                        cx.bad(e, m);
+                    }
+                }
+                c.udp_firefly_dst = list;
+            }
+        }
+        "UDP_FIREFLY_IP4_SRC" => {
+            if let Some(v) = cx.opt_string(e) {
+                match v.map(|s| s.parse::<Ipv4Addr>()) {
+                    None => c.udp_firefly_ip4_src = None,
+                    Some(Ok(a)) => c.udp_firefly_ip4_src = Some(a),
+                    Some(Err(_)) => cx.bad(e, "is not an IPv4 address"),
+                }
+            }
+        }
+        "UDP_FIREFLY_IP6_SRC" => {
+            if let Some(v) = cx.opt_string(e) {
+                match v.map(|s| s.parse::<Ipv6Addr>()) {
+                    None => c.udp_firefly_ip6_src = None,
+                    Some(Ok(a)) => c.udp_firefly_ip6_src = Some(a),
+                    Some(Err(_)) => cx.bad(e, "is not an IPv6 address"),
+                }
+            }
+        }
+        "UDP_FIREFLY_NETLINK" | "UDP_FIREFLY_WITH_NETLINK" => {
+            if let Some(b) = cx.boolean(e) {
+                c.udp_firefly_netlink = b;
+            }
+        }
+        "UDP_FIREFLY_ONGOING_INTERVAL" => {
+            if let Some(d) = cx.seconds(e, 0.0) {
+                c.udp_firefly_ongoing_interval = (!d.is_zero()).then_some(d.max(Duration::from_secs(1)));
+            }
+        }
+        "IP_DISCOVERY_ENABLED" => {
+            if let Some(b) = cx.boolean(e) {
+                c.ip_discovery_enabled = b;
+            }
+        }
+        "IP_DISCOVERY_STUN_SERVERS" => {
+            if let Some(l) = cx.strings(e) {
+                c.ip_discovery_stun_servers = l;
+            }
+        }
+        "NETSTAT_EXPERIMENT" | "NETLINK_EXPERIMENT" => {
+            let v = cx.id_or_name(e, &e.value);
+            scan_of(c, key).experiment = v;
+        }
+        "NETSTAT_ACTIVITY" | "NETLINK_ACTIVITY" => {
+            let v = cx.id_or_name(e, &e.value);
+            scan_of(c, key).activity = v;
+        }
+        "NETSTAT_INTERNAL_NETWORKS" | "NETLINK_INTERNAL_NETWORKS" => {
+            if let Some(n) = cx.networks(e) {
+                scan_of(c, key).internal_networks = n;
+            }
+        }
+        "NETSTAT_TIMEOUT" | "NETLINK_TIMEOUT" => {
+            if let Some(d) = cx.seconds(e, 0.1) {
+                scan_of(c, key).interval = d;
+            }
+        }
+        "NETSTAT_INCLUDE_PRIVATE" | "NETLINK_INCLUDE_PRIVATE" => {
+            if let Some(b) = cx.boolean(e) {
+                scan_of(c, key).include_private = b;
+            }
+        }
+        "IPERF_FLOW_ID" => {
+            let mut out = Vec::new();
+            let items = match &e.value {
+                Value::List(items) if items.iter().all(|i| matches!(i, Value::List(_))) => items.clone(),
+                Value::List(items) => vec![Value::List(items.clone())],
+                v => {
+                    cx.bad(e, format_args!("expected a list of (experiment, activity) tuples, found {}", v.type_name()));
+                    return;
+                }
+            };
+            for it in &items {
+                match it {
+                    Value::List(pair) if pair.len() == 2 => {
+                        if let (Some(x), Some(a)) = (cx.id_or_name(e, &pair[0]), cx.id_or_name(e, &pair[1])) {
+                            out.push((x, a));
+                        }
+                    }
+                    _ => cx.bad(e, "each item must be an (experiment, activity) tuple"),
+                }
+            }
+            c.iperf_flow_id = out;
+        }
+        "IPERF_PORTS" => {
+            let items = match &e.value {
+                Value::List(items) => items.clone(),
+                v => vec![v.clone()],
+            };
+            let mut out = Vec::new();
+            for it in items {
+                match it {
+                    Value::Int(n) if (1..=65535).contains(&n) => out.push(n as u16),
+                    v => cx.bad(e, format_args!("{} is not a port", describe(&v))),
+                }
+            }
+            c.iperf_ports = out;
+        }
+        "IPERF_ROUND_ROBIN" => {
+            if let Some(b) = cx.boolean(e) {
+                c.iperf_round_robin = b;
+            }
+        }
+        "FIREFLY_LISTENER_HOST" => {
+            if let Some(s) = cx.string(e) {
+                match s.trim().trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+                    Ok(a) => c.firefly_listener_host = a,
+                    Err(_) => cx.bad(e, format_args!("{s:?} is not an IP address")),
+                }
+            }
+        }
+        "FIREFLY_LISTENER_PORT" => {
+            if let Some(n) = cx.int(e, 1, 65535) {
+                c.firefly_listener_port = n as u16;
+            }
+        }
+        "NETWORK_INTERFACE" => {
+            if let Some(l) = cx.strings(e) {
+                for i in &l {
+                    if i.len() >= 16 || i.contains('/') || i.contains(char::is_whitespace) {
+                        cx.bad(e, format_args!("{i:?} is not an interface name"));
+                    }
+                }
+                c.network_interface = l;
+            }
+        }
+        "EBPF_MAP_SIZE" => {
+            if let Some(n) = cx.int(e, 16, 16_777_216) {
+                c.ebpf_map_size = n as u32;
+            }
+        }
+        "PROMETHEUS_SRV_HOST" => {
+            if let Some(s) = cx.string(e) {
+                match s.trim().trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+                    Ok(a) => c.prometheus_srv_host = a,
+                    Err(_) => cx.bad(e, format_args!("{s:?} is not an IP address")),
+                }
+            }
+        }
+        "PROMETHEUS_SRV_PORT" => {
+            if let Some(n) = cx.int(e, 0, 65535) {
+                c.prometheus_srv_port = n as u16;
+            }
+        }
+        "PROMETHEUS_SS_PATH" => {
+            let _ = cx.opt_string(e);
+        }
+        other => warnings.push(format!("line {}: unknown key {} is ignored", e.line, other)),
+    }
+}
+
+fn scan_of<'c>(c: &'c mut Config, key: &str) -> &'c mut ScanConfig {
+    if key.starts_with("NETLINK") {
+        &mut c.netlink
+    } else {
+        &mut c.netstat
+    }
+}
+
+fn cross_checks(c: &Config, entries: &[Entry], cx: &mut Ctx<'_>) {
+    let line_of = |k: &str| entries.iter().rev().find(|e| e.key == k).map(|e| e.line).unwrap_or(0);
+    let mut need = |plugin: PluginKind, keys: [&str; 2], scan: &ScanConfig| {
+        if c.plugins.contains(&plugin) {
+            let line = line_of("PLUGIN");
+            if scan.experiment.is_none() {
+                cx.problems.push((line, format!("line {line}: PLUGIN: the {} plugin needs {}", plugin.name(), keys[0])));
+            }
+            if scan.activity.is_none() {
+                cx.problems.push((line, format!("line {line}: PLUGIN: the {} plugin needs {}", plugin.name(), keys[1])));
+            }
+        }
+    };
+    need(PluginKind::Netstat, ["NETSTAT_EXPERIMENT", "NETSTAT_ACTIVITY"], &c.netstat);
+    need(PluginKind::Netlink, ["NETLINK_EXPERIMENT", "NETLINK_ACTIVITY"], &c.netlink);
+    if c.plugins.contains(&PluginKind::Iperf) && c.iperf_flow_id.is_empty() {
+        let line = line_of("PLUGIN");
+        cx.problems.push((line, format!("line {line}: PLUGIN: the iperf plugin needs IPERF_FLOW_ID")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::from_text;
+    use super::*;
+    use std::path::Path;
+
+    fn load(text: &str) -> Result<(Config, Vec<String>), Vec<String>> {
+        match from_text(text, Path::new("t.cfg")) {
+            Ok(l) => Ok((l.config, l.warnings)),
+            Err(crate::config::ConfigError::Invalid { problems, .. }) => Err(problems),
+            Err(e) => Err(vec![e.to_string()]),
+        }
+    }
+
+    #[test]
+    fn test_empty_config_gives_python_defaults() {
+        let (c, w) = load("").unwrap();
+        assert!(w.is_empty());
+        assert_eq!(c, Config::default());
+        assert_eq!(c.np_api_file, PathBuf::from("/var/run/flowd"));
+        assert_eq!(c.udp_firefly_port, 10514);
+        assert_eq!(c.netstat.interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn test_python_style_config_loads() {
+        let text = "PLUGIN='netstat'\nBACKEND='udp_firefly'\nNETSTAT_EXPERIMENT='atlas'\nNETSTAT_ACTIVITY=2\n\
+                    NETSTAT_INTERNAL_NETWORKS=('192.168.0.0/16', 'fd00::/8')\nFLOW_MAP_API='https://scitags.org/api.json'\n\
+                    IP_DISCOVERY_ENABLED = False\nUDP_FIREFLY_DST='collector.example.org'\nUDP_FIREFLY_IP4_SRC=''\n\
+                    NP_API_FILE_MODE=0o620\nPLUGIN='np_api,firefly'\nPROMETHEUS_SS_PATH='/usr/bin/ss'\n";
+        let (c, w) = load(text).unwrap();
+        assert_eq!(c.plugins, vec![PluginKind::NpApi, PluginKind::Firefly]);
+        assert_eq!(c.netstat.experiment, Some(IdOrName::Name("atlas".into())));
+        assert_eq!(c.netstat.activity, Some(IdOrName::Id(2)));
+        assert_eq!(c.netstat.internal_networks.len(), 2);
+        assert_eq!(c.udp_firefly_dst, vec!["collector.example.org".to_string()]);
+        assert_eq!(c.udp_firefly_ip4_src, None);
+        assert_eq!(c.np_api_file_mode, 0o620);
+        assert!(w.iter().any(|w| w.contains("IP_DISCOVERY_ENABLED is not yet supported")), "{w:?}");
+        assert!(w.iter().any(|w| w.contains("PLUGIN is set again")), "{w:?}");
+        assert!(w.iter().any(|w| w.contains("PROMETHEUS_SS_PATH is accepted but unused")), "{w:?}");
+    }
+
+    #[test]
+    fn test_all_problems_reported_at_once_in_line_order() {
+        let text = "PLUGIN='nosuch'\nUDP_FIREFLY_PORT=70000\nFOO=1\nUDP_FIREFLY_IP6_SRC='1.2.3.4'\nBACKEND=3\nbad line\n";
+        let p = load(text).unwrap_err();
+        assert_eq!(p.len(), 5, "{p:?}");
+        assert!(p[0].starts_with("line 1: PLUGIN: unknown plugin \"nosuch\""));
+        assert!(p[1].starts_with("line 2: UDP_FIREFLY_PORT: 70000 is out of range"));
+        assert!(p[2].starts_with("line 4: UDP_FIREFLY_IP6_SRC"));
+        assert!(p[3].starts_with("line 5: BACKEND: expected a string"));
+        assert!(p[4].starts_with("line 6: expected KEY = VALUE"));
+    }
+
+    #[test]
+    fn test_unknown_key_is_a_warning() {
+        let (_, w) = load("SOMETHING_NEW = 1\n").unwrap();
+        assert_eq!(w, vec!["line 1: unknown key SOMETHING_NEW is ignored".to_string()]);
+    }
+
+    #[test]
+    fn test_scanner_needs_experiment_and_activity() {
+        let p = load("PLUGIN='netlink'\n").unwrap_err();
+        assert_eq!(p.len(), 2);
+        assert!(p[0].contains("needs NETLINK_EXPERIMENT"));
+        let p = load("PLUGIN='netstat'\nNETSTAT_EXPERIMENT='<exp>'\nNETSTAT_ACTIVITY=1\n").unwrap_err();
+        assert!(p[0].contains("registry name"), "{p:?}");
+    }
+
+    #[test]
+    fn test_iperf_flow_ids_and_aliases() {
+        let (c, _) = load("PLUGIN='iperf'\nIPERF_FLOW_ID=[(2, 1), ('cms', 'Analysis Input')]\nBACKEND='ebpf_el9, udp_firefly'\n").unwrap();
+        assert_eq!(c.iperf_flow_id.len(), 2);
+        assert_eq!(c.backends, vec![BackendKind::Ebpf, BackendKind::UdpFirefly]);
+        let (c, _) = load("PLUGIN='iperf'\nIPERF_FLOW_ID=(2, 1)\n").unwrap();
+        assert_eq!(c.iperf_flow_id, vec![(IdOrName::Id(2), IdOrName::Id(1))]);
+    }
+
+    #[test]
+    fn test_int_forms() {
+        assert_eq!(parse_int("0660"), Some(0o660));
+        assert_eq!(parse_int("0o17"), Some(15));
+        assert_eq!(parse_int("0x10"), Some(16));
+        assert_eq!(parse_int("12"), Some(12));
+        assert_eq!(parse_int("x"), None);
+    }
+}

@@ -1,0 +1,150 @@
+//! The daemon's metrics store: named counters and gauges with fixed label sets.
+//!
+//! Owns no I/O. Every module declares the series it updates as `const` [`Desc`]s next to
+//! its code; the HTTP listener renders whatever is in the store. Label values are
+//! `&'static str` or short owned strings, so the hot path (one counter per event)
+//! allocates nothing once a series exists.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+/// Whether a series is a counter (only goes up) or a gauge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Monotonic counter; rendered with `# TYPE … counter`.
+    Counter,
+    /// Gauge; rendered with `# TYPE … gauge`.
+    Gauge,
+}
+
+/// Description of one metric family.
+#[derive(Debug)]
+pub struct Desc {
+    /// Metric name, e.g. `flowd_events_total`.
+    pub name: &'static str,
+    /// One-line help text.
+    pub help: &'static str,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// Label names, in the order values are given.
+    pub labels: &'static [&'static str],
+}
+
+/// A label value: usually static, sometimes owned (interface names, plugin lists).
+pub type LabelValue = Cow<'static, str>;
+
+type SeriesKey = (&'static str, Vec<LabelValue>);
+
+/// All series of the daemon.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    descs: BTreeMap<&'static str, &'static Desc>,
+    values: BTreeMap<SeriesKey, f64>,
+}
+
+impl Metrics {
+    /// An empty store.
+    pub fn new() -> Metrics {
+        Metrics::default()
+    }
+
+    /// Declares a family so it is rendered (with HELP/TYPE) even before its first sample.
+    pub fn declare(&mut self, desc: &'static Desc) {
+        self.descs.insert(desc.name, desc);
+    }
+
+    /// Adds `n` to a counter series (created at 0 if missing).
+    pub fn add(&mut self, desc: &'static Desc, labels: &[&'static str], n: u64) {
+        self.descs.insert(desc.name, desc);
+        let key = (desc.name, labels.iter().map(|l| Cow::Borrowed(*l)).collect::<Vec<_>>());
+        *self.values.entry(key).or_insert(0.0) += n as f64;
+    }
+
+    /// Increments a counter series by one.
+    pub fn inc(&mut self, desc: &'static Desc, labels: &[&'static str]) {
+        self.add(desc, labels, 1);
+    }
+
+    /// Sets a gauge (or a counter mirrored from elsewhere, such as a kernel map) to `v`.
+    pub fn set(&mut self, desc: &'static Desc, labels: Vec<LabelValue>, v: f64) {
+        self.descs.insert(desc.name, desc);
+        self.values.insert((desc.name, labels), v);
+    }
+
+    /// Removes every series of a family (e.g. before re-filling per-interface gauges).
+    pub fn clear(&mut self, desc: &'static Desc) {
+        self.values.retain(|(name, _), _| *name != desc.name);
+    }
+
+    /// The value of one series, if it exists.
+    pub fn get(&self, desc: &'static Desc, labels: &[&str]) -> Option<f64> {
+        self.values
+            .iter()
+            .find(|((name, l), _)| *name == desc.name && l.iter().map(|c| c.as_ref()).eq(labels.iter().copied()))
+            .map(|(_, v)| *v)
+    }
+
+    /// Sum of all series of a family.
+    pub fn total(&self, desc: &'static Desc) -> f64 {
+        self.values.iter().filter(|((name, _), _)| *name == desc.name).map(|(_, v)| v).sum()
+    }
+
+    /// Every family with its series, in name order: what the metrics page renders.
+    pub fn families(&self) -> impl Iterator<Item = (&'static Desc, Vec<(&[LabelValue], f64)>)> + '_ {
+        self.descs.values().map(move |desc| {
+            let series = self
+                .values
+                .range((desc.name, Vec::new())..)
+                .take_while(|((name, _), _)| *name == desc.name)
+                .map(|((_, labels), v)| (labels.as_slice(), *v))
+                .collect();
+            (*desc, series)
+        })
+    }
+}
+
+/// Events received, by plugin and state.
+pub static EVENTS: Desc = Desc {
+    name: "flowd_events_total",
+    help: "Flow events received from plugins, by plugin and state.",
+    kind: Kind::Counter,
+    labels: &["plugin", "state"],
+};
+
+/// Input rejected, by where it came from and why.
+pub static BAD_INPUT: Desc = Desc {
+    name: "flowd_bad_input_total",
+    help: "Input lines or datagrams rejected, by source and reason.",
+    kind: Kind::Counter,
+    labels: &["source", "reason"],
+};
+
+/// Backend failures, by backend and reason.
+pub static BACKEND_ERRORS: Desc = Desc {
+    name: "flowd_backend_errors_total",
+    help: "Flow events a backend could not handle, by backend and reason.",
+    kind: Kind::Counter,
+    labels: &["backend", "reason"],
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static G: Desc = Desc { name: "g", help: "h", kind: Kind::Gauge, labels: &["x"] };
+
+    #[test]
+    fn test_counters_add_up_and_render_in_order() {
+        let mut m = Metrics::new();
+        m.inc(&EVENTS, &["np_api", "start"]);
+        m.add(&EVENTS, &["np_api", "start"], 2);
+        m.inc(&EVENTS, &["np_api", "end"]);
+        m.set(&G, vec!["a".into()], 1.5);
+        assert_eq!(m.get(&EVENTS, &["np_api", "start"]), Some(3.0));
+        assert_eq!(m.total(&EVENTS), 4.0);
+        let fams: Vec<_> = m.families().map(|(d, s)| (d.name, s.len())).collect();
+        assert_eq!(fams, vec![("flowd_events_total", 2), ("g", 1)]);
+        m.clear(&G);
+        assert_eq!(m.get(&G, &["a"]), None);
+    }
+}

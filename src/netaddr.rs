@@ -1,0 +1,177 @@
+//! Address helpers shared by plugins: CIDR networks and address classification.
+//!
+//! Pure functions only. `is_private` reproduces Python 3.11's `ipaddress` `is_private`
+//! tables, because the Python flowd's scanners skip exactly those destinations.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+/// An IPv4 or IPv6 network in CIDR notation (`10.0.0.0/8`, `fd00::/8`, or a bare address = /32, /128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    /// Network address (host bits cleared).
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// True when `ip` lies in this network (an IPv4-mapped IPv6 address matches IPv4 networks).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => mask_v4(u32::from(a), self.prefix) == u32::from(n),
+            (IpAddr::V6(n), IpAddr::V6(a)) => mask_v6(u128::from(a), self.prefix) == u128::from(n),
+            _ => false,
+        }
+    }
+}
+
+fn mask_v4(a: u32, prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        a & (u32::MAX << (32 - u32::from(prefix.min(32))))
+    }
+}
+
+fn mask_v6(a: u128, prefix: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        a & (u128::MAX << (128 - u32::from(prefix.min(128))))
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.trim().parse().map_err(|_| format!("{s:?} is not an IP network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("{s:?} has a bad prefix length"))?,
+        };
+        let addr = match addr {
+            IpAddr::V4(v) => IpAddr::V4(Ipv4Addr::from(mask_v4(u32::from(v), prefix))),
+            IpAddr::V6(v) => IpAddr::V6(Ipv6Addr::from(mask_v6(u128::from(v), prefix))),
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as IPv4; anything else unchanged.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => ip,
+        },
+        v4 => v4,
+    }
+}
+
+const PRIVATE_V4: &[(&str, u8)] = &[
+    ("0.0.0.0", 8),
+    ("10.0.0.0", 8),
+    ("127.0.0.0", 8),
+    ("169.254.0.0", 16),
+    ("172.16.0.0", 12),
+    ("192.0.0.0", 29),
+    ("192.0.0.170", 31),
+    ("192.0.2.0", 24),
+    ("192.168.0.0", 16),
+    ("198.18.0.0", 15),
+    ("198.51.100.0", 24),
+    ("203.0.113.0", 24),
+    ("240.0.0.0", 4),
+    ("255.255.255.255", 32),
+];
+
+const PRIVATE_V6: &[(&str, u8)] = &[
+    ("::1", 128),
+    ("::", 128),
+    ("::ffff:0:0", 96),
+    ("100::", 64),
+    ("2001::", 23),
+    ("2001:db8::", 32),
+    ("2001:10::", 28),
+    ("fc00::", 7),
+    ("fe80::", 10),
+];
+
+fn in_table(ip: IpAddr, table: &[(&str, u8)]) -> bool {
+    table.iter().any(|(a, p)| {
+        a.parse::<IpAddr>().map(|addr| Cidr { addr, prefix: *p }.contains(ip)).unwrap_or(false)
+    })
+}
+
+/// Python 3.11 `ipaddress.ip_address(ip).is_private` (IPv4-mapped addresses use the IPv4 table).
+pub fn is_private(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        v4 @ IpAddr::V4(_) => in_table(v4, PRIVATE_V4),
+        v6 @ IpAddr::V6(_) => in_table(v6, PRIVATE_V6),
+    }
+}
+
+/// Loopback, link-local, unspecified or multicast: never a flow peer worth labelling.
+pub fn is_local_scope(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v) => v.is_loopback() || v.is_link_local() || v.is_unspecified() || v.is_multicast(),
+        IpAddr::V6(v) => {
+            v.is_loopback() || v.is_unspecified() || v.is_multicast() || (v.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn test_cidr_parse_and_contains() {
+        let n: Cidr = "192.168.1.7/16".parse().unwrap();
+        assert_eq!(n.to_string(), "192.168.0.0/16");
+        assert!(n.contains(ip("192.168.200.1")));
+        assert!(n.contains(ip("::ffff:192.168.0.1")));
+        assert!(!n.contains(ip("192.169.0.1")));
+        let h: Cidr = "2001:db8::1".parse().unwrap();
+        assert_eq!(h.prefix, 128);
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("bogus".parse::<Cidr>().is_err());
+        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains(ip("8.8.8.8")));
+    }
+
+    #[test]
+    fn test_private_table_matches_python_311() {
+        for p in ["10.1.2.3", "172.31.0.1", "192.168.0.1", "192.0.2.1", "198.18.0.1", "127.0.0.1", "fd00::1", "2001:db8::1", "fe80::1"] {
+            assert!(is_private(ip(p)), "{p}");
+        }
+        for p in ["100.64.0.1", "8.8.8.8", "3fff::1", "2a00:1450::1", "172.32.0.1"] {
+            assert!(!is_private(ip(p)), "{p}");
+        }
+    }
+
+    #[test]
+    fn test_local_scope() {
+        assert!(is_local_scope(ip("127.0.0.2")));
+        assert!(is_local_scope(ip("fe80::1")));
+        assert!(is_local_scope(ip("::1")));
+        assert!(!is_local_scope(ip("2001:db8::1")));
+    }
+}
