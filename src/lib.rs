@@ -1,6 +1,27 @@
 //! flowd: the Scitags network flow and packet marking daemon (library part).
 //!
 //! The binary (`src/main.rs`) is a thin wrapper; everything else lives here so that
-//! integration tests and benchmarks can reach it.
+//! integration tests and benchmarks can reach it. Map of the crate:
+//!
+//! - `plugin/`: flow sources (np_api, …) — add a new source there.
+//! - `backend/`: marking methods (udp_firefly, …) — add a new method there.
+//! - `daemon/`: the single-threaded mio loop that connects them.
+//! - `wire/`: pure parsers/encoders (pipe lines, fireflies, timestamps).
+//! - `config/`: flowd.cfg (Python-compatible) → typed `Config`.
+//! - `sys/`: the thin layer of system calls.
 
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod context;
+pub mod daemon;
+pub mod error;
 pub mod flow;
+pub mod flows;
+pub mod logger;
+pub mod metrics;
+pub mod netaddr;
+pub mod plugin;
+pub mod registry;
+pub mod sys;
+pub mod wire;

@@ -1,0 +1,6 @@
+//! The one integration-test binary: runs the real `flowd` binary against temp configs.
+
+mod util;
+
+mod cli;
+mod np_api;
