@@ -9,3 +9,18 @@ pub mod label;
 pub mod metrics;
 pub mod netaddr;
 pub mod registry;
+pub mod sys;
+
+/// Interim backend seam for the `ebpf` branch until the core (`src/backend/mod.rs`) lands.
+pub mod backend {
+    #[cfg(feature = "ebpf")]
+    pub mod marker;
+
+    /// Why a backend could not handle one event.
+    #[derive(Debug, thiserror::Error)]
+    pub enum BackendError {
+        /// The event cannot be represented by this backend.
+        #[error("{0}")]
+        Refused(&'static str),
+    }
+}
