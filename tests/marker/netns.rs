@@ -325,7 +325,7 @@ fn child_marker_helper() {
     nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
     let mc = MarkerConfig { interfaces: vec!["vethA".into()], map_size: 64, attach: mode };
     let _m = Marker::with_config(&mc).expect("child marker");
-    println!("READY");
+    println!("FLOWD-CHILD-READY");
     std::io::stdout().flush().expect("flush");
     // Killed by the parent long before this; the bound keeps a lost child from lingering.
     std::thread::sleep(Duration::from_secs(60));
@@ -342,7 +342,7 @@ fn run_and_kill_child(ns: &str, mode: &str, while_alive: impl FnOnce()) {
         .spawn()
         .expect("spawn child");
     let stdout = child.stdout.take().expect("child stdout");
-    let ready = BufReader::new(stdout).lines().map_while(Result::ok).any(|l| l.trim() == "READY");
+    let ready = BufReader::new(stdout).lines().map_while(Result::ok).any(|l| l.trim_end().ends_with("FLOWD-CHILD-READY"));
     if !ready {
         let _ = child.kill();
         let _ = child.wait();
