@@ -21,4 +21,6 @@ pub struct Context<'a> {
     pub metrics: &'a mut Metrics,
     /// The flow registry in force (experiment/activity names ↔ ids).
     pub registry: &'a Registry,
+    /// The loop's `mio` registry, for sources that must re-register (e.g. a re-created pipe).
+    pub poll: &'a mio::Registry,
 }

@@ -1,26 +1,29 @@
 //! flowd: the Scitags network flow and packet marking daemon (library part).
 //!
 //! The binary (`src/main.rs`) is a thin wrapper; everything else lives here so that
-//! integration tests and benchmarks can reach it.
+//! integration tests and benchmarks can reach it. Map of the crate:
+//!
+//! - `plugin/`: flow sources (np_api, …) — add a new source there.
+//! - `backend/`: marking methods (udp_firefly, …) — add a new method there.
+//! - `daemon/`: the single-threaded mio loop that connects them.
+//! - `wire/`: pure parsers/encoders (pipe lines, fireflies, timestamps).
+//! - `config/`: flowd.cfg (Python-compatible) → typed `Config`.
+//! - `sys/`: the thin layer of system calls.
+//! - `label`: the Scitags IPv6 flow label (pure) and the `flowd label` command.
 
+pub mod backend;
+pub mod cli;
+pub mod config;
 pub mod context;
+pub mod daemon;
+pub mod error;
 pub mod flow;
+pub mod flows;
 pub mod label;
+pub mod logger;
 pub mod metrics;
 pub mod netaddr;
+pub mod plugin;
 pub mod registry;
 pub mod sys;
-
-/// Interim backend seam for the `ebpf` branch until the core (`src/backend/mod.rs`) lands.
-pub mod backend {
-    #[cfg(feature = "ebpf")]
-    pub mod marker;
-
-    /// Why a backend could not handle one event.
-    #[derive(Debug, thiserror::Error)]
-    pub enum BackendError {
-        /// The event cannot be represented by this backend.
-        #[error("{0}")]
-        Refused(&'static str),
-    }
-}
+pub mod wire;

@@ -1,4 +1,7 @@
-//! flowd's one integration-test binary (ripgrep's `autotests = false` layout): each
-//! area is a module.
+//! The one integration-test binary: runs the real `flowd` binary against temp configs.
 
+mod util;
+
+mod cli;
+mod np_api;
 mod marker;

@@ -31,6 +31,8 @@ pub enum ConfigError {
         path: PathBuf,
         /// One message per problem, each starting with `line N:`.
         problems: Vec<String>,
+        /// Non-fatal findings in the same file (reported alongside the problems).
+        warnings: Vec<String>,
     },
 }
 
@@ -59,6 +61,6 @@ pub fn from_text(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
         Ok(Loaded { config, warnings })
     } else {
         problems.sort_by_key(|(line, _)| *line);
-        Err(ConfigError::Invalid { path: path.to_path_buf(), problems: problems.into_iter().map(|(_, m)| m).collect() })
+        Err(ConfigError::Invalid { path: path.to_path_buf(), problems: problems.into_iter().map(|(_, m)| m).collect(), warnings })
     }
 }

@@ -90,7 +90,7 @@ pub fn parse(text: &str) -> (Vec<Entry>, Vec<LineError>) {
         }
         // A value with open brackets continues on the next lines (Python implicit joining).
         let mut value_text = rest.trim().to_string();
-        while depth(&value_text) > 0 && i < lines.len() {
+        while depth(&value_text) > 0 && i < lines.len() && !is_assignment(lines[i]) {
             value_text.push(' ');
             value_text.push_str(strip_comment(lines[i]).trim());
             i += 1;
@@ -124,6 +124,17 @@ fn strip_comment(line: &str) -> &str {
         }
     }
     line
+}
+
+/// True when a line starts a new `KEY = …` assignment (ends an unclosed value).
+fn is_assignment(line: &str) -> bool {
+    match strip_comment(line).split_once('=') {
+        Some((k, _)) => {
+            let k = k.trim();
+            !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        }
+        None => false,
+    }
 }
 
 /// Open-bracket depth outside strings (positive while a tuple/list is unfinished).

@@ -213,6 +213,42 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// True when every setting that plugins use is equal (a reload keeps the plugins).
+    pub fn same_plugins(&self, o: &Config) -> bool {
+        self.plugins == o.plugins
+            && self.np_api_file == o.np_api_file
+            && self.np_api_file_mode == o.np_api_file_mode
+            && self.np_api_file_owner == o.np_api_file_owner
+            && self.np_api_file_group == o.np_api_file_group
+            && self.netstat == o.netstat
+            && self.netlink == o.netlink
+            && self.iperf_flow_id == o.iperf_flow_id
+            && self.iperf_ports == o.iperf_ports
+            && self.iperf_round_robin == o.iperf_round_robin
+            && self.firefly_listener_host == o.firefly_listener_host
+            && self.firefly_listener_port == o.firefly_listener_port
+    }
+
+    /// True when every setting that backends use is equal (a reload keeps the backends).
+    pub fn same_backends(&self, o: &Config) -> bool {
+        self.backends == o.backends
+            && self.udp_firefly_port == o.udp_firefly_port
+            && self.udp_firefly_to_peer == o.udp_firefly_to_peer
+            && self.udp_firefly_dst == o.udp_firefly_dst
+            && self.udp_firefly_ip4_src == o.udp_firefly_ip4_src
+            && self.udp_firefly_ip6_src == o.udp_firefly_ip6_src
+            && self.udp_firefly_netlink == o.udp_firefly_netlink
+            && self.udp_firefly_ongoing_interval == o.udp_firefly_ongoing_interval
+            && self.ip_discovery_enabled == o.ip_discovery_enabled
+            && self.ip_discovery_stun_servers == o.ip_discovery_stun_servers
+            && self.network_interface == o.network_interface
+            && self.ebpf_map_size == o.ebpf_map_size
+            && self.prometheus_srv_host == o.prometheus_srv_host
+            && self.prometheus_srv_port == o.prometheus_srv_port
+    }
+}
+
 /// Keys accepted and understood but whose feature this build does not have yet.
 /// Reported once at startup as "not yet supported" (never silently ignored).
 pub const NOT_YET_SUPPORTED: &[&str] = &[
@@ -229,6 +265,10 @@ pub const UNUSED: &[(&str, &str)] = &[("PROMETHEUS_SS_PATH", "flowd reads tcp_in
 /// Plugins whose implementation this build lacks (requesting one is a startup error).
 pub const PLUGINS_NOT_BUILT: &[PluginKind] = &[PluginKind::Netlink, PluginKind::Netstat, PluginKind::Iperf, PluginKind::Firefly];
 /// Backends whose implementation this build lacks (requesting one is a startup error).
+#[cfg(feature = "ebpf")]
+pub const BACKENDS_NOT_BUILT: &[BackendKind] = &[BackendKind::Prometheus];
+/// Backends whose implementation this build lacks (built without feature `ebpf`).
+#[cfg(not(feature = "ebpf"))]
 pub const BACKENDS_NOT_BUILT: &[BackendKind] = &[BackendKind::Ebpf, BackendKind::Prometheus];
 
 /// Every key flowd knows. Keep in the order of `etc/flowd.cfg`.
@@ -460,6 +500,7 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
         "PLUGIN" => {
             if let Some(list) = cx.strings(e) {
                 let mut out = Vec::new();
+                let had_error = list.iter().any(|n| PluginKind::parse(n).is_none());
                 for name in list {
                     match PluginKind::parse(&name) {
                         Some(k) if out.contains(&k) => cx.bad(e, format_args!("plugin {name:?} is listed twice")),
@@ -467,7 +508,7 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
                         None => cx.bad(e, format_args!("unknown plugin {name:?} (known: np_api, netlink, netstat, iperf, firefly)")),
                     }
                 }
-                if out.is_empty() {
+                if out.is_empty() && !had_error {
                     cx.bad(e, "names no plugin");
                 }
                 c.plugins = out;
@@ -476,6 +517,7 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
         "BACKEND" => {
             if let Some(list) = cx.strings(e) {
                 let mut out = Vec::new();
+                let had_error = list.iter().any(|n| BackendKind::parse(n).is_none());
                 for name in list {
                     match BackendKind::parse(&name) {
                         Some(k) if out.contains(&k) => cx.bad(e, format_args!("backend {name:?} is listed twice")),
@@ -483,7 +525,7 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
                         None => cx.bad(e, format_args!("unknown backend {name:?} (known: udp_firefly, ebpf, prometheus, dummy)")),
                     }
                 }
-                if out.is_empty() {
+                if out.is_empty() && !had_error {
                     cx.bad(e, "names no backend");
                 }
                 c.backends = out;
@@ -496,7 +538,7 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
         }
         "FLOW_MAP_REFRESH" => {
             if let Some(d) = cx.seconds(e, 0.0) {
-                c.flow_map_refresh = (!d.is_zero()).then_some(d.max(Duration::from_secs(10)));
+                c.flow_map_refresh = (!d.is_zero()).then_some(d.max(Duration::from_secs(1)));
             }
         }
         "FLOW_MAP_TIMEOUT" => {
@@ -738,90 +780,5 @@ fn cross_checks(c: &Config, entries: &[Entry], cx: &mut Ctx<'_>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::from_text;
-    use super::*;
-    use std::path::Path;
-
-    fn load(text: &str) -> Result<(Config, Vec<String>), Vec<String>> {
-        match from_text(text, Path::new("t.cfg")) {
-            Ok(l) => Ok((l.config, l.warnings)),
-            Err(crate::config::ConfigError::Invalid { problems, .. }) => Err(problems),
-            Err(e) => Err(vec![e.to_string()]),
-        }
-    }
-
-    #[test]
-    fn test_empty_config_gives_python_defaults() {
-        let (c, w) = load("").unwrap();
-        assert!(w.is_empty());
-        assert_eq!(c, Config::default());
-        assert_eq!(c.np_api_file, PathBuf::from("/var/run/flowd"));
-        assert_eq!(c.udp_firefly_port, 10514);
-        assert_eq!(c.netstat.interval, Duration::from_secs(2));
-    }
-
-    #[test]
-    fn test_python_style_config_loads() {
-        let text = "PLUGIN='netstat'\nBACKEND='udp_firefly'\nNETSTAT_EXPERIMENT='atlas'\nNETSTAT_ACTIVITY=2\n\
-                    NETSTAT_INTERNAL_NETWORKS=('192.168.0.0/16', 'fd00::/8')\nFLOW_MAP_API='https://scitags.org/api.json'\n\
-                    IP_DISCOVERY_ENABLED = False\nUDP_FIREFLY_DST='collector.example.org'\nUDP_FIREFLY_IP4_SRC=''\n\
-                    NP_API_FILE_MODE=0o620\nPLUGIN='np_api,firefly'\nPROMETHEUS_SS_PATH='/usr/bin/ss'\n";
-        let (c, w) = load(text).unwrap();
-        assert_eq!(c.plugins, vec![PluginKind::NpApi, PluginKind::Firefly]);
-        assert_eq!(c.netstat.experiment, Some(IdOrName::Name("atlas".into())));
-        assert_eq!(c.netstat.activity, Some(IdOrName::Id(2)));
-        assert_eq!(c.netstat.internal_networks.len(), 2);
-        assert_eq!(c.udp_firefly_dst, vec!["collector.example.org".to_string()]);
-        assert_eq!(c.udp_firefly_ip4_src, None);
-        assert_eq!(c.np_api_file_mode, 0o620);
-        assert!(w.iter().any(|w| w.contains("IP_DISCOVERY_ENABLED is not yet supported")), "{w:?}");
-        assert!(w.iter().any(|w| w.contains("PLUGIN is set again")), "{w:?}");
-        assert!(w.iter().any(|w| w.contains("PROMETHEUS_SS_PATH is accepted but unused")), "{w:?}");
-    }
-
-    #[test]
-    fn test_all_problems_reported_at_once_in_line_order() {
-        let text = "PLUGIN='nosuch'\nUDP_FIREFLY_PORT=70000\nFOO=1\nUDP_FIREFLY_IP6_SRC='1.2.3.4'\nBACKEND=3\nbad line\n";
-        let p = load(text).unwrap_err();
-        assert_eq!(p.len(), 5, "{p:?}");
-        assert!(p[0].starts_with("line 1: PLUGIN: unknown plugin \"nosuch\""));
-        assert!(p[1].starts_with("line 2: UDP_FIREFLY_PORT: 70000 is out of range"));
-        assert!(p[2].starts_with("line 4: UDP_FIREFLY_IP6_SRC"));
-        assert!(p[3].starts_with("line 5: BACKEND: expected a string"));
-        assert!(p[4].starts_with("line 6: expected KEY = VALUE"));
-    }
-
-    #[test]
-    fn test_unknown_key_is_a_warning() {
-        let (_, w) = load("SOMETHING_NEW = 1\n").unwrap();
-        assert_eq!(w, vec!["line 1: unknown key SOMETHING_NEW is ignored".to_string()]);
-    }
-
-    #[test]
-    fn test_scanner_needs_experiment_and_activity() {
-        let p = load("PLUGIN='netlink'\n").unwrap_err();
-        assert_eq!(p.len(), 2);
-        assert!(p[0].contains("needs NETLINK_EXPERIMENT"));
-        let p = load("PLUGIN='netstat'\nNETSTAT_EXPERIMENT='<exp>'\nNETSTAT_ACTIVITY=1\n").unwrap_err();
-        assert!(p[0].contains("registry name"), "{p:?}");
-    }
-
-    #[test]
-    fn test_iperf_flow_ids_and_aliases() {
-        let (c, _) = load("PLUGIN='iperf'\nIPERF_FLOW_ID=[(2, 1), ('cms', 'Analysis Input')]\nBACKEND='ebpf_el9, udp_firefly'\n").unwrap();
-        assert_eq!(c.iperf_flow_id.len(), 2);
-        assert_eq!(c.backends, vec![BackendKind::Ebpf, BackendKind::UdpFirefly]);
-        let (c, _) = load("PLUGIN='iperf'\nIPERF_FLOW_ID=(2, 1)\n").unwrap();
-        assert_eq!(c.iperf_flow_id, vec![(IdOrName::Id(2), IdOrName::Id(1))]);
-    }
-
-    #[test]
-    fn test_int_forms() {
-        assert_eq!(parse_int("0660"), Some(0o660));
-        assert_eq!(parse_int("0o17"), Some(15));
-        assert_eq!(parse_int("0x10"), Some(16));
-        assert_eq!(parse_int("12"), Some(12));
-        assert_eq!(parse_int("x"), None);
-    }
-}
+#[path = "validate_tests.rs"]
+mod tests;

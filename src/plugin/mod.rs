@@ -82,6 +82,13 @@ impl Plugin {
         }
     }
 
+    /// Final cleanup at daemon exit (not on reload): e.g. np_api removes its pipe.
+    pub fn shutdown(&mut self) {
+        match self {
+            Plugin::NpApi(p) => p.remove_pipe(),
+        }
+    }
+
     /// The plugin's fd is ready.
     pub fn on_ready(&mut self, cx: &mut Context<'_>) {
         match self {

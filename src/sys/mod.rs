@@ -1,6 +1,176 @@
-//! Thin, SAFETY-commented wrappers around the system calls flowd makes directly.
+//! Thin wrappers over the system calls flowd needs (named pipe, PID file, signals, host).
 //!
-//! Everything `unsafe` in flowd lives here (or in `backend/marker/abi.rs`). Each wrapper
-//! turns a raw call into a `std::io::Result`; callers add context.
+//! All OS-specific code that is not a plain `std` call lives here. The wrappers use
+//! `nix`'s safe API; where `unsafe` is unavoidable it carries a `// SAFETY:` comment.
 
 pub mod bpf;
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::stat::Mode;
+use nix::unistd::{Gid, Group, Uid, User};
+
+fn errno(e: nix::Error) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+/// Device and inode of a file: identifies "the same pipe" across renames and re-creation.
+pub type FileId = (u64, u64);
+
+/// Creates the FIFO at `path` if missing (an existing FIFO is kept), opens it
+/// `O_RDWR|O_NONBLOCK|O_CLOEXEC` (so writers closing never produce EOF), and returns the
+/// fd with the pipe's identity. An existing non-FIFO file is an error.
+pub fn open_fifo(path: &Path, mode: u32, owner: Option<Uid>, group: Option<Gid>) -> io::Result<(OwnedFd, FileId)> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_fifo() => {}
+        Ok(_) => return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a named pipe")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            nix::unistd::mkfifo(path, Mode::from_bits_truncate(mode)).map_err(errno)?;
+            // mkfifo honours the umask; set the configured mode exactly.
+            nix::sys::stat::fchmodat(nix::fcntl::AT_FDCWD, path, Mode::from_bits_truncate(mode), nix::sys::stat::FchmodatFlags::FollowSymlink)
+                .map_err(errno)?;
+            if owner.is_some() || group.is_some() {
+                nix::unistd::chown(path, owner, group).map_err(errno)?;
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    let fd = nix::fcntl::open(path, OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty()).map_err(errno)?;
+    let st = nix::sys::stat::fstat(fd.as_fd()).map_err(errno)?;
+    Ok((fd, (st.st_dev as u64, st.st_ino as u64)))
+}
+
+/// Identity of the FIFO now at `path` (`None` if missing or not a FIFO).
+pub fn fifo_id(path: &Path) -> Option<FileId> {
+    let m = std::fs::symlink_metadata(path).ok()?;
+    m.file_type().is_fifo().then(|| (m.dev(), m.ino()))
+}
+
+/// `read(2)` on a raw fd (the pipe), without taking ownership.
+pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    nix::unistd::read(fd, buf).map_err(errno)
+}
+
+/// Resolves a user given as a name or a numeric uid.
+pub fn lookup_user(s: &str) -> io::Result<Uid> {
+    if let Ok(n) = s.parse::<u32>() {
+        return Ok(Uid::from_raw(n));
+    }
+    match User::from_name(s).map_err(errno)? {
+        Some(u) => Ok(u.uid),
+        None => Err(io::Error::new(io::ErrorKind::NotFound, format!("no such user {s:?}"))),
+    }
+}
+
+/// Resolves a group given as a name or a numeric gid.
+pub fn lookup_group(s: &str) -> io::Result<Gid> {
+    if let Ok(n) = s.parse::<u32>() {
+        return Ok(Gid::from_raw(n));
+    }
+    match Group::from_name(s).map_err(errno)? {
+        Some(g) => Ok(g.gid),
+        None => Err(io::Error::new(io::ErrorKind::NotFound, format!("no such group {s:?}"))),
+    }
+}
+
+/// The host name (`gethostname`).
+pub fn hostname() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default()
+}
+
+/// A locked PID file; the lock is held (and the file removed) until drop.
+#[derive(Debug)]
+pub struct PidFile {
+    path: std::path::PathBuf,
+    _lock: Flock<File>,
+}
+
+impl PidFile {
+    /// Creates or takes over `path`, locks it, and writes `<pid>\n`. Fails if another
+    /// live process holds the lock (its PID is in the message).
+    pub fn create(path: &Path) -> io::Result<PidFile> {
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((_, nix::Error::EWOULDBLOCK)) => {
+                let other = std::fs::read_to_string(path).unwrap_or_default();
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("another flowd (pid {}) holds it", other.trim()),
+                ));
+            }
+            Err((_, e)) => return Err(errno(e)),
+        };
+        lock.set_len(0)?;
+        writeln!(&mut *lock, "{}", std::process::id())?;
+        lock.flush()?;
+        Ok(PidFile { path: path.to_path_buf(), _lock: lock })
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The signals the daemon handles through its signalfd.
+pub const HANDLED_SIGNALS: [Signal; 4] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGUSR1];
+
+/// Blocks the handled signals for this thread and returns a non-blocking signalfd for them.
+pub fn signal_fd() -> io::Result<SignalFd> {
+    let mut set = SigSet::empty();
+    for s in HANDLED_SIGNALS {
+        set.add(s);
+    }
+    set.thread_block().map_err(errno)?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(errno)
+}
+
+/// Ignores SIGPIPE (writes to closed sockets return EPIPE instead of killing flowd).
+pub fn ignore_sigpipe() {
+    // SAFETY: installing SIG_IGN for SIGPIPE has no preconditions and no handler code runs.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_fifo_created_with_exact_mode_and_reopened() {
+        let dir = std::env::temp_dir().join(format!("flowd-sys-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let p = dir.join("np");
+        let _ = std::fs::remove_file(&p);
+        let (_fd, id) = open_fifo(&p, 0o620, None, None).unwrap();
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!(m.mode() & 0o777, 0o620);
+        assert_eq!(fifo_id(&p), Some(id));
+        let (_fd2, id2) = open_fifo(&p, 0o600, None, None).unwrap();
+        assert_eq!(id, id2, "an existing FIFO is reused");
+        let reg = dir.join("regular");
+        std::fs::write(&reg, b"x").unwrap();
+        assert!(open_fifo(&reg, 0o600, None, None).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn test_pid_file_is_exclusive_and_removed() {
+        let p = std::env::temp_dir().join(format!("flowd-pid-{}", std::process::id()));
+        let a = PidFile::create(&p).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), format!("{}\n", std::process::id()));
+        // flock is per open file description, so a second open in this process conflicts.
+        let e = PidFile::create(&p).unwrap_err();
+        assert!(e.to_string().contains("another flowd"), "{e}");
+        drop(a);
+        assert!(!p.exists());
+    }
+}

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use aya::programs::tc::SchedClassifierLinkId;
 
 use crate::backend::BackendError;
+use crate::config::Config;
 use crate::context::Context;
 use crate::flow::{FlowEvent, FlowKey, FlowState};
 use crate::label;
@@ -119,6 +120,16 @@ pub struct MarkerConfig {
     pub attach: AttachMode,
 }
 
+impl MarkerConfig {
+    /// From NETWORK_INTERFACE and EBPF_MAP_SIZE, plus the `FLOWD_MARKER_ATTACH`
+    /// environment variable (`auto` (default), `tcx`, `clsact`).
+    pub fn from_config(cfg: &Config) -> Result<MarkerConfig, MarkerError> {
+        let mode = std::env::var("FLOWD_MARKER_ATTACH").unwrap_or_default();
+        let attach = AttachMode::parse(&mode).ok_or(MarkerError::BadAttachMode(mode))?;
+        Ok(MarkerConfig { interfaces: cfg.network_interface.clone(), map_size: cfg.ebpf_map_size.max(1), attach })
+    }
+}
+
 /// One interface the classifier is attached to.
 #[derive(Debug)]
 struct Iface {
@@ -156,6 +167,11 @@ pub fn orient(key: &FlowKey, is_local: impl Fn(IpAddr) -> bool) -> FlowKey {
 }
 
 impl Marker {
+    /// Loads the program and attaches it to the configured interfaces.
+    pub fn new(cfg: &Config) -> Result<Marker, MarkerError> {
+        Marker::with_config(&MarkerConfig::from_config(cfg)?)
+    }
+
     /// Loads the program and attaches it as `mc` says.
     pub fn with_config(mc: &MarkerConfig) -> Result<Marker, MarkerError> {
         let names = if mc.interfaces.is_empty() {

@@ -1,0 +1,223 @@
+//! The udp_firefly backend: one firefly datagram per flow event, to the flow's peer and
+//! to every configured collector (SPEC §1).
+//!
+//! Sends are non-blocking `sendto`s on two unconnected sockets (IPv4 and IPv6). A failed
+//! or would-block send is counted and logged (rate-limited), never retried, so the loop
+//! never waits on the network. Collector host names are resolved once at start (and at
+//! each reload).
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::time::Duration;
+
+use crate::backend::BackendError;
+use crate::config::Config;
+use crate::context::Context;
+use crate::flow::{FlowEvent, FlowKey, FlowState};
+use crate::logger::RateLimit;
+use crate::metrics::{Desc, Kind};
+use crate::wire::firefly::{self, Firefly};
+
+/// Fireflies sent, by recipient kind (`peer` or `collector`).
+pub static SENT: Desc = Desc {
+    name: "flowd_fireflies_sent_total",
+    help: "Firefly datagrams sent, by recipient (peer = the flow's destination, collector = UDP_FIREFLY_DST).",
+    kind: Kind::Counter,
+    labels: &["to"],
+};
+
+/// Fireflies that could not be sent, by recipient kind and reason.
+pub static SEND_ERRORS: Desc = Desc {
+    name: "flowd_firefly_send_errors_total",
+    help: "Firefly datagrams that could not be sent, by recipient and reason.",
+    kind: Kind::Counter,
+    labels: &["to", "reason"],
+};
+
+/// Why the backend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// No UDP socket could be opened.
+    #[error("cannot open a UDP socket: {0}")]
+    Socket(#[source] io::Error),
+    /// A collector name did not resolve.
+    #[error("cannot resolve collector {dst:?} (UDP_FIREFLY_DST): {source}")]
+    Resolve {
+        /// The collector as configured.
+        dst: String,
+        /// The resolver error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Splits `host`, `host:port`, `a.b.c.d:port`, `[v6]:port` or a bare IPv6 address.
+pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
+    let s = s.trim();
+    let bad = || format!("{s:?} is not host[:port]");
+    if s.is_empty() || s.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (h, tail) = rest.split_once(']').ok_or_else(bad)?;
+        h.parse::<Ipv6Addr>().map_err(|_| bad())?;
+        let port = match tail {
+            "" => default_port,
+            t => t.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()).filter(|p| *p > 0).ok_or_else(bad)?,
+        };
+        return Ok((h.to_string(), port));
+    }
+    if s.matches(':').count() > 1 {
+        s.parse::<Ipv6Addr>().map_err(|_| bad())?;
+        return Ok((s.to_string(), default_port));
+    }
+    match s.split_once(':') {
+        Some((h, p)) if !h.is_empty() => Ok((h.to_string(), p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?)),
+        Some(_) => Err(bad()),
+        None => Ok((s.to_string(), default_port)),
+    }
+}
+
+/// The running udp_firefly backend.
+pub struct Sender {
+    sock4: Option<UdpSocket>,
+    sock6: Option<UdpSocket>,
+    collectors: Vec<SocketAddr>,
+    peer_port: u16,
+    to_peer: bool,
+    ip4_src: Option<Ipv4Addr>,
+    ip6_src: Option<Ipv6Addr>,
+    hostname: String,
+    application: String,
+    buf: Vec<u8>,
+    warn: RateLimit,
+}
+
+fn udp(bind: SocketAddr) -> io::Result<UdpSocket> {
+    let s = UdpSocket::bind(bind)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+impl Sender {
+    /// Opens the sockets and resolves the collectors.
+    pub fn new(cfg: &Config) -> Result<Sender, InitError> {
+        let sock4 = udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+        let sock6 = udp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)));
+        if let (Err(e), Err(_)) = (&sock4, &sock6) {
+            return Err(InitError::Socket(io::Error::new(e.kind(), e.to_string())));
+        }
+        let mut collectors = Vec::new();
+        for dst in &cfg.udp_firefly_dst {
+            let (host, port) = split_host_port(dst, cfg.udp_firefly_port)
+                .map_err(|m| InitError::Resolve { dst: dst.clone(), source: io::Error::new(io::ErrorKind::InvalidInput, m) })?;
+            let addr = (host.as_str(), port)
+                .to_socket_addrs()
+                .map_err(|source| InitError::Resolve { dst: dst.clone(), source })?
+                .next()
+                .ok_or_else(|| InitError::Resolve { dst: dst.clone(), source: io::Error::new(io::ErrorKind::NotFound, "no address") })?;
+            log::info!("udp_firefly: collector {dst} = {addr}");
+            collectors.push(addr);
+        }
+        Ok(Sender {
+            sock4: sock4.ok(),
+            sock6: sock6.ok(),
+            collectors,
+            peer_port: cfg.udp_firefly_port,
+            to_peer: cfg.udp_firefly_to_peer,
+            ip4_src: cfg.udp_firefly_ip4_src,
+            ip6_src: cfg.udp_firefly_ip6_src,
+            hostname: firefly::syslog_hostname(&crate::sys::hostname()),
+            application: format!("flowd {}", env!("CARGO_PKG_VERSION")),
+            buf: Vec::with_capacity(1024),
+            warn: RateLimit::new(10, Duration::from_secs(10)),
+        })
+    }
+
+    /// The key as it appears in the firefly: UDP_FIREFLY_IP4_SRC/IP6_SRC replace `src-ip`.
+    fn wire_key(&self, key: &FlowKey) -> FlowKey {
+        let mut k = *key;
+        match (k.src.ip(), self.ip4_src, self.ip6_src) {
+            (IpAddr::V4(_), Some(a), _) => k.src.set_ip(IpAddr::V4(a)),
+            (IpAddr::V6(_), _, Some(a)) => k.src.set_ip(IpAddr::V6(a)),
+            _ => {}
+        }
+        k
+    }
+
+    /// Encodes the event and sends it to the peer and the collectors.
+    pub fn handle(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<(), BackendError> {
+        let relayed = ev.relayed.as_deref();
+        let end_time = match ev.state {
+            FlowState::End => Some(ev.end_time.unwrap_or(ev.at)),
+            _ => None,
+        };
+        let ff = Firefly {
+            state: ev.state,
+            current_time: cx.wall,
+            start_time: ev.start_time.unwrap_or(ev.at),
+            end_time,
+            key: self.wire_key(&ev.key),
+            exp: ev.exp,
+            act: ev.act,
+            application: relayed.and_then(|r| r.application.as_deref()).unwrap_or(&self.application),
+            usage: relayed.and_then(|r| r.usage),
+            netlink: relayed.and_then(|r| r.netlink.as_deref()),
+        };
+        self.buf.clear();
+        firefly::encode(&mut self.buf, &self.hostname, &ff);
+        if self.to_peer {
+            let peer = SocketAddr::new(ev.key.dst.ip(), self.peer_port);
+            let from = relayed.and_then(|r| r.from);
+            if from != Some(peer.ip()) {
+                self.send(peer, "peer", cx);
+            }
+        }
+        for i in 0..self.collectors.len() {
+            let c = self.collectors[i];
+            self.send(c, "collector", cx);
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, to: SocketAddr, kind: &'static str, cx: &mut Context<'_>) {
+        let sock = if to.is_ipv4() { self.sock4.as_ref() } else { self.sock6.as_ref() };
+        let r = match sock {
+            Some(s) => s.send_to(&self.buf, to),
+            None => Err(io::Error::new(io::ErrorKind::Unsupported, "address family not available")),
+        };
+        match r {
+            Ok(_) => cx.metrics.inc(&SENT, &[kind]),
+            Err(e) => {
+                let reason = match e.kind() {
+                    io::ErrorKind::WouldBlock => "would_block",
+                    io::ErrorKind::Unsupported => "no_socket",
+                    _ => "send_failed",
+                };
+                cx.metrics.inc(&SEND_ERRORS, &[kind, reason]);
+                if let Some(n) = self.warn.allow(cx.now) {
+                    let more = if n > 0 { format!(" ({n} similar messages suppressed)") } else { String::new() };
+                    log::warn!("udp_firefly: send to {to} ({kind}) failed: {e}{more}");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_split_host_port_forms() {
+        assert_eq!(split_host_port("collector.example.org", 10514), Ok(("collector.example.org".into(), 10514)));
+        assert_eq!(split_host_port("c.example.org:9999", 10514), Ok(("c.example.org".into(), 9999)));
+        assert_eq!(split_host_port("192.0.2.1:1", 10514), Ok(("192.0.2.1".into(), 1)));
+        assert_eq!(split_host_port("[2001:db8::1]:77", 10514), Ok(("2001:db8::1".into(), 77)));
+        assert_eq!(split_host_port("[2001:db8::1]", 10514), Ok(("2001:db8::1".into(), 10514)));
+        assert_eq!(split_host_port("2001:db8::1", 10514), Ok(("2001:db8::1".into(), 10514)));
+        for bad in ["", "h:0", "h:x", ":5", "[::1", "[zz]:1", "a b", "h:70000", "1:2:zz"] {
+            assert!(split_host_port(bad, 1).is_err(), "{bad}");
+        }
+    }
+}

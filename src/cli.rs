@@ -1,0 +1,127 @@
+//! Command-line parsing: the Python flowd's synopsis plus a few subcommands.
+//!
+//! `flowd [-h] [--version] [-c CONFIG] [-d] [-f] [--check]`, and `flowd label …`.
+//! Hand-written (no argument-parsing dependency); pure: argv in, `Command` out.
+
+use std::path::PathBuf;
+
+/// Default config path (as the Python flowd).
+pub const DEFAULT_CONFIG: &str = "/etc/flowd/flowd.cfg";
+
+/// The usage text printed by `-h`.
+pub const USAGE: &str = "\
+usage: flowd [-h] [--version] [-c CONFIG] [-d] [-f] [--check]
+       flowd label encode EXP ACT | flowd label decode LABEL
+
+flowd - flow and packet marking daemon (Scitags)
+
+options:
+  -h, --help            show this help message and exit
+  --version             show program's version number and exit
+  -c CONFIG, --config CONFIG
+                        Specify path of the configuration file (defaults to /etc/flowd/flowd.cfg)
+  -d, --debug           Debug mode (debug logging; implies foreground)
+  -f, --fg              Run in foreground, logging to stderr (flowd never forks)
+  --check               Validate the configuration and exit (0 = valid, 2 = invalid)
+
+subcommands:
+  label encode EXP ACT  print the IPv6 flow label and scitag of an experiment/activity
+  label decode LABEL    print the experiment/activity carried by a flow label
+
+signals: SIGTERM/SIGINT stop, SIGHUP (or SIGUSR1) reloads config and registry.
+exit status: 0 ok, 1 runtime/startup error, 2 invalid configuration or usage.
+";
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Print usage.
+    Help,
+    /// Print the version.
+    Version,
+    /// Run the daemon (or only check the config).
+    Run(RunArgs),
+    /// `flowd label …` with its remaining arguments.
+    Label(Vec<String>),
+}
+
+/// Options of the daemon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunArgs {
+    /// Config path.
+    pub config: PathBuf,
+    /// True when `-c` was given (a missing file is then an error).
+    pub config_given: bool,
+    /// `-d`.
+    pub debug: bool,
+    /// `-f`.
+    pub foreground: bool,
+    /// `--check`.
+    pub check: bool,
+}
+
+/// Parses argv (without the program name).
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    if args.first().map(String::as_str) == Some("label") {
+        return Ok(Command::Label(args[1..].to_vec()));
+    }
+    let mut run = RunArgs { config: PathBuf::from(DEFAULT_CONFIG), config_given: false, debug: false, foreground: false, check: false };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--version" | "-V" => return Ok(Command::Version),
+            "-d" | "--debug" => {
+                run.debug = true;
+                run.foreground = true;
+            }
+            "-f" | "--fg" => run.foreground = true,
+            "--check" => run.check = true,
+            "-c" | "--config" => {
+                let v = it.next().ok_or_else(|| format!("argument {a}: expected one argument"))?;
+                run.config = PathBuf::from(v);
+                run.config_given = true;
+            }
+            s if s.starts_with("--config=") => {
+                run.config = PathBuf::from(&s["--config=".len()..]);
+                run.config_given = true;
+            }
+            s if s.starts_with("-c") && s.len() > 2 => {
+                run.config = PathBuf::from(&s[2..]);
+                run.config_given = true;
+            }
+            other => return Err(format!("unrecognized argument: {other}")),
+        }
+    }
+    Ok(Command::Run(run))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(a: &[&str]) -> Result<Command, String> {
+        parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn test_python_synopsis() {
+        let Command::Run(r) = p(&[]).unwrap() else { panic!() };
+        assert_eq!(r.config, PathBuf::from(DEFAULT_CONFIG));
+        assert!(!r.config_given && !r.debug && !r.foreground);
+        let Command::Run(r) = p(&["-c", "/tmp/x.cfg", "-d"]).unwrap() else { panic!() };
+        assert!(r.config_given && r.debug && r.foreground);
+        assert_eq!(r.config, PathBuf::from("/tmp/x.cfg"));
+        let Command::Run(r) = p(&["--config=/a", "--fg", "--check"]).unwrap() else { panic!() };
+        assert!(r.check && r.foreground && r.config == PathBuf::from("/a"));
+        assert_eq!(p(&["--version"]), Ok(Command::Version));
+        assert_eq!(p(&["-f", "-h"]), Ok(Command::Help));
+        assert_eq!(p(&["label", "encode", "2", "9"]), Ok(Command::Label(vec!["encode".into(), "2".into(), "9".into()])));
+    }
+
+    #[test]
+    fn test_errors() {
+        assert!(p(&["-c"]).unwrap_err().contains("expected one argument"));
+        assert!(p(&["--bogus"]).unwrap_err().contains("unrecognized"));
+    }
+}

@@ -1,0 +1,108 @@
+//! Unit tests of config validation (kept apart to keep validate.rs readable).
+use super::super::from_text;
+use super::*;
+use std::path::Path;
+
+fn load(text: &str) -> Result<(Config, Vec<String>), Vec<String>> {
+    match from_text(text, Path::new("t.cfg")) {
+        Ok(l) => Ok((l.config, l.warnings)),
+        Err(crate::config::ConfigError::Invalid { problems, .. }) => Err(problems),
+        Err(e) => Err(vec![e.to_string()]),
+    }
+}
+
+#[test]
+fn test_empty_config_gives_python_defaults() {
+    let (c, w) = load("").unwrap();
+    assert!(w.is_empty());
+    assert_eq!(c, Config::default());
+    assert_eq!(c.np_api_file, PathBuf::from("/var/run/flowd"));
+    assert_eq!(c.udp_firefly_port, 10514);
+    assert_eq!(c.netstat.interval, Duration::from_secs(2));
+}
+
+#[test]
+fn test_python_style_config_loads() {
+    let text = "PLUGIN='netstat'\nBACKEND='udp_firefly'\nNETSTAT_EXPERIMENT='atlas'\nNETSTAT_ACTIVITY=2\n\
+                NETSTAT_INTERNAL_NETWORKS=('192.168.0.0/16', 'fd00::/8')\nFLOW_MAP_API='https://scitags.org/api.json'\n\
+                IP_DISCOVERY_ENABLED = False\nUDP_FIREFLY_DST='collector.example.org'\nUDP_FIREFLY_IP4_SRC=''\n\
+                NP_API_FILE_MODE=0o620\nPLUGIN='np_api,firefly'\nPROMETHEUS_SS_PATH='/usr/bin/ss'\n";
+    let (c, w) = load(text).unwrap();
+    assert_eq!(c.plugins, vec![PluginKind::NpApi, PluginKind::Firefly]);
+    assert_eq!(c.netstat.experiment, Some(IdOrName::Name("atlas".into())));
+    assert_eq!(c.netstat.activity, Some(IdOrName::Id(2)));
+    assert_eq!(c.netstat.internal_networks.len(), 2);
+    assert_eq!(c.udp_firefly_dst, vec!["collector.example.org".to_string()]);
+    assert_eq!(c.udp_firefly_ip4_src, None);
+    assert_eq!(c.np_api_file_mode, 0o620);
+    assert!(w.iter().any(|w| w.contains("IP_DISCOVERY_ENABLED is not yet supported")), "{w:?}");
+    assert!(w.iter().any(|w| w.contains("PLUGIN is set again")), "{w:?}");
+    assert!(w.iter().any(|w| w.contains("PROMETHEUS_SS_PATH is accepted but unused")), "{w:?}");
+}
+
+#[test]
+fn test_all_problems_reported_at_once_in_line_order() {
+    let text = "PLUGIN='nosuch'\nUDP_FIREFLY_PORT=70000\nFOO=1\nUDP_FIREFLY_IP6_SRC='1.2.3.4'\nBACKEND=3\nbad line\n";
+    let p = load(text).unwrap_err();
+    assert_eq!(p.len(), 5, "{p:?}");
+    assert!(p[0].starts_with("line 1: PLUGIN: unknown plugin \"nosuch\""));
+    assert!(p[1].starts_with("line 2: UDP_FIREFLY_PORT: 70000 is out of range"));
+    assert!(p[2].starts_with("line 4: UDP_FIREFLY_IP6_SRC"));
+    assert!(p[3].starts_with("line 5: BACKEND: expected a string"));
+    assert!(p[4].starts_with("line 6: expected KEY = VALUE"));
+}
+
+#[test]
+fn test_unknown_key_is_a_warning() {
+    let (_, w) = load("SOMETHING_NEW = 1\n").unwrap();
+    assert_eq!(w, vec!["line 1: unknown key SOMETHING_NEW is ignored".to_string()]);
+}
+
+#[test]
+fn test_scanner_needs_experiment_and_activity() {
+    let p = load("PLUGIN='netlink'\n").unwrap_err();
+    assert_eq!(p.len(), 2);
+    assert!(p[0].contains("needs NETLINK_EXPERIMENT"));
+    let p = load("PLUGIN='netstat'\nNETSTAT_EXPERIMENT='<exp>'\nNETSTAT_ACTIVITY=1\n").unwrap_err();
+    assert!(p.iter().any(|p| p.starts_with("line 2: NETSTAT_EXPERIMENT") && p.contains("registry name")), "{p:?}");
+}
+
+#[test]
+fn test_iperf_flow_ids_and_aliases() {
+    let (c, _) = load("PLUGIN='iperf'\nIPERF_FLOW_ID=[(2, 1), ('cms', 'Analysis Input')]\nBACKEND='ebpf_el9, udp_firefly'\n").unwrap();
+    assert_eq!(c.iperf_flow_id.len(), 2);
+    assert_eq!(c.backends, vec![BackendKind::Ebpf, BackendKind::UdpFirefly]);
+    let (c, _) = load("PLUGIN='iperf'\nIPERF_FLOW_ID=(2, 1)\n").unwrap();
+    assert_eq!(c.iperf_flow_id, vec![(IdOrName::Id(2), IdOrName::Id(1))]);
+}
+
+#[test]
+fn test_int_forms() {
+    assert_eq!(parse_int("0660"), Some(0o660));
+    assert_eq!(parse_int("0o17"), Some(15));
+    assert_eq!(parse_int("0x10"), Some(16));
+    assert_eq!(parse_int("12"), Some(12));
+    assert_eq!(parse_int("x"), None);
+}
+
+#[test]
+fn test_shipped_config_documents_every_key_with_its_default() {
+    let text = include_str!("../../etc/flowd.cfg");
+    let (c, w) = load(text).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(c, Config::default(), "the active lines of etc/flowd.cfg must be the defaults");
+    for key in KEYS {
+        assert!(text.contains(&format!("{key}=")) || text.contains(&format!("{key} is an alias")) || text.contains(&format!("({key} is an alias")), "{key} missing from etc/flowd.cfg");
+    }
+    // Every commented setting is itself valid when uncommented.
+    let uncommented: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if rest.split('=').next().is_some_and(|k| KEYS.contains(&k.trim())) => rest,
+            _ => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (_, w) = load(&uncommented.replace("PLUGIN='np_api'", "PLUGIN='np_api,netstat,netlink,iperf,firefly'")).unwrap();
+    assert!(w.iter().all(|w| !w.contains("unknown key")), "{w:?}");
+}

@@ -1,0 +1,409 @@
+//! The daemon: one `mio::Poll` that owns every source, and the fan-out to backends.
+//!
+//! Single-threaded. Each turn: sleep until an fd is ready or the earliest deadline
+//! (`poll_at`) passes; let ready sources and due timers push `FlowEvent`s into `pending`;
+//! then hand each event, in order, to the flow table and to every backend. Signals
+//! arrive through a signalfd in the same `Poll`: SIGTERM/SIGINT stop the loop after the
+//! events already read are handled; SIGHUP/SIGUSR1 reload the config and the registry.
+//! Only startup failures and `Poll::poll` failures are fatal.
+
+pub mod refresh;
+pub mod token;
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Waker};
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
+
+use crate::backend::Backend;
+use crate::config::{self, Config};
+use crate::context::Context;
+use crate::error::Error;
+use crate::flow::{FlowEvent, Micros};
+use crate::flows::FlowTable;
+use crate::logger::RateLimit;
+use crate::metrics::{Desc, Kind, Metrics, BACKEND_ERRORS, BAD_INPUT, EVENTS};
+use crate::plugin::Plugin;
+use crate::registry::Registry;
+use crate::sys::{self, PidFile};
+use refresh::Refresher;
+use token::Slot;
+
+/// Build information (constant 1).
+pub static BUILD_INFO: Desc = Desc {
+    name: "flowd_build_info",
+    help: "flowd version and enabled plugins/backends (value is always 1).",
+    kind: Kind::Gauge,
+    labels: &["version", "plugins", "backends"],
+};
+
+/// Config reloads, by result.
+pub static RELOADS: Desc = Desc {
+    name: "flowd_config_reloads_total",
+    help: "Configuration reloads (SIGHUP), by result.",
+    kind: Kind::Counter,
+    labels: &["result"],
+};
+
+/// Where the configuration came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A file (reloaded from the same path on SIGHUP).
+    File(PathBuf),
+    /// Built-in defaults because the default path did not exist; a reload checks again.
+    Defaults(PathBuf),
+}
+
+/// What a signal asks the loop to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Control {
+    Stop(Signal),
+    Reload,
+}
+
+/// The running daemon.
+pub struct Daemon {
+    poll: Poll,
+    events: Events,
+    signals: SignalFd,
+    waker: Arc<Waker>,
+    source: ConfigSource,
+    config: Config,
+    registry: Registry,
+    refresher: Refresher,
+    plugins: Vec<Plugin>,
+    backends: Vec<Backend>,
+    flows: FlowTable,
+    metrics: Metrics,
+    pending: Vec<FlowEvent>,
+    backend_warn: RateLimit,
+    _pid: Option<PidFile>,
+}
+
+fn build_plugins(cfg: &Config, poll: &Poll) -> Result<Vec<Plugin>, Error> {
+    let mut out = Vec::new();
+    for (i, kind) in cfg.plugins.iter().enumerate() {
+        let mut p = Plugin::new(*kind, cfg)?;
+        p.register(poll.registry(), token::plugin(i))?;
+        log::info!("plugin {} started", p.name());
+        out.push(p);
+    }
+    Ok(out)
+}
+
+fn build_backends(cfg: &Config) -> Result<Vec<Backend>, Error> {
+    let mut out = Vec::new();
+    for kind in &cfg.backends {
+        let b = Backend::new(*kind, cfg)?;
+        log::info!("backend {} started", b.name());
+        out.push(b);
+    }
+    Ok(out)
+}
+
+fn declare_metrics(m: &mut Metrics, cfg: &Config) {
+    for d in [&EVENTS, &BAD_INPUT, &BACKEND_ERRORS, &RELOADS, &refresh::FAILURES, &crate::flows::OPEN, &crate::flows::UNTRACKED] {
+        m.declare(d);
+    }
+    m.clear(&BUILD_INFO);
+    let join = |v: Vec<&str>| v.join(",");
+    m.set(
+        &BUILD_INFO,
+        vec![
+            env!("CARGO_PKG_VERSION").into(),
+            join(cfg.plugins.iter().map(|p| p.name()).collect()).into(),
+            join(cfg.backends.iter().map(|b| b.name()).collect()).into(),
+        ],
+        1.0,
+    );
+}
+
+impl Daemon {
+    /// Sets everything up: PID file, signals, registry, plugins, backends.
+    pub fn new(config: Config, source: ConfigSource) -> Result<Daemon, Error> {
+        sys::ignore_sigpipe();
+        let pid = match &config.pid_file {
+            Some(p) => Some(PidFile::create(p).map_err(|source| Error::PidFile { path: p.clone(), source })?),
+            None => None,
+        };
+        // Block signals before any helper thread exists, so threads inherit the mask.
+        let signals = sys::signal_fd().map_err(Error::Setup)?;
+        let poll = Poll::new().map_err(Error::Setup)?;
+        poll.registry()
+            .register(&mut SourceFd(&signals.as_raw_fd()), token::SIGNALS, Interest::READABLE)
+            .map_err(Error::Setup)?;
+        let waker = Arc::new(Waker::new(poll.registry(), token::WAKER).map_err(Error::Setup)?);
+        let mut metrics = Metrics::new();
+        declare_metrics(&mut metrics, &config);
+        let registry = refresh::initial(config.flow_map_api.as_deref(), config.flow_map_timeout, &mut metrics);
+        log::info!("registry: {} experiments from {}", registry.experiments.len(), registry.origin);
+        let refresher = Refresher::new(config.flow_map_api.clone(), config.flow_map_refresh, config.flow_map_timeout, Arc::clone(&waker), Instant::now());
+        let plugins = build_plugins(&config, &poll)?;
+        let backends = build_backends(&config)?;
+        Ok(Daemon {
+            poll,
+            events: Events::with_capacity(256),
+            signals,
+            waker,
+            source,
+            flows: FlowTable::new(config.flow_table_size),
+            config,
+            registry,
+            refresher,
+            plugins,
+            backends,
+            metrics,
+            pending: Vec::with_capacity(1024),
+            backend_warn: RateLimit::new(10, Duration::from_secs(10)),
+            _pid: pid,
+        })
+    }
+
+    /// The earliest deadline of any source.
+    fn next_deadline(&self) -> Option<Instant> {
+        let p = self.plugins.iter().filter_map(Plugin::poll_at);
+        let b = self.backends.iter().filter_map(Backend::poll_at);
+        p.chain(b).chain(self.refresher.poll_at()).min()
+    }
+
+    /// Runs until SIGTERM/SIGINT. Returns an error only if polling itself fails.
+    pub fn run(&mut self) -> Result<(), Error> {
+        log::info!(
+            "flowd {} ready: plugins [{}], backends [{}]",
+            env!("CARGO_PKG_VERSION"),
+            self.plugins.iter().map(Plugin::name).collect::<Vec<_>>().join(", "),
+            self.backends.iter().map(Backend::name).collect::<Vec<_>>().join(", ")
+        );
+        loop {
+            let timeout = self.next_deadline().map(|at| at.saturating_duration_since(Instant::now()));
+            match self.poll.poll(&mut self.events, timeout) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::Poll(e)),
+                Ok(()) => {}
+            }
+            let control = self.turn();
+            match control {
+                Some(Control::Stop(sig)) => {
+                    log::info!("received {sig}, shutting down");
+                    self.shutdown();
+                    return Ok(());
+                }
+                Some(Control::Reload) => self.reload(),
+                None => {}
+            }
+        }
+    }
+
+    /// One loop turn after `poll` returned: ready sources, due timers, fan-out.
+    fn turn(&mut self) -> Option<Control> {
+        let Daemon { poll, events, signals, refresher, registry, plugins, backends, flows, metrics, pending, backend_warn, .. } = self;
+        let now = Instant::now();
+        let mut control = None;
+        let mut new_registry = None;
+        {
+            let mut cx = Context { now, wall: Micros::now(), out: &mut *pending, metrics: &mut *metrics, registry: &*registry, poll: poll.registry() };
+            for ev in events.iter() {
+                match Slot::from(ev.token()) {
+                    Slot::Signals => control = drain_signals(signals).or(control),
+                    Slot::Waker => new_registry = refresher.on_wake(now, cx.metrics),
+                    Slot::Plugin(i) => {
+                        if let Some(p) = plugins.get_mut(i) {
+                            let before = cx.out.len();
+                            p.on_ready(&mut cx);
+                            cx.out[before..].iter_mut().for_each(|e| e.plugin = i);
+                        }
+                    }
+                    Slot::Backend(_) | Slot::HttpListener | Slot::HttpConn(_) | Slot::Unknown => {
+                        log::debug!("event for unused token {:?}", ev.token());
+                    }
+                }
+            }
+            for (i, p) in plugins.iter_mut().enumerate() {
+                if p.poll_at().is_some_and(|at| at <= now) {
+                    let before = cx.out.len();
+                    p.on_timeout(&mut cx);
+                    cx.out[before..].iter_mut().for_each(|e| e.plugin = i);
+                }
+            }
+            for b in backends.iter_mut() {
+                if b.poll_at().is_some_and(|at| at <= now) {
+                    b.on_timeout(&mut cx);
+                }
+            }
+            if refresher.poll_at().is_some_and(|at| at <= now) {
+                refresher.on_timeout(now, cx.metrics);
+            }
+            fan_out(plugins, backends, flows, backend_warn, &mut cx);
+        }
+        if let Some(r) = new_registry {
+            *registry = r;
+        }
+        control
+    }
+
+    /// Re-reads the config file; a bad one is rejected and the running one kept.
+    fn reload(&mut self) {
+        let path = match &self.source {
+            ConfigSource::File(p) | ConfigSource::Defaults(p) => p.clone(),
+        };
+        let loaded = if matches!(self.source, ConfigSource::Defaults(_)) && !path.exists() {
+            log::info!("reload: {} still does not exist; keeping built-in defaults", path.display());
+            Ok(config::Loaded { config: Config::default(), warnings: Vec::new() })
+        } else {
+            config::load(&path)
+        };
+        let loaded = match loaded {
+            Ok(l) => l,
+            Err(e) => {
+                self.metrics.inc(&RELOADS, &["rejected"]);
+                log::error!("reload rejected, keeping the running configuration: {e}");
+                if let config::ConfigError::Invalid { problems, warnings, .. } = &e {
+                    for p in problems {
+                        log::error!("  {p}");
+                    }
+                    for w in warnings {
+                        log::warn!("  {w}");
+                    }
+                }
+                return;
+            }
+        };
+        for w in &loaded.warnings {
+            log::warn!("config: {w}");
+        }
+        let new = loaded.config;
+        if new.pid_file != self.config.pid_file {
+            log::warn!("reload: PID_FILE changes take effect at the next restart");
+        }
+        let plugins_changed = !new.same_plugins(&self.config);
+        let backends_changed = !new.same_backends(&self.config);
+        if plugins_changed {
+            for p in self.plugins.iter_mut() {
+                p.deregister(self.poll.registry());
+            }
+            self.plugins.clear();
+            match build_plugins(&new, &self.poll) {
+                Ok(p) => self.plugins = p,
+                Err(e) => {
+                    log::error!("reload: {}; restoring the previous plugins", e.chain());
+                    return self.restore();
+                }
+            }
+        }
+        if backends_changed {
+            self.backends.clear();
+            match build_backends(&new) {
+                Ok(b) => self.backends = b,
+                Err(e) => {
+                    log::error!("reload: {}; restoring the previous backends", e.chain());
+                    return self.restore();
+                }
+            }
+        }
+        self.flows.set_capacity(new.flow_table_size);
+        if new.flow_map_api != self.config.flow_map_api || new.flow_map_refresh != self.config.flow_map_refresh {
+            self.registry = refresh::initial(new.flow_map_api.as_deref(), new.flow_map_timeout, &mut self.metrics);
+        }
+        self.refresher = Refresher::new(new.flow_map_api.clone(), new.flow_map_refresh, new.flow_map_timeout, Arc::clone(&self.waker), Instant::now());
+        declare_metrics(&mut self.metrics, &new);
+        self.config = new;
+        self.metrics.inc(&RELOADS, &["applied"]);
+        log::info!(
+            "configuration reloaded from {} (plugins {}, backends {})",
+            path.display(),
+            if plugins_changed { "restarted" } else { "unchanged" },
+            if backends_changed { "restarted" } else { "unchanged" }
+        );
+    }
+
+    /// Rebuilds plugins and backends from the running config after a failed reload.
+    fn restore(&mut self) {
+        self.metrics.inc(&RELOADS, &["failed"]);
+        for p in self.plugins.iter_mut() {
+            p.deregister(self.poll.registry());
+        }
+        self.plugins.clear();
+        match build_plugins(&self.config, &self.poll) {
+            Ok(p) => self.plugins = p,
+            Err(e) => log::error!("reload: cannot restore plugins: {}", e.chain()),
+        }
+        if self.backends.is_empty() {
+            match build_backends(&self.config) {
+                Ok(b) => self.backends = b,
+                Err(e) => log::error!("reload: cannot restore backends: {}", e.chain()),
+            }
+        }
+    }
+
+    /// Clean exit: stop sources, remove the pipe (as the Python flowd does).
+    fn shutdown(&mut self) {
+        for p in self.plugins.iter_mut() {
+            p.deregister(self.poll.registry());
+            p.shutdown();
+        }
+        self.plugins.clear();
+        self.backends.clear();
+        log::info!("flowd stopped");
+    }
+
+    /// The daemon's metrics (for the HTTP listener and tests).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+fn drain_signals(signals: &mut SignalFd) -> Option<Control> {
+    let mut control = None;
+    loop {
+        match signals.read_signal() {
+            Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => control = Some(Control::Stop(s)),
+                Ok(Signal::SIGHUP | Signal::SIGUSR1) => {
+                    if control.is_none() {
+                        control = Some(Control::Reload);
+                    }
+                }
+                _ => {}
+            },
+            Ok(None) => return control,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => {
+                log::error!("reading signals failed: {e}");
+                return control;
+            }
+        }
+    }
+}
+
+/// Hands every pending event to the flow table and then to every backend, in order.
+fn fan_out(plugins: &[Plugin], backends: &mut [Backend], flows: &mut FlowTable, warn: &mut RateLimit, cx: &mut Context<'_>) {
+    if cx.out.is_empty() {
+        return;
+    }
+    let mut batch = std::mem::take(cx.out);
+    for ev in batch.iter_mut() {
+        let plugin = plugins.get(ev.plugin).map(Plugin::name).unwrap_or("unknown");
+        cx.metrics.inc(&EVENTS, &[plugin, ev.state.as_str()]);
+        flows.track(ev, cx.metrics);
+        log::debug!("event from {plugin}: {} {} exp={} act={}", ev.state, ev.key, ev.exp, ev.act);
+        for b in backends.iter_mut() {
+            if let Err(e) = b.handle(ev, cx) {
+                cx.metrics.inc(&BACKEND_ERRORS, &[b.name(), e.reason()]);
+                if let Some(n) = warn.allow(cx.now) {
+                    let more = if n > 0 { format!(" ({n} similar messages suppressed)") } else { String::new() };
+                    log::warn!("backend {}: flow {}: {e}{more}", b.name(), ev.key);
+                }
+            }
+        }
+    }
+    batch.clear();
+    // Keep the allocation; anything pushed by backends meanwhile is kept as well.
+    batch.append(cx.out);
+    *cx.out = batch;
+}

@@ -1,0 +1,166 @@
+//! The log sink: stderr (with `<N>` priority prefixes under systemd) or syslog.
+//!
+//! A small `log::Log` of our own instead of a logging framework (ripgrep's reason: no
+//! extra dependency). Also owns [`RateLimit`], used for per-input warnings so that a
+//! flood of bad input cannot flood the log.
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+/// Where log lines go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// stderr with a timestamp (interactive / foreground).
+    Stderr,
+    /// stderr with `<N>` prefixes that journald turns into priorities.
+    Journal,
+    /// The local syslog daemon (`/dev/log`), falling back to stderr.
+    Syslog,
+}
+
+impl Target {
+    /// Picks the target: journald when started by systemd with stderr connected to the
+    /// journal, stderr when `foreground` or stderr is a terminal, syslog otherwise.
+    pub fn detect(foreground: bool) -> Target {
+        if std::env::var_os("JOURNAL_STREAM").is_some() {
+            Target::Journal
+        } else if foreground || nix::unistd::isatty(std::io::stderr()).unwrap_or(false) {
+            Target::Stderr
+        } else {
+            Target::Syslog
+        }
+    }
+}
+
+type SyslogLogger = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
+
+struct Logger {
+    target: Target,
+    syslog: Mutex<Option<SyslogLogger>>,
+}
+
+fn connect_syslog() -> Option<SyslogLogger> {
+    let f = syslog::Formatter3164 {
+        facility: syslog::Facility::LOG_DAEMON,
+        hostname: None,
+        process: "flowd".into(),
+        pid: std::process::id(),
+    };
+    syslog::unix(f).ok()
+}
+
+fn prefix(level: Level) -> u8 {
+    match level {
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    }
+}
+
+impl Log for Logger {
+    fn enabled(&self, m: &Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &Record<'_>) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let msg = r.args().to_string();
+        if self.target == Target::Syslog {
+            if let Ok(mut guard) = self.syslog.lock() {
+                for _attempt in 0..2 {
+                    if guard.is_none() {
+                        *guard = connect_syslog();
+                    }
+                    let Some(l) = guard.as_mut() else { break };
+                    let res = match r.level() {
+                        Level::Error => l.err(&msg),
+                        Level::Warn => l.warning(&msg),
+                        Level::Info => l.info(&msg),
+                        Level::Debug | Level::Trace => l.debug(&msg),
+                    };
+                    if res.is_ok() {
+                        return;
+                    }
+                    // syslogd restarted: reconnect once, then fall back to stderr.
+                    *guard = None;
+                }
+            }
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = match self.target {
+            Target::Journal => writeln!(err, "<{}>{}", prefix(r.level()), msg),
+            _ => {
+                let ts = crate::wire::time::rfc3339(crate::flow::Micros::now());
+                writeln!(err, "{} {:<5} {}", &ts[..23], r.level(), msg)
+            }
+        };
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the logger. Safe to call more than once (later calls only change the level).
+pub fn init(target: Target, level: LevelFilter) {
+    let syslog = if target == Target::Syslog { connect_syslog() } else { None };
+    let target = if target == Target::Syslog && syslog.is_none() { Target::Stderr } else { target };
+    let _ = log::set_boxed_logger(Box::new(Logger { target, syslog: Mutex::new(syslog) }));
+    log::set_max_level(level);
+}
+
+/// Lets `burst` events through per `period`, then counts the rest.
+#[derive(Debug)]
+pub struct RateLimit {
+    burst: u32,
+    period: Duration,
+    window_start: Option<Instant>,
+    used: u32,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// A limiter allowing `burst` messages per `period`.
+    pub fn new(burst: u32, period: Duration) -> RateLimit {
+        RateLimit { burst, period, window_start: None, used: 0, suppressed: 0 }
+    }
+
+    /// `Some(n)` when a message may be logged now (`n` = messages suppressed since the
+    /// last one logged), `None` when it must be suppressed.
+    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.window_start {
+            Some(s) if now.saturating_duration_since(s) < self.period => {}
+            _ => {
+                self.window_start = Some(now);
+                self.used = 0;
+            }
+        }
+        if self.used < self.burst {
+            self.used += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_rate_limit_bursts_then_reports_suppressed() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::new(2, Duration::from_secs(10));
+        assert_eq!(r.allow(t0), Some(0));
+        assert_eq!(r.allow(t0), Some(0));
+        assert_eq!(r.allow(t0), None);
+        assert_eq!(r.allow(t0 + Duration::from_secs(1)), None);
+        assert_eq!(r.allow(t0 + Duration::from_secs(11)), Some(2));
+    }
+}

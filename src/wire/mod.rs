@@ -1,0 +1,9 @@
+//! Pure parsers and encoders for everything flowd reads or writes on the wire.
+//!
+//! Contract (smoltcp `wire/`): functions here take bytes and return values or errors.
+//! They never do I/O, never read the clock, never log, and never panic on any input.
+//! Each file has byte-fixture unit tests.
+
+pub mod firefly;
+pub mod np_api;
+pub mod time;

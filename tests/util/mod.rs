@@ -1,0 +1,196 @@
+//! Test helpers: temp dirs, a running `flowd` binary with a temp config, a UDP sink.
+
+#![allow(dead_code, reason = "each test module uses a different subset")]
+
+use std::io::Write;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("flowd-it-{}-{}-{}", tag, std::process::id(), n));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_flowd"))
+}
+
+/// Runs `flowd ARGS` to completion and returns (status, stdout, stderr).
+pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A UDP socket on loopback that collects datagrams.
+pub struct Sink {
+    pub sock: UdpSocket,
+}
+
+impl Sink {
+    pub fn v4() -> Sink {
+        Sink::bind("127.0.0.1:0")
+    }
+    pub fn v6() -> Sink {
+        Sink::bind("[::1]:0")
+    }
+    pub fn bind(a: &str) -> Sink {
+        let sock = UdpSocket::bind(a).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        Sink { sock }
+    }
+    pub fn port(&self) -> u16 {
+        self.sock.local_addr().unwrap().port()
+    }
+    pub fn addr(&self) -> String {
+        self.sock.local_addr().unwrap().to_string()
+    }
+    /// Receives exactly `n` datagrams within `timeout` (fewer if they do not come).
+    pub fn recv(&self, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while out.len() < n && Instant::now() < deadline {
+            if let Ok(k) = self.sock.recv(&mut buf) {
+                out.push(String::from_utf8_lossy(&buf[..k]).into_owned());
+            }
+        }
+        out
+    }
+    /// Everything that arrives within `quiet`.
+    pub fn drain(&self, quiet: Duration) -> Vec<String> {
+        self.recv(usize::MAX, quiet)
+    }
+}
+
+/// A running flowd with its temp dir, config, pipe and stderr log.
+pub struct Flowd {
+    pub child: Child,
+    pub dir: TempDir,
+    pub pipe: PathBuf,
+    pub cfg: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Flowd {
+    /// The base config: np_api → udp_firefly, pipe and PID file in the temp dir, no
+    /// metrics listener, plus `extra` lines.
+    pub fn config_text(dir: &Path, extra: &str) -> String {
+        format!(
+            "PLUGIN='np_api'\nBACKEND='udp_firefly'\nNP_API_FILE='{}'\nPID_FILE='{}'\nPROMETHEUS_SRV_PORT=0\n{}\n",
+            dir.join("np").display(),
+            dir.join("flowd.pid").display(),
+            extra
+        )
+    }
+
+    pub fn start(extra: &str) -> Flowd {
+        let dir = TempDir::new("d");
+        let text = Flowd::config_text(dir.path(), extra);
+        Flowd::start_with(dir, &text, &[])
+    }
+
+    pub fn start_with(dir: TempDir, cfg_text: &str, args: &[&str]) -> Flowd {
+        let cfg = dir.path().join("flowd.cfg");
+        std::fs::write(&cfg, cfg_text).unwrap();
+        let log = dir.path().join("stderr.log");
+        let child = Command::new(bin())
+            .arg("-f")
+            .arg("-c")
+            .arg(&cfg)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .env_remove("JOURNAL_STREAM")
+            .spawn()
+            .unwrap();
+        let f = Flowd { child, pipe: dir.path().join("np"), cfg, log, dir };
+        f.wait_log("ready", Duration::from_secs(10));
+        f
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`; panics with the log otherwise.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stderr().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("flowd log never contained {needle:?}:\n{}", self.stderr());
+    }
+
+    /// Writes bytes into the pipe (one write).
+    pub fn write(&self, s: &str) {
+        let mut f = std::fs::OpenOptions::new().write(true).open(&self.pipe).unwrap();
+        f.write_all(s.as_bytes()).unwrap();
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        let r = unsafe { libc_kill(self.child.id() as i32, sig) };
+        assert_eq!(r, 0);
+    }
+
+    /// SIGTERM and wait; returns the exit status and how long the exit took.
+    pub fn stop(mut self) -> (ExitStatus, Duration) {
+        let t0 = Instant::now();
+        self.signal(15);
+        let deadline = t0 + Duration::from_secs(10);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return (st, t0.elapsed());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("flowd did not exit after SIGTERM:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+impl Drop for Flowd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Extracts the JSON body of a firefly datagram.
+pub fn json_of(d: &str) -> serde_json::Value {
+    let i = d.find('{').unwrap();
+    serde_json::from_str(&d[i..]).unwrap()
+}
