@@ -110,7 +110,9 @@ fn event(state: FlowState, src: Ipv6Addr, dst: Ipv6Addr, exp: u32, act: u32) -> 
 fn feed(m: &mut Marker, metrics: &mut Metrics, ev: &FlowEvent) -> Result<(), String> {
     let registry = Registry::bundled();
     let mut out = Vec::new();
-    let mut cx = Context { now: Instant::now(), wall: Micros::now(), out: &mut out, metrics, registry: &registry };
+    let poll = mio::Poll::new().map_err(|e| e.to_string())?;
+    let mut cx =
+        Context { now: Instant::now(), wall: Micros::now(), out: &mut out, metrics, registry: &registry, poll: poll.registry() };
     m.handle(ev, &mut cx).map_err(|e| e.to_string())
 }
 
@@ -170,6 +172,36 @@ fn capture(ns: &str, stop: Arc<AtomicBool>, ready: std::sync::mpsc::Sender<()>) 
         }
         seen
     })
+}
+
+/// Checks every captured frame: DSCP (all) and ECT(0) (data) preserved; the announced
+/// flow from A1 carries `label` up to the `end` (sequence number below PHASE1) and 0
+/// after; the flow from A3 is never marked. Returns (marked, after end, other) counts.
+fn check_capture(seen: &[Seen], label: u32) -> (usize, usize, usize) {
+    let isn1 = seen.iter().find(|s| s.src == A1 && s.syn).map(|s| s.seq).expect("SYN of the announced flow");
+    assert!(seen.iter().any(|s| s.src == A3 && s.syn), "SYN of the other flow");
+    let (mut p1, mut p2, mut other) = (0, 0, 0);
+    for s in seen {
+        assert_eq!(s.tc >> 2, DSCP, "DSCP preserved on {s:?}");
+        if s.payload > 0 {
+            assert_eq!(s.tc & 3, 0b10, "ECT(0) preserved on data {s:?}");
+        }
+        if s.src == A1 {
+            let rel = s.seq.wrapping_sub(isn1).wrapping_sub(1) as usize;
+            if s.syn || rel < PHASE1 {
+                assert_eq!(s.label, label, "announced flow, before end: {s:?}");
+                p1 += 1;
+            } else {
+                assert_eq!(s.label, 0, "announced flow after end must be unmarked: {s:?}");
+                p2 += 1;
+            }
+        } else if s.src == A3 {
+            assert_eq!(s.label, 0, "the other flow must stay unmarked: {s:?}");
+            other += 1;
+        }
+    }
+    assert!(p1 > 10 && p2 > 2 && other > 10, "captured {p1} marked, {p2} after end, {other} other");
+    (p1, p2, other)
 }
 
 trait RawFdCompat {
@@ -288,30 +320,7 @@ fn netns_marks_announced_flow_only_and_keeps_traffic_class() {
     assert_eq!(mode, Some(Attached::Tcx), "kernel 6.6+ must use TCX");
     assert!(marked_metric.unwrap_or(0.0) > 0.0, "marked counter exported: {marked_metric:?}");
 
-    let isn = |src| seen.iter().find(|s| s.src == src && s.syn).map(|s| s.seq).expect("SYN captured");
-    let (isn1, isn3) = (isn(A1), isn(A3));
-    let (mut p1, mut p2, mut other) = (0, 0, 0);
-    for s in &seen {
-        assert_eq!(s.tc >> 2, DSCP, "DSCP preserved on {s:?}");
-        if s.payload > 0 {
-            assert_eq!(s.tc & 3, 0b10, "ECT(0) preserved on data {s:?}");
-        }
-        if s.src == A1 {
-            let rel = s.seq.wrapping_sub(isn1).wrapping_sub(1) as usize;
-            if s.syn || rel < PHASE1 {
-                assert_eq!(s.label, label, "announced flow, before end: {s:?}");
-                p1 += 1;
-            } else {
-                assert_eq!(s.label, 0, "announced flow after end must be unmarked: {s:?}");
-                p2 += 1;
-            }
-        } else if s.src == A3 {
-            let _ = isn3;
-            assert_eq!(s.label, 0, "the other flow must stay unmarked: {s:?}");
-            other += 1;
-        }
-    }
-    assert!(p1 > 10 && p2 > 2 && other > 10, "captured {p1} marked, {p2} after end, {other} other");
+    let (p1, p2, other) = check_capture(&seen, label);
     println!("captured {p1} marked frames, {p2} after end, {other} of the unannounced flow; label {label:#07x}");
 }
 
@@ -446,4 +455,127 @@ fn netns_crash_leaves_nothing_with_tcx_and_stale_clsact_is_cleaned() {
     assert_eq!(count(&ns.egress_filters(), "flowd_mark"), 0, "stale clsact filter removed by a TCX start");
     assert!(tcx_progs(&ns.a).is_empty(), "clean TCX stop detaches");
     assert_foreign_intact(&ns, "at the end");
+}
+
+/// The real daemon, run in namespace A with `ip netns exec` (which execs, so the child's
+/// pid is flowd's own and SIGKILL hits flowd).
+struct NsFlowd {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    pipe: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+impl NsFlowd {
+    fn start(ns: &str) -> NsFlowd {
+        let dir = std::env::temp_dir().join(format!("flowd-netns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let pipe = dir.join("np");
+        let cfg = dir.join("flowd.cfg");
+        let log = dir.join("stderr.log");
+        std::fs::write(
+            &cfg,
+            format!(
+                "PLUGIN='np_api'\nBACKEND='ebpf'\nNETWORK_INTERFACE='vethA'\nNP_API_FILE='{}'\nPID_FILE=''\nPROMETHEUS_SRV_PORT=0\n",
+                pipe.display()
+            ),
+        )
+        .expect("write config");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_flowd"), "-d", "-c"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .env_remove("JOURNAL_STREAM")
+            .spawn()
+            .expect("spawn flowd");
+        let f = NsFlowd { child, dir, pipe, log };
+        f.wait_log("ready", Duration::from_secs(10));
+        f
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr().contains(needle) {
+            assert!(Instant::now() < deadline, "flowd log never contained {needle:?}:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn write(&self, line: &str) {
+        let mut f = std::fs::OpenOptions::new().write(true).open(&self.pipe).expect("open pipe");
+        f.write_all(line.as_bytes()).expect("write pipe");
+    }
+}
+
+impl Drop for NsFlowd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn netns_real_flowd_marks_via_pipe_and_kill9_leaves_only_foreign_filters() {
+    if let Some(r) = super::skip_reason() {
+        println!("SKIP: {r}");
+        return;
+    }
+    if let Err(r) = super::load_program(16) {
+        println!("SKIP: {r}");
+        return;
+    }
+    let ns = Netns::new("f").expect("namespaces");
+    add_foreign_filters(&ns);
+    let got = Arc::new(Mutex::new(HashMap::new()));
+    let g = Arc::clone(&got);
+    in_ns(&ns.b, move || serve(TcpListener::bind((B2, PORT)).expect("listen"), g));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cap = capture(&ns.b, Arc::clone(&stop), tx);
+    rx.recv_timeout(Duration::from_secs(5)).expect("capture ready");
+
+    let mut flowd = NsFlowd::start(&ns.a);
+    flowd.wait_log("attached to vethA egress (tcx)", Duration::from_secs(5));
+    assert_eq!(tcx_progs(&ns.a), vec!["flowd_mark".to_string()]);
+    flowd.write(&format!("start tcp fd00::1 {SPORT} fd00::2 {PORT} 2 9\n"));
+    flowd.wait_log("marker: marking", Duration::from_secs(5));
+
+    let (c1, c3) = in_ns(&ns.a, || (connect(A1), connect(A3)));
+    let chunk = vec![0x5Au8; 1 << 16];
+    let (mut c1, mut c3) = (c1, c3);
+    for _ in 0..PHASE1 / chunk.len() {
+        c1.write_all(&chunk).expect("write c1");
+        c3.write_all(&chunk).expect("write c3");
+    }
+    wait_for(&got, A1, PHASE1);
+    wait_for(&got, A3, PHASE1);
+    flowd.write(&format!("end tcp fd00::1 {SPORT} fd00::2 {PORT} 2 9\n"));
+    flowd.wait_log("marker: stopped marking", Duration::from_secs(5));
+    for _ in 0..PHASE2 / chunk.len() {
+        c1.write_all(&chunk).expect("write c1");
+    }
+    wait_for(&got, A1, PHASE1 + PHASE2);
+    drop((c1, c3));
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::SeqCst);
+    let seen = cap.join().expect("capture thread");
+
+    let label = seen.iter().find(|s| s.src == A1 && s.syn).map(|s| s.label).expect("SYN captured");
+    assert_eq!(label::decode(label), (2, 9), "label {label:#07x}");
+    assert_eq!(label & label::SEMANTIC_MASK, label::encode(2, 9, 0).unwrap());
+    let (p1, p2, other) = check_capture(&seen, label);
+    println!("real flowd: {p1} marked frames (label {label:#07x}), {p2} after end, {other} unannounced");
+
+    flowd.child.kill().expect("kill -9 flowd");
+    flowd.child.wait().expect("reap flowd");
+    assert!(tcx_progs(&ns.a).is_empty(), "TCX link must vanish with the killed flowd");
+    assert_eq!(count(&ns.egress_filters(), "flowd_mark"), 0);
+    assert_foreign_intact(&ns, "after kill -9 of the real flowd");
 }
