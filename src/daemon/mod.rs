@@ -349,12 +349,28 @@ impl Daemon {
         }
         self.plugins.clear();
         self.backends.clear();
+        log_totals(&self.metrics);
         log::info!("flowd stopped");
     }
 
     /// The daemon's metrics (for the HTTP listener and tests).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+}
+
+/// Logs every non-zero counter once (at shutdown), one line per family:
+/// `totals: flowd_bad_input_total np_api/bad_state=12 np_api/bad_port=3`, so that
+/// what was received, sent and rejected is on record even without a metrics scrape.
+fn log_totals(metrics: &Metrics) {
+    for (desc, series) in metrics.families() {
+        if desc.kind != Kind::Counter {
+            continue;
+        }
+        let parts: Vec<String> = series.iter().filter(|(_, v)| *v > 0.0).map(|(labels, v)| format!("{}={v}", labels.join("/"))).collect();
+        if !parts.is_empty() {
+            log::info!("totals: {} {}", desc.name, parts.join(" "));
+        }
     }
 }
 
