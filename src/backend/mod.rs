@@ -107,6 +107,13 @@ impl Backend {
         }
     }
 
+    /// End of a loop turn: send whatever was queued while handling this turn's events.
+    pub fn flush(&mut self, cx: &mut Context<'_>) {
+        if let Backend::UdpFirefly(b) = self {
+            b.flush(cx);
+        }
+    }
+
     /// The backend's next deadline, if it has periodic work.
     pub fn poll_at(&self) -> Option<Instant> {
         match self {

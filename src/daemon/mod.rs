@@ -402,6 +402,9 @@ fn fan_out(plugins: &[Plugin], backends: &mut [Backend], flows: &mut FlowTable, 
             }
         }
     }
+    for b in backends.iter_mut() {
+        b.flush(cx);
+    }
     batch.clear();
     // Keep the allocation; anything pushed by backends meanwhile is kept as well.
     batch.append(cx.out);
