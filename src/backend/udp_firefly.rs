@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::backend::BackendError;
 use crate::config::Config;
@@ -16,6 +16,7 @@ use crate::context::Context;
 use crate::flow::{FlowEvent, FlowKey, FlowState};
 use crate::logger::RateLimit;
 use crate::metrics::{Desc, Kind};
+use crate::netaddr::canonical;
 use crate::wire::firefly::{self, Firefly};
 
 /// Fireflies sent, by recipient kind (`peer` or `collector`).
@@ -33,6 +34,30 @@ pub static SEND_ERRORS: Desc = Desc {
     kind: Kind::Counter,
     labels: &["to", "reason"],
 };
+
+/// Relayed fireflies not sent because they would loop (SPEC §6), by recipient and reason.
+pub static RELAY_SKIPPED: Desc = Desc {
+    name: "flowd_firefly_relay_skipped_total",
+    help: "Relayed fireflies not sent because they would loop (back to their sender, or to this host's own listener), by recipient and reason.",
+    kind: Kind::Counter,
+    labels: &["to", "reason"],
+};
+
+/// How often the host's own addresses are re-read while relaying.
+const OWN_ADDRESSES_TTL: Duration = Duration::from_secs(10);
+
+/// SPEC §6: may a firefly received from `from` be relayed to `to`? `None` = yes, else
+/// the reason it may not: never back to its sender (`sender`), and never to one of this
+/// host's own addresses (`own`, plus loopback and unspecified) on the port the firefly
+/// listener uses (`own_address`), which would feed it back into this flowd forever.
+pub fn relay_blocked(to: SocketAddr, from: Option<IpAddr>, own: &[IpAddr], listen_port: u16) -> Option<&'static str> {
+    let ip = canonical(to.ip());
+    if from.map(canonical) == Some(ip) {
+        return Some("sender");
+    }
+    let local = ip.is_loopback() || ip.is_unspecified() || own.iter().any(|o| canonical(*o) == ip);
+    (to.port() == listen_port && local).then_some("own_address")
+}
 
 /// Why the backend could not start.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +116,9 @@ pub struct Sender {
     application: String,
     buf: Vec<u8>,
     warn: RateLimit,
+    listen_port: u16,
+    own: Vec<IpAddr>,
+    own_read_at: Option<Instant>,
 }
 
 fn udp(bind: SocketAddr) -> io::Result<UdpSocket> {
@@ -131,6 +159,9 @@ impl Sender {
             application: format!("flowd {}", env!("CARGO_PKG_VERSION")),
             buf: Vec::with_capacity(1024),
             warn: RateLimit::new(10, Duration::from_secs(10)),
+            listen_port: cfg.firefly_listener_port,
+            own: Vec::new(),
+            own_read_at: None,
         })
     }
 
@@ -166,18 +197,42 @@ impl Sender {
         };
         self.buf.clear();
         firefly::encode(&mut self.buf, &self.hostname, &ff);
+        if relayed.is_some() {
+            self.refresh_own_addresses(cx.now);
+        }
+        let from = relayed.and_then(|r| r.from);
         if self.to_peer {
             let peer = SocketAddr::new(ev.key.dst.ip(), self.peer_port);
-            let from = relayed.and_then(|r| r.from);
-            if from != Some(peer.ip()) {
-                self.send(peer, "peer", cx);
-            }
+            self.send_checked(peer, "peer", relayed.is_some(), from, cx);
         }
         for i in 0..self.collectors.len() {
             let c = self.collectors[i];
-            self.send(c, "collector", cx);
+            self.send_checked(c, "collector", relayed.is_some(), from, cx);
         }
         Ok(())
+    }
+
+    fn send_checked(&mut self, to: SocketAddr, kind: &'static str, relayed: bool, from: Option<IpAddr>, cx: &mut Context<'_>) {
+        if relayed {
+            if let Some(reason) = relay_blocked(to, from, &self.own, self.listen_port) {
+                cx.metrics.inc(&RELAY_SKIPPED, &[kind, reason]);
+                log::debug!("udp_firefly: not relaying to {to} ({kind}): {reason}");
+                return;
+            }
+        }
+        self.send(to, kind, cx);
+    }
+
+    /// Re-reads the host's addresses when they are older than `OWN_ADDRESSES_TTL`.
+    fn refresh_own_addresses(&mut self, now: Instant) {
+        if self.own_read_at.is_some_and(|t| now.saturating_duration_since(t) < OWN_ADDRESSES_TTL) {
+            return;
+        }
+        self.own_read_at = Some(now);
+        match crate::sys::local_addresses() {
+            Ok(a) => self.own = a,
+            Err(e) => log::warn!("udp_firefly: cannot list this host's addresses (keeping {} known): {e}", self.own.len()),
+        }
     }
 
     fn send(&mut self, to: SocketAddr, kind: &'static str, cx: &mut Context<'_>) {
@@ -207,6 +262,30 @@ impl Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_relay_loop_rules() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let own = [ip("100.64.0.1"), ip("3fff::1"), ip("127.0.0.1")];
+        // Back to the sender, on any port, whatever the family spelling.
+        assert_eq!(relay_blocked(sa("100.64.7.7:10514"), Some(ip("::ffff:100.64.7.7")), &own, 10514), Some("sender"));
+        assert_eq!(relay_blocked(sa("100.64.7.7:9999"), Some(ip("100.64.7.7")), &own, 10514), Some("sender"));
+        // To this host's own listener.
+        for to in ["100.64.0.1:10514", "[3fff::1]:10514", "127.0.0.1:10514", "127.0.0.9:10514", "[::1]:10514", "0.0.0.0:10514", "[::ffff:100.64.0.1]:10514"] {
+            assert_eq!(relay_blocked(sa(to), Some(ip("100.64.7.7")), &own, 10514), Some("own_address"), "{to}");
+        }
+        // Own address on another port (a local collector), or somebody else: allowed.
+        assert_eq!(relay_blocked(sa("127.0.0.1:9999"), Some(ip("100.64.7.7")), &own, 10514), None);
+        assert_eq!(relay_blocked(sa("100.64.8.8:10514"), Some(ip("100.64.7.7")), &own, 10514), None);
+        assert_eq!(relay_blocked(sa("[3fff::2]:10514"), None, &own, 10514), None);
+    }
+
+    #[test]
+    fn test_local_addresses_include_loopback() {
+        let a = crate::sys::local_addresses().unwrap();
+        assert!(a.iter().any(|a| a.is_loopback()), "{a:?}");
+    }
 
     #[test]
     fn test_split_host_port_forms() {
