@@ -3,4 +3,6 @@
 mod util;
 
 mod cli;
+mod firefly;
 mod np_api;
+mod scan;

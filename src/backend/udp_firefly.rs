@@ -47,16 +47,20 @@ pub static RELAY_SKIPPED: Desc = Desc {
 const OWN_ADDRESSES_TTL: Duration = Duration::from_secs(10);
 
 /// SPEC §6: may a firefly received from `from` be relayed to `to`? `None` = yes, else
-/// the reason it may not: never back to its sender (`sender`), and never to one of this
-/// host's own addresses (`own`, plus loopback and unspecified) on the port the firefly
-/// listener uses (`own_address`), which would feed it back into this flowd forever.
+/// the reason it may not: never to one of this host's own addresses (`own`, plus
+/// loopback and unspecified) on the port the firefly listener uses (`own_address`),
+/// which would feed it back into this flowd forever; and never back to a remote sender
+/// (`sender`), which may be a relay itself. A sender on this host (XRootD next to flowd)
+/// may still get copies on other ports, e.g. a local collector: the first rule already
+/// covers the only loop through this host.
 pub fn relay_blocked(to: SocketAddr, from: Option<IpAddr>, own: &[IpAddr], listen_port: u16) -> Option<&'static str> {
+    let is_local = |ip: IpAddr| ip.is_loopback() || ip.is_unspecified() || own.iter().any(|o| canonical(*o) == ip);
     let ip = canonical(to.ip());
-    if from.map(canonical) == Some(ip) {
-        return Some("sender");
+    if to.port() == listen_port && is_local(ip) {
+        return Some("own_address");
     }
-    let local = ip.is_loopback() || ip.is_unspecified() || own.iter().any(|o| canonical(*o) == ip);
-    (to.port() == listen_port && local).then_some("own_address")
+    let from = from.map(canonical);
+    (from == Some(ip) && !from.is_some_and(is_local)).then_some("sender")
 }
 
 /// Why the backend could not start.
@@ -275,8 +279,11 @@ mod tests {
         for to in ["100.64.0.1:10514", "[3fff::1]:10514", "127.0.0.1:10514", "127.0.0.9:10514", "[::1]:10514", "0.0.0.0:10514", "[::ffff:100.64.0.1]:10514"] {
             assert_eq!(relay_blocked(sa(to), Some(ip("100.64.7.7")), &own, 10514), Some("own_address"), "{to}");
         }
-        // Own address on another port (a local collector), or somebody else: allowed.
+        // Own address on another port (a local collector), or somebody else: allowed,
+        // also when the sender is a local service.
         assert_eq!(relay_blocked(sa("127.0.0.1:9999"), Some(ip("100.64.7.7")), &own, 10514), None);
+        assert_eq!(relay_blocked(sa("127.0.0.1:9999"), Some(ip("127.0.0.1")), &own, 10514), None);
+        assert_eq!(relay_blocked(sa("[3fff::1]:9999"), Some(ip("3fff::1")), &own, 10514), None);
         assert_eq!(relay_blocked(sa("100.64.8.8:10514"), Some(ip("100.64.7.7")), &own, 10514), None);
         assert_eq!(relay_blocked(sa("[3fff::2]:10514"), None, &own, 10514), None);
     }
