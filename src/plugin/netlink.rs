@@ -227,3 +227,41 @@ impl Scanner {
 fn next_scan(started: Instant, interval: Duration, now: Instant) -> Instant {
     (started + interval).max(now)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::registry::Registry;
+
+    #[test]
+    fn test_scan_completes_and_an_overdue_dump_is_abandoned_and_counted() {
+        let mut cfg = Config::default();
+        cfg.netlink.experiment = Some(IdOrName::Id(2));
+        cfg.netlink.activity = Some(IdOrName::Id(9));
+        let poll = mio::Poll::new().unwrap();
+        let mut s = Scanner::new(&cfg).unwrap();
+        s.register(poll.registry(), Token(7)).unwrap();
+        let (mut out, mut metrics, registry) = (Vec::new(), Metrics::new(), Registry::bundled());
+        let t0 = Instant::now();
+        let mut cx = Context { now: t0, wall: crate::flow::Micros(1), out: &mut out, metrics: &mut metrics, registry: &registry, poll: poll.registry() };
+        s.on_timeout(&mut cx);
+        assert_eq!(s.phase, Phase::Idle { next: t0 + cfg.netlink.interval }, "a loopback-only host finishes both dumps at once");
+        assert_eq!(cx.metrics.get(&SCANS, &["netlink"]), Some(1.0));
+        // A dump still in flight at its deadline is abandoned, counted, and the next scan works.
+        s.phase = Phase::Dumping { seq: 999, family: Family::V4, deadline: t0, started: t0, seen: 0 };
+        cx.now = t0 + Duration::from_millis(1);
+        s.on_timeout(&mut cx);
+        assert_eq!(cx.metrics.get(&SCAN_FAILURES, &["netlink", "timeout"]), Some(1.0));
+        assert!(matches!(s.phase, Phase::Idle { .. }));
+        cx.now = t0 + cfg.netlink.interval;
+        s.on_timeout(&mut cx);
+        assert_eq!(cx.metrics.get(&SCANS, &["netlink"]), Some(2.0));
+        // Unknown registry names skip the scan and are counted.
+        s.experiment = IdOrName::Name("nosuch".into());
+        cx.now += cfg.netlink.interval;
+        s.on_timeout(&mut cx);
+        assert_eq!(cx.metrics.get(&BAD_INPUT, &["netlink", "unknown_experiment"]), Some(1.0));
+        assert_eq!(cx.metrics.get(&SCANS, &["netlink"]), Some(2.0));
+    }
+}
