@@ -10,7 +10,7 @@ SYSCONFDIR ?= /etc
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
 MANDIR     ?= $(PREFIX)/share/man
 
-.PHONY: all build release test bench install clean
+.PHONY: all build release test bench bench-ebpf test-ebpf install clean
 
 all: build
 
@@ -31,6 +31,18 @@ test:
 bench:
 	$(CARGO) build -j$(JOBS) --release
 	$(CARGO) bench -j$(JOBS) --bench np_api
+	$(CARGO) run -j$(JOBS) --release --example bench_marker -- --repeat 1000000
+	sh bench/ebpf_iperf.sh 5 5
+
+## bench-ebpf: eBPF marker ns/packet (BPF_PROG_TEST_RUN) and iperf3 over veth, as root
+bench-ebpf:
+	$(CARGO) build -j$(JOBS)
+	$(CARGO) run -j$(JOBS) --release --example bench_marker -- --repeat 1000000
+	sh bench/ebpf_iperf.sh 5 5
+
+## test-ebpf: the privileged marker tests only (as root)
+test-ebpf:
+	$(CARGO) test -j$(JOBS) --test integration marker:: -- --test-threads=2
 
 ## install: install the release binary, config and units under $(DESTDIR)
 install: release

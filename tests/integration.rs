@@ -5,4 +5,5 @@ mod util;
 mod cli;
 mod firefly;
 mod np_api;
+mod marker;
 mod scan;
