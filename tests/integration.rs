@@ -3,5 +3,7 @@
 mod util;
 
 mod cli;
+mod firefly;
 mod np_api;
 mod marker;
+mod scan;

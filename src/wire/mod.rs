@@ -6,5 +6,6 @@
 
 pub mod firefly;
 pub mod np_api;
+pub mod proc_net;
 pub mod sock_diag;
 pub mod time;
