@@ -101,7 +101,60 @@ impl Metrics {
             (*desc, series)
         })
     }
+
+    /// Appends every family in the Prometheus text format (`wire::prom`).
+    pub fn render(&self, out: &mut Vec<u8>) {
+        let mut labels = Vec::with_capacity(128);
+        for (desc, series) in self.families() {
+            crate::wire::prom::write_header(out, desc.name, desc.help, desc.kind);
+            for (values, v) in series {
+                labels.clear();
+                crate::wire::prom::write_labels(&mut labels, desc.labels, values);
+                crate::wire::prom::write_sample(out, desc.name, &labels, v);
+            }
+        }
+    }
+
+    /// Records a sample of the process's own resource usage (`process_*` families).
+    pub fn set_process(&mut self, p: &crate::sys::process::ProcessStats) {
+        self.set(&PROCESS_CPU, Vec::new(), p.cpu_seconds);
+        self.set(&PROCESS_RSS, Vec::new(), p.resident_bytes as f64);
+        self.set(&PROCESS_VSIZE, Vec::new(), p.virtual_bytes as f64);
+        self.set(&PROCESS_START, Vec::new(), p.start_time_seconds);
+        self.set(&PROCESS_FDS, Vec::new(), p.open_fds as f64);
+        if p.max_fds > 0 {
+            self.set(&PROCESS_MAX_FDS, Vec::new(), p.max_fds as f64);
+        }
+    }
 }
+
+/// CPU time used by the daemon.
+pub static PROCESS_CPU: Desc = Desc {
+    name: "process_cpu_seconds_total",
+    help: "Total user and system CPU time spent in seconds.",
+    kind: Kind::Counter,
+    labels: &[],
+};
+
+/// Resident memory.
+pub static PROCESS_RSS: Desc = Desc { name: "process_resident_memory_bytes", help: "Resident memory size in bytes.", kind: Kind::Gauge, labels: &[] };
+
+/// Virtual memory.
+pub static PROCESS_VSIZE: Desc = Desc { name: "process_virtual_memory_bytes", help: "Virtual memory size in bytes.", kind: Kind::Gauge, labels: &[] };
+
+/// Start time.
+pub static PROCESS_START: Desc = Desc {
+    name: "process_start_time_seconds",
+    help: "Start time of the process since unix epoch in seconds.",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+
+/// Open file descriptors.
+pub static PROCESS_FDS: Desc = Desc { name: "process_open_fds", help: "Number of open file descriptors.", kind: Kind::Gauge, labels: &[] };
+
+/// File descriptor limit.
+pub static PROCESS_MAX_FDS: Desc = Desc { name: "process_max_fds", help: "Maximum number of open file descriptors.", kind: Kind::Gauge, labels: &[] };
 
 /// Events received, by plugin and state.
 pub static EVENTS: Desc = Desc {

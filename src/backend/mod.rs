@@ -18,6 +18,9 @@ use std::time::Instant;
 use crate::config::{BackendKind, Config};
 use crate::context::Context;
 use crate::flow::FlowEvent;
+use crate::flows::FlowTable;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
 
 /// Why a backend could not start.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +99,21 @@ impl Backend {
     pub fn poll_at(&self) -> Option<Instant> {
         match self {
             Backend::UdpFirefly(_) | Backend::Dummy(_) => None,
+        }
+    }
+
+    /// A scrape of `/metrics` is about to be rendered: gather per-flow data (and count
+    /// any failure in `metrics`, which is rendered next).
+    pub fn scrape(&mut self, _flows: &FlowTable, _metrics: &mut Metrics) {
+        match self {
+            Backend::UdpFirefly(_) | Backend::Dummy(_) => {}
+        }
+    }
+
+    /// Appends this backend's own metric families (after the store's) to the page.
+    pub fn write_metrics(&self, _flows: &FlowTable, _registry: &Registry, _out: &mut Vec<u8>) {
+        match self {
+            Backend::UdpFirefly(_) | Backend::Dummy(_) => {}
         }
     }
 

@@ -5,5 +5,7 @@
 //! Each file has byte-fixture unit tests.
 
 pub mod firefly;
+pub mod http;
 pub mod np_api;
+pub mod prom;
 pub mod time;
