@@ -89,6 +89,11 @@ impl Metrics {
         self.values.iter().filter(|((name, _), _)| *name == desc.name).map(|(_, v)| v).sum()
     }
 
+    /// Largest value of any series of a family (`None` without series).
+    pub fn max(&self, desc: &'static Desc) -> Option<f64> {
+        self.values.iter().filter(|((name, _), _)| *name == desc.name).map(|(_, v)| *v).reduce(f64::max)
+    }
+
     /// Every family with its series, in name order: what the metrics page renders.
     pub fn families(&self) -> impl Iterator<Item = (&'static Desc, Vec<(&[LabelValue], f64)>)> + '_ {
         self.descs.values().map(move |desc| {
@@ -127,6 +132,14 @@ impl Metrics {
         }
     }
 }
+
+/// Age of the registry in force, set at scrape time.
+pub static REGISTRY_AGE: Desc = Desc {
+    name: "flowd_registry_age_seconds",
+    help: "Seconds since the registry in force was loaded (fetched, read or bundled at start).",
+    kind: Kind::Gauge,
+    labels: &[],
+};
 
 /// CPU time used by the daemon.
 pub static PROCESS_CPU: Desc = Desc {

@@ -19,6 +19,9 @@
 //!   connection; the rest continues next turn via `poll_at() == now`;
 //! - `EMFILE`/`ENFILE`/`ENOBUFS`/`ENOMEM` on accept pause accepting for [`ACCEPT_BACKOFF`]
 //!   (counted) instead of spinning;
+//! - after an answer that ends the connection, our side is shut down and what the peer
+//!   still sends is read and dropped for up to [`LINGER`] (a close with unread data would
+//!   reset the connection and could destroy the answer in flight);
 //! - a peer that half-closes (shutdown of its write side) still gets the answers to the
 //!   requests it sent; then the connection is closed.
 
@@ -39,6 +42,10 @@ pub const MAX_CONNS: usize = 64;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after the process or system ran out of file descriptors or memory on accept.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
+/// How long a connection is drained after its last answer before it is closed.
+pub const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes drained after the last answer.
+const DRAIN_MAX: usize = 64 * 1024;
 /// Accepts per loop turn.
 pub const ACCEPT_BUDGET: usize = 64;
 /// Requests answered per connection per loop turn (pipelining).
@@ -100,6 +107,10 @@ enum Phase {
     /// Sending `head` then `body`, `pos` bytes of both already sent; `rest` holds bytes
     /// already read after the request (pipelining).
     Writing { head: Vec<u8>, body: Vec<u8>, pos: usize, rest: Vec<u8>, close: bool },
+    /// The last answer is sent and our side shut down; unread request bytes are read
+    /// and dropped until the peer closes (or [`LINGER`] passes), so closing with unread
+    /// data does not reset the connection and destroy the answer in flight.
+    Draining,
     /// Done; the slot is freed.
     Closed,
 }
@@ -109,6 +120,8 @@ struct Conn {
     phase: Phase,
     /// Reading: when the head must be complete; Writing: when progress must have happened.
     deadline: Instant,
+    /// Bytes discarded while draining.
+    drained: usize,
     /// The request budget ran out in the turn at this time: drive again without waiting
     /// for an edge.
     resume: Option<Instant>,
@@ -201,11 +214,16 @@ impl Http {
             }
             if let Phase::Reading { buf } = &c.phase {
                 if !buf.is_empty() {
-                    // Best effort: one non-blocking write of the 408, then close.
+                    // Best effort: one non-blocking write of the 408, then drain and close.
                     let mut out = Vec::with_capacity(160);
                     http::write_error(&mut out, Status::RequestTimeout, false, false);
                     let _ = c.stream.write(&out);
+                    let _ = c.stream.shutdown(Shutdown::Write);
                     metrics.inc(&REQUESTS, &[Status::RequestTimeout.code_str()]);
+                    c.phase = Phase::Draining;
+                    c.deadline = now + LINGER;
+                    c.drained = 0;
+                    continue;
                 }
             }
             log::debug!("metrics connection {i} timed out");
@@ -261,7 +279,7 @@ impl Http {
             return;
         }
         let _ = stream.set_nodelay(true);
-        self.conns[i] = Some(Conn { stream, phase: Phase::Reading { buf: Vec::new() }, deadline: now + IDLE_TIMEOUT, resume: None });
+        self.conns[i] = Some(Conn { stream, phase: Phase::Reading { buf: Vec::new() }, deadline: now + IDLE_TIMEOUT, drained: 0, resume: None });
         metrics.set(&OPEN, Vec::new(), (open + 1) as f64);
     }
 
@@ -324,7 +342,9 @@ impl Http {
                         }
                         Ok(()) if close => {
                             let _ = c.stream.shutdown(Shutdown::Write);
-                            break;
+                            c.deadline = now + LINGER;
+                            c.drained = 0;
+                            Phase::Draining
                         }
                         Ok(()) => {
                             c.deadline = now + IDLE_TIMEOUT;
@@ -332,6 +352,14 @@ impl Http {
                         }
                     }
                 }
+                Phase::Draining => match discard(&mut c.stream) {
+                    Ok(Some(n)) if c.drained + n <= DRAIN_MAX => {
+                        c.drained += n;
+                        c.phase = Phase::Draining;
+                        return;
+                    }
+                    _ => break,
+                },
                 Phase::Closed => break,
             };
         }
@@ -357,6 +385,25 @@ fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<bool> {
         }
     }
     Ok(false)
+}
+
+/// Reads and drops everything available: `Some(bytes)` at `WouldBlock`, `None` at end
+/// of stream.
+fn discard(stream: &mut TcpStream) -> io::Result<Option<usize>> {
+    let mut chunk = [0u8; 4096];
+    let mut n = 0;
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Ok(None),
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        if n > DRAIN_MAX {
+            return Ok(Some(n));
+        }
+    }
 }
 
 /// Writes what is left of `head` + `body` (`pos` bytes are sent) until done or

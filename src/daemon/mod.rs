@@ -128,6 +128,10 @@ fn render_page(metrics: &mut Metrics, backends: &mut [Backend], flows: &FlowTabl
         Ok(p) => metrics.set_process(&p),
         Err(e) => log::debug!("process metrics unavailable: {e}"),
     }
+    if let Some(loaded) = metrics.max(&refresh::LAST_SUCCESS) {
+        let age = (Micros::now().0 as f64 / 1e6 - loaded).max(0.0);
+        metrics.set(&crate::metrics::REGISTRY_AGE, Vec::new(), (age * 1000.0).round() / 1000.0);
+    }
     for b in backends.iter_mut() {
         b.scrape(flows, metrics);
     }
@@ -139,6 +143,10 @@ fn render_page(metrics: &mut Metrics, backends: &mut [Backend], flows: &FlowTabl
 
 fn declare_metrics(m: &mut Metrics, cfg: &Config) {
     for d in [&EVENTS, &BAD_INPUT, &BACKEND_ERRORS, &RELOADS, &refresh::FAILURES, &crate::flows::OPEN, &crate::flows::UNTRACKED] {
+        m.declare(d);
+    }
+    // Declared whatever the config, so dashboards always find them.
+    for d in [&crate::backend::udp_firefly::SENT, &crate::backend::udp_firefly::SEND_ERRORS, &crate::plugin::np_api::RECREATED] {
         m.declare(d);
     }
     m.clear(&BUILD_INFO);
