@@ -5,3 +5,4 @@ mod util;
 mod cli;
 mod metrics;
 mod np_api;
+mod marker;

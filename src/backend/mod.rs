@@ -11,6 +11,8 @@
 //! stops the loop or the other backends.
 
 pub mod dummy;
+#[cfg(feature = "ebpf")]
+pub mod marker;
 pub mod udp_firefly;
 
 use std::time::Instant;
@@ -28,6 +30,10 @@ pub enum BackendInitError {
     /// The udp_firefly backend could not start.
     #[error("udp_firefly: {0}")]
     UdpFirefly(#[from] udp_firefly::InitError),
+    /// The eBPF marker could not load or attach.
+    #[cfg(feature = "ebpf")]
+    #[error("ebpf marker: {0}")]
+    Marker(#[from] marker::MarkerError),
     /// The backend is not part of this build.
     #[error("backend {0} is not yet supported by this flowd")]
     NotBuilt(&'static str),
@@ -67,6 +73,9 @@ pub enum Backend {
     UdpFirefly(udp_firefly::Sender),
     /// Logs events.
     Dummy(dummy::Dummy),
+    /// eBPF IPv6 flow-label marker.
+    #[cfg(feature = "ebpf")]
+    Marker(Box<marker::Marker>),
 }
 
 impl Backend {
@@ -75,6 +84,8 @@ impl Backend {
         match kind {
             BackendKind::UdpFirefly => Ok(Backend::UdpFirefly(udp_firefly::Sender::new(cfg)?)),
             BackendKind::Dummy => Ok(Backend::Dummy(dummy::Dummy)),
+            #[cfg(feature = "ebpf")]
+            BackendKind::Ebpf => Ok(Backend::Marker(Box::new(marker::Marker::new(cfg)?))),
             other => Err(BackendInitError::NotBuilt(other.name())),
         }
     }
@@ -84,6 +95,8 @@ impl Backend {
         match self {
             Backend::UdpFirefly(_) => "udp_firefly",
             Backend::Dummy(_) => "dummy",
+            #[cfg(feature = "ebpf")]
+            Backend::Marker(_) => "ebpf",
         }
     }
 
@@ -92,6 +105,8 @@ impl Backend {
         match self {
             Backend::UdpFirefly(b) => b.handle(ev, cx),
             Backend::Dummy(b) => b.handle(ev, cx),
+            #[cfg(feature = "ebpf")]
+            Backend::Marker(b) => b.handle(ev, cx),
         }
     }
 
@@ -99,14 +114,19 @@ impl Backend {
     pub fn poll_at(&self) -> Option<Instant> {
         match self {
             Backend::UdpFirefly(_) | Backend::Dummy(_) => None,
+            #[cfg(feature = "ebpf")]
+            Backend::Marker(b) => b.poll_at(),
         }
     }
 
     /// A scrape of `/metrics` is about to be rendered: gather per-flow data (and count
     /// any failure in `metrics`, which is rendered next).
-    pub fn scrape(&mut self, _flows: &FlowTable, _metrics: &mut Metrics) {
+    pub fn scrape(&mut self, _flows: &FlowTable, metrics: &mut Metrics) {
         match self {
             Backend::UdpFirefly(_) | Backend::Dummy(_) => {}
+            // Fresh kernel counters for the page, not the ones from the last period.
+            #[cfg(feature = "ebpf")]
+            Backend::Marker(b) => b.export(metrics),
         }
     }
 
@@ -114,6 +134,8 @@ impl Backend {
     pub fn write_metrics(&self, _flows: &FlowTable, _registry: &Registry, _out: &mut Vec<u8>) {
         match self {
             Backend::UdpFirefly(_) | Backend::Dummy(_) => {}
+            #[cfg(feature = "ebpf")]
+            Backend::Marker(_) => {}
         }
     }
 
@@ -121,6 +143,8 @@ impl Backend {
     pub fn on_timeout(&mut self, _cx: &mut Context<'_>) {
         match self {
             Backend::UdpFirefly(_) | Backend::Dummy(_) => {}
+            #[cfg(feature = "ebpf")]
+            Backend::Marker(b) => b.on_timeout(_cx),
         }
     }
 }

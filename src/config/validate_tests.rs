@@ -84,3 +84,25 @@ fn test_int_forms() {
     assert_eq!(parse_int("12"), Some(12));
     assert_eq!(parse_int("x"), None);
 }
+
+#[test]
+fn test_shipped_config_documents_every_key_with_its_default() {
+    let text = include_str!("../../etc/flowd.cfg");
+    let (c, w) = load(text).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(c, Config::default(), "the active lines of etc/flowd.cfg must be the defaults");
+    for key in KEYS {
+        assert!(text.contains(&format!("{key}=")) || text.contains(&format!("{key} is an alias")) || text.contains(&format!("({key} is an alias")), "{key} missing from etc/flowd.cfg");
+    }
+    // Every commented setting is itself valid when uncommented.
+    let uncommented: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if rest.split('=').next().is_some_and(|k| KEYS.contains(&k.trim())) => rest,
+            _ => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (_, w) = load(&uncommented.replace("PLUGIN='np_api'", "PLUGIN='np_api,netstat,netlink,iperf,firefly'")).unwrap();
+    assert!(w.iter().all(|w| !w.contains("unknown key")), "{w:?}");
+}

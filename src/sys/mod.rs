@@ -3,6 +3,7 @@
 //! All OS-specific code that is not a plain `std` call lives here. The wrappers use
 //! `nix`'s safe API; where `unsafe` is unavoidable it carries a `// SAFETY:` comment.
 
+pub mod bpf;
 pub mod process;
 
 use std::fs::File;
