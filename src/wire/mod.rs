@@ -8,4 +8,5 @@ pub mod firefly;
 pub mod http;
 pub mod np_api;
 pub mod prom;
+pub mod sock_diag;
 pub mod time;
