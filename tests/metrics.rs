@@ -296,3 +296,98 @@ fn a_port_in_use_is_a_clear_startup_error() {
     let line = err.lines().find(|l| l.contains("cannot listen for metrics")).unwrap_or_else(|| panic!("{err}"));
     assert!(line.contains(&format!("127.0.0.1:{port}")) && line.to_lowercase().contains("in use"), "{line}");
 }
+
+/// The families the Python flowd's README documents, with the type each must have.
+const PY_FAMILIES: &[(&str, &str)] = &[
+    ("flow_tcp_rto", "gauge"),
+    ("flow_tcp_rtt", "gauge"),
+    ("flow_tcp_rtt_var", "gauge"),
+    ("flow_tcp_ato", "gauge"),
+    ("flow_tcp_mss", "gauge"),
+    ("flow_tcp_pmtu", "gauge"),
+    ("flow_tcp_rcvmss", "gauge"),
+    ("flow_tcp_advmss", "gauge"),
+    ("flow_tcp_cwnd", "gauge"),
+    ("flow_tcp_ssthresh", "gauge"),
+    ("flow_tcp_bytes_sent_total", "counter"),
+    ("flow_tcp_bytes_acked_total", "counter"),
+    ("flow_tcp_bytes_received_total", "counter"),
+    ("flow_tcp_segs_out_total", "counter"),
+    ("flow_tcp_segs_in_total", "counter"),
+    ("flow_tcp_data_segs_out_total", "counter"),
+    ("flow_tcp_data_segs_in_total", "counter"),
+    ("flow_tcp_send", "gauge"),
+    ("flow_tcp_lastsnd", "gauge"),
+    ("flow_tcp_lastrcv", "gauge"),
+    ("flow_tcp_lastack", "gauge"),
+    ("flow_tcp_pacing_rate", "gauge"),
+    ("flow_tcp_delivery_rate", "gauge"),
+    ("flow_tcp_delivered", "gauge"),
+    ("flow_tcp_busy", "gauge"),
+    ("flow_tcp_rwnd_limited", "gauge"),
+    ("flow_tcp_rcv_space", "gauge"),
+    ("flow_tcp_rcv_ssthresh", "gauge"),
+    ("flow_tcp_minrtt", "gauge"),
+    ("flow_tcp_snd_wnd", "gauge"),
+    ("flow_tcp_ca_info", "gauge"),
+];
+
+/// A connected loopback TCP pair: (client, server-side socket).
+fn tcp_pair(host: &str) -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind((host, 0)).unwrap();
+    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().unwrap();
+    (c, s)
+}
+
+#[test]
+fn real_loopback_flows_get_tcp_info_series_that_vanish_after_end() {
+    let (f, port) = start("BACKEND='udp_firefly,prometheus'");
+    let (mut c4, mut s4) = tcp_pair("127.0.0.1");
+    c4.write_all(&[7u8; 1000]).unwrap();
+    s4.read_exact(&mut [0u8; 1000]).unwrap();
+    let (c6, s6) = tcp_pair("::1");
+    let (c4a, s4a) = (c4.local_addr().unwrap(), s4.local_addr().unwrap());
+    let (c6a, s6a) = (c6.local_addr().unwrap(), s6.local_addr().unwrap());
+    // IPv4 announced client → server; IPv6 announced server → client, with ids the
+    // registry does not know; one more flow without any local socket.
+    f.write(&format!(
+        "start tcp 127.0.0.1 {} 127.0.0.1 {} atlas Debug\nstart tcp ::1 {} ::1 {} 999 7\nstart tcp 192.0.2.1 1094 198.51.100.1 40000 cms 14\n",
+        c4a.port(),
+        s4a.port(),
+        s6a.port(),
+        c6a.port()
+    ));
+    let page = scrape_until(port, |p| samples(p, "flowd_prometheus_flows_matched").first().is_some_and(|s| s.1 == 2.0));
+    assert_eq!(samples(&page, "flowd_prometheus_flows_matched")[0].1, 2.0, "{page}");
+    let l4 = format!(r#"act="Debug",dst="127.0.0.1",exp="atlas",flow="{}:{}",src="127.0.0.1""#, c4a.port(), s4a.port());
+    let l6 = format!(r#"act="7",dst="::1",exp="999",flow="{}:{}",src="::1""#, s6a.port(), c6a.port());
+    for (name, kind) in PY_FAMILIES {
+        assert_eq!(type_of(&page, name).as_deref(), Some(*kind), "{name}");
+        if *name == "flow_tcp_ca_info" || *name == "flow_tcp_pacing_rate" {
+            continue;
+        }
+        let s = samples(&page, name);
+        assert!(s.iter().any(|(l, _)| l == &l4), "{name} for the IPv4 flow in {s:?}");
+        assert!(s.iter().any(|(l, _)| l == &l6), "{name} for the IPv6 flow in {s:?}");
+        assert_eq!(s.len(), 2, "{name}: only the two flows with sockets: {s:?}");
+    }
+    // The IPv4 flow is seen from the client's socket: it sent the 1000 bytes.
+    let sent = samples(&page, "flow_tcp_bytes_acked_total").into_iter().find(|(l, _)| l == &l4).unwrap().1;
+    assert!(sent >= 1000.0, "{sent}");
+    let rtt = samples(&page, "flow_tcp_rtt").into_iter().find(|(l, _)| l == &l4).unwrap().1;
+    assert!(rtt > 0.0 && rtt < 1000.0, "rtt in ms: {rtt}");
+    let ca = samples(&page, "flow_tcp_ca_info");
+    assert!(ca.iter().any(|(l, v)| l.contains("opts=\"ts sack") && l.ends_with(r#"src="127.0.0.1""#) && *v == 1.0), "{ca:?}");
+    assert!(!page.contains("192.0.2.1"), "no series for a flow without a local socket");
+    promtool_check(&page);
+
+    f.write(&format!("end tcp 127.0.0.1 {} 127.0.0.1 {} atlas Debug\n", c4a.port(), s4a.port()));
+    let page = scrape_until(port, |p| samples(p, "flowd_prometheus_flows_matched").first().is_some_and(|s| s.1 == 1.0));
+    assert!(samples(&page, "flow_tcp_rtt").iter().all(|(l, _)| l != &l4), "IPv4 series gone after end");
+    assert_eq!(samples(&page, "flow_tcp_rtt").len(), 1);
+    f.write(&format!("end tcp ::1 {} ::1 {} 999 7\n", s6a.port(), c6a.port()));
+    let page = scrape_until(port, |p| samples(p, "flowd_open_flows").first().is_some_and(|s| s.1 == 1.0));
+    assert!(!page.lines().any(|l| l.starts_with("flow_tcp_")), "no flow series left:\n{page}");
+    promtool_check(&page);
+}

@@ -136,7 +136,7 @@ fn render_page(metrics: &mut Metrics, backends: &mut [Backend], flows: &FlowTabl
         b.scrape(flows, metrics);
     }
     metrics.render(out);
-    for b in backends.iter() {
+    for b in backends.iter_mut() {
         b.write_metrics(flows, registry, out);
     }
 }
@@ -148,6 +148,9 @@ fn declare_metrics(m: &mut Metrics, cfg: &Config) {
     // Declared whatever the config, so dashboards always find them.
     for d in [&crate::backend::udp_firefly::SENT, &crate::backend::udp_firefly::SEND_ERRORS, &crate::plugin::np_api::RECREATED] {
         m.declare(d);
+    }
+    if cfg.backends.contains(&crate::config::BackendKind::Prometheus) {
+        crate::backend::prometheus::FlowMetrics::declare(m);
     }
     m.clear(&BUILD_INFO);
     let join = |v: Vec<&str>| v.join(",");
