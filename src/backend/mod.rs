@@ -118,6 +118,23 @@ impl Backend {
         }
     }
 
+    /// True for backends that keep per-flow state (they need the open flows replayed
+    /// after they are re-created on reload; stateless ones must not see them again).
+    pub fn keeps_flow_state(&self) -> bool {
+        match self {
+            #[cfg(feature = "ebpf")]
+            Backend::Marker(_) => true,
+            _ => false,
+        }
+    }
+
+    /// End of a loop turn: send whatever was queued while handling this turn's events.
+    pub fn flush(&mut self, cx: &mut Context<'_>) {
+        if let Backend::UdpFirefly(b) = self {
+            b.flush(cx);
+        }
+    }
+
     /// The backend's next deadline, if it has periodic work.
     pub fn poll_at(&self) -> Option<Instant> {
         match self {

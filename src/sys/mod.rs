@@ -5,6 +5,7 @@
 
 pub mod bpf;
 pub mod process;
+pub mod udp;
 
 use std::fs::File;
 use std::io::{self, Write};

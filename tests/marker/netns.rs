@@ -546,6 +546,13 @@ fn netns_real_flowd_marks_via_pipe_and_kill9_leaves_only_foreign_filters() {
     assert_eq!(tcx_progs(&ns.a), vec!["flowd_mark".to_string()]);
     flowd.write(&format!("start tcp fd00::1 {SPORT} fd00::2 {PORT} 2 9\n"));
     flowd.wait_log("marker: marking", Duration::from_secs(5));
+    // A reload that re-creates the marker (new map size) must replay the open flow into
+    // the new, empty map: the traffic below is only marked if it did.
+    let cfg = flowd.dir.join("flowd.cfg");
+    let text = std::fs::read_to_string(&cfg).expect("read config");
+    std::fs::write(&cfg, format!("{text}EBPF_MAP_SIZE=2048\n")).expect("rewrite config");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(flowd.child.id() as i32), nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    flowd.wait_log("replayed 1 open flows", Duration::from_secs(10));
 
     let (c1, c3) = in_ns(&ns.a, || (connect(A1), connect(A3)));
     let chunk = vec![0x5Au8; 1 << 16];
