@@ -7,6 +7,7 @@
 pub mod firefly;
 pub mod http;
 pub mod np_api;
+pub mod proc_net;
 pub mod prom;
 pub mod sock_diag;
 pub mod time;
