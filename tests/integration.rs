@@ -4,6 +4,7 @@ mod util;
 
 mod cli;
 mod firefly;
+mod metrics;
 mod np_api;
 mod marker;
 mod scan;

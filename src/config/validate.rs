@@ -270,10 +270,10 @@ pub const UNUSED: &[(&str, &str)] = &[("PROMETHEUS_SS_PATH", "flowd reads tcp_in
 pub const PLUGINS_NOT_BUILT: &[PluginKind] = &[];
 /// Backends whose implementation this build lacks (requesting one is a startup error).
 #[cfg(feature = "ebpf")]
-pub const BACKENDS_NOT_BUILT: &[BackendKind] = &[BackendKind::Prometheus];
+pub const BACKENDS_NOT_BUILT: &[BackendKind] = &[];
 /// Backends whose implementation this build lacks (built without feature `ebpf`).
 #[cfg(not(feature = "ebpf"))]
-pub const BACKENDS_NOT_BUILT: &[BackendKind] = &[BackendKind::Ebpf, BackendKind::Prometheus];
+pub const BACKENDS_NOT_BUILT: &[BackendKind] = &[BackendKind::Ebpf];
 
 /// Every key flowd knows. Keep in the order of `etc/flowd.cfg`.
 pub const KEYS: &[&str] = &[
