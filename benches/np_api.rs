@@ -61,6 +61,7 @@ fn sink() -> UdpSocket {
     s
 }
 
+#[allow(non_camel_case_types, reason = "mirrors the C type name")]
 type libc_int = i32;
 extern "C" {
     fn setsockopt(fd: i32, level: i32, name: i32, val: *const std::ffi::c_void, len: u32) -> i32;
@@ -270,6 +271,7 @@ fn main() {
                 n = args[i + 1].parse().unwrap();
                 i += 1;
             }
+            "--ours-only" => python = Some((String::new(), String::new())),
             "--python" => {
                 python = Some((args[i + 1].clone(), args[i + 2].clone()));
                 i += 2;
@@ -297,6 +299,7 @@ fn main() {
         script.exists().then(|| (venv.join("bin/python").display().to_string(), script.display().to_string()))
     });
     match py {
+        Some((python, _)) if python.is_empty() => {}
         Some((python, script)) => {
             let py_cfg = dir.join("py.cfg");
             std::fs::write(&py_cfg, format!("PLUGIN='np_api'\nBACKEND='udp_firefly'\nFLOW_MAP_API='http://127.0.0.1:{reg_port}/api.json'\n")).unwrap();

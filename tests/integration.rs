@@ -3,6 +3,9 @@
 mod util;
 
 mod cli;
+mod firefly;
+mod metrics;
 mod np_api;
 mod marker;
 mod hardening;
+mod scan;

@@ -1,14 +1,16 @@
 //! The udp_firefly backend: one firefly datagram per flow event, to the flow's peer and
 //! to every configured collector (SPEC §1).
 //!
-//! Sends are non-blocking `sendto`s on two unconnected sockets (IPv4 and IPv6). A failed
-//! or would-block send is counted and logged (rate-limited), never retried, so the loop
-//! never waits on the network. Collector host names are resolved once at start (and at
+//! Datagrams are encoded into an arena as events arrive and sent at the end of the loop
+//! turn (`flush`) with non-blocking `sendmmsg` on two unconnected sockets (IPv4 and
+//! IPv6): one system call per 64 datagrams instead of one each. A failed or would-block
+//! send is counted and logged (rate-limited), never retried, so the loop never waits on
+//! the network. Collector host names are resolved once at start (and at
 //! each reload).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::backend::BackendError;
 use crate::config::Config;
@@ -16,6 +18,7 @@ use crate::context::Context;
 use crate::flow::{FlowEvent, FlowKey, FlowState};
 use crate::logger::RateLimit;
 use crate::metrics::{Desc, Kind};
+use crate::netaddr::canonical;
 use crate::wire::firefly::{self, Firefly};
 
 /// Fireflies sent, by recipient kind (`peer` or `collector`).
@@ -33,6 +36,34 @@ pub static SEND_ERRORS: Desc = Desc {
     kind: Kind::Counter,
     labels: &["to", "reason"],
 };
+
+/// Relayed fireflies not sent because they would loop (SPEC §6), by recipient and reason.
+pub static RELAY_SKIPPED: Desc = Desc {
+    name: "flowd_firefly_relay_skipped_total",
+    help: "Relayed fireflies not sent because they would loop (back to their sender, or to this host's own listener), by recipient and reason.",
+    kind: Kind::Counter,
+    labels: &["to", "reason"],
+};
+
+/// How often the host's own addresses are re-read while relaying.
+const OWN_ADDRESSES_TTL: Duration = Duration::from_secs(10);
+
+/// SPEC §6: may a firefly received from `from` be relayed to `to`? `None` = yes, else
+/// the reason it may not: never to one of this host's own addresses (`own`, plus
+/// loopback and unspecified) on the port the firefly listener uses (`own_address`),
+/// which would feed it back into this flowd forever; and never back to a remote sender
+/// (`sender`), which may be a relay itself. A sender on this host (XRootD next to flowd)
+/// may still get copies on other ports, e.g. a local collector: the first rule already
+/// covers the only loop through this host.
+pub fn relay_blocked(to: SocketAddr, from: Option<IpAddr>, own: &[IpAddr], listen_port: u16) -> Option<&'static str> {
+    let is_local = |ip: IpAddr| ip.is_loopback() || ip.is_unspecified() || own.iter().any(|o| canonical(*o) == ip);
+    let ip = canonical(to.ip());
+    if to.port() == listen_port && is_local(ip) {
+        return Some("own_address");
+    }
+    let from = from.map(canonical);
+    (from == Some(ip) && !from.is_some_and(is_local)).then_some("sender")
+}
 
 /// Why the backend could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,9 +120,18 @@ pub struct Sender {
     ip6_src: Option<Ipv6Addr>,
     hostname: String,
     application: String,
-    buf: Vec<u8>,
+    /// Encoded datagrams of this turn, back to back.
+    arena: Vec<u8>,
+    /// Queued sends: (destination, arena range, recipient kind).
+    queue: Vec<(SocketAddr, std::ops::Range<usize>, &'static str)>,
     warn: RateLimit,
+    listen_port: u16,
+    own: Vec<IpAddr>,
+    own_read_at: Option<Instant>,
 }
+
+/// Queued datagrams that trigger an early flush (bounds memory within one turn).
+const MAX_QUEUED: usize = 1024;
 
 fn udp(bind: SocketAddr) -> io::Result<UdpSocket> {
     let s = UdpSocket::bind(bind)?;
@@ -129,8 +169,12 @@ impl Sender {
             ip6_src: cfg.udp_firefly_ip6_src,
             hostname: firefly::syslog_hostname(&crate::sys::hostname()),
             application: format!("flowd {}", env!("CARGO_PKG_VERSION")),
-            buf: Vec::with_capacity(1024),
+            arena: Vec::with_capacity(64 * 1024),
+            queue: Vec::with_capacity(MAX_QUEUED),
             warn: RateLimit::new(10, Duration::from_secs(10)),
+            listen_port: cfg.firefly_listener_port,
+            own: Vec::new(),
+            own_read_at: None,
         })
     }
 
@@ -164,49 +208,131 @@ impl Sender {
             usage: relayed.and_then(|r| r.usage),
             netlink: relayed.and_then(|r| r.netlink.as_deref()),
         };
-        self.buf.clear();
-        firefly::encode(&mut self.buf, &self.hostname, &ff);
+        let start = self.arena.len();
+        firefly::encode(&mut self.arena, &self.hostname, &ff);
+        let range = start..self.arena.len();
+        if relayed.is_some() {
+            self.refresh_own_addresses(cx.now);
+        }
+        let from = relayed.and_then(|r| r.from);
         if self.to_peer {
             let peer = SocketAddr::new(ev.key.dst.ip(), self.peer_port);
-            let from = relayed.and_then(|r| r.from);
-            if from != Some(peer.ip()) {
-                self.send(peer, "peer", cx);
-            }
+            self.enqueue(peer, range.clone(), "peer", relayed.is_some(), from, cx);
         }
         for i in 0..self.collectors.len() {
             let c = self.collectors[i];
-            self.send(c, "collector", cx);
+            self.enqueue(c, range.clone(), "collector", relayed.is_some(), from, cx);
+        }
+        if self.queue.len() >= MAX_QUEUED {
+            self.flush(cx);
         }
         Ok(())
     }
 
-    fn send(&mut self, to: SocketAddr, kind: &'static str, cx: &mut Context<'_>) {
-        let sock = if to.is_ipv4() { self.sock4.as_ref() } else { self.sock6.as_ref() };
-        let r = match sock {
-            Some(s) => s.send_to(&self.buf, to),
-            None => Err(io::Error::new(io::ErrorKind::Unsupported, "address family not available")),
-        };
-        match r {
-            Ok(_) => cx.metrics.inc(&SENT, &[kind]),
-            Err(e) => {
-                let reason = match e.kind() {
-                    io::ErrorKind::WouldBlock => "would_block",
-                    io::ErrorKind::Unsupported => "no_socket",
-                    _ => "send_failed",
-                };
-                cx.metrics.inc(&SEND_ERRORS, &[kind, reason]);
-                if let Some(n) = self.warn.allow(cx.now) {
-                    let more = if n > 0 { format!(" ({n} similar messages suppressed)") } else { String::new() };
-                    log::warn!("udp_firefly: send to {to} ({kind}) failed: {e}{more}");
+    /// Queues one send, unless it would relay a firefly in a loop (SPEC §6).
+    fn enqueue(&mut self, to: SocketAddr, range: std::ops::Range<usize>, kind: &'static str, relayed: bool, from: Option<IpAddr>, cx: &mut Context<'_>) {
+        if relayed {
+            if let Some(reason) = relay_blocked(to, from, &self.own, self.listen_port) {
+                cx.metrics.inc(&RELAY_SKIPPED, &[kind, reason]);
+                log::debug!("udp_firefly: not relaying to {to} ({kind}): {reason}");
+                return;
+            }
+        }
+        self.queue.push((to, range, kind));
+    }
+
+    /// Re-reads the host's addresses when they are older than `OWN_ADDRESSES_TTL`.
+    fn refresh_own_addresses(&mut self, now: Instant) {
+        if self.own_read_at.is_some_and(|t| now.saturating_duration_since(t) < OWN_ADDRESSES_TTL) {
+            return;
+        }
+        self.own_read_at = Some(now);
+        match crate::sys::local_addresses() {
+            Ok(a) => self.own = a,
+            Err(e) => log::warn!("udp_firefly: cannot list this host's addresses (keeping {} known): {e}", self.own.len()),
+        }
+    }
+
+    /// Sends everything queued this turn.
+    pub fn flush(&mut self, cx: &mut Context<'_>) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let queue = std::mem::take(&mut self.queue);
+        for v6 in [false, true] {
+            let msgs: Vec<(SocketAddr, &[u8])> =
+                queue.iter().filter(|(to, _, _)| to.is_ipv6() == v6).map(|(to, r, _)| (*to, &self.arena[r.clone()])).collect();
+            if msgs.is_empty() {
+                continue;
+            }
+            let kinds: Vec<&'static str> = queue.iter().filter(|(to, _, _)| to.is_ipv6() == v6).map(|(_, _, k)| *k).collect();
+            let sock = if v6 { self.sock6.as_ref() } else { self.sock4.as_ref() };
+            let (metrics, warn, now) = (&mut *cx.metrics, &mut self.warn, cx.now);
+            let mut report = |i: usize, r: io::Result<()>| {
+                let kind = kinds.get(i).copied().unwrap_or("peer");
+                match r {
+                    Ok(()) => metrics.inc(&SENT, &[kind]),
+                    Err(e) => {
+                        let reason = match e.kind() {
+                            io::ErrorKind::WouldBlock => "would_block",
+                            io::ErrorKind::Unsupported => "no_socket",
+                            _ => "send_failed",
+                        };
+                        metrics.inc(&SEND_ERRORS, &[kind, reason]);
+                        if let Some(n) = warn.allow(now) {
+                            let more = if n > 0 { format!(" ({n} similar messages suppressed)") } else { String::new() };
+                            let to = msgs.get(i).map(|m| m.0.to_string()).unwrap_or_default();
+                            log::warn!("udp_firefly: send to {to} ({kind}) failed: {e}{more}");
+                        }
+                    }
+                }
+            };
+            match sock {
+                Some(s) => crate::sys::udp::send_batch(s, &msgs, &mut report),
+                None => {
+                    for i in 0..msgs.len() {
+                        report(i, Err(io::Error::new(io::ErrorKind::Unsupported, "address family not available")));
+                    }
                 }
             }
         }
+        self.arena.clear();
+        let mut queue = queue;
+        queue.clear();
+        self.queue = queue;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_relay_loop_rules() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let own = [ip("100.64.0.1"), ip("3fff::1"), ip("127.0.0.1")];
+        // Back to the sender, on any port, whatever the family spelling.
+        assert_eq!(relay_blocked(sa("100.64.7.7:10514"), Some(ip("::ffff:100.64.7.7")), &own, 10514), Some("sender"));
+        assert_eq!(relay_blocked(sa("100.64.7.7:9999"), Some(ip("100.64.7.7")), &own, 10514), Some("sender"));
+        // To this host's own listener.
+        for to in ["100.64.0.1:10514", "[3fff::1]:10514", "127.0.0.1:10514", "127.0.0.9:10514", "[::1]:10514", "0.0.0.0:10514", "[::ffff:100.64.0.1]:10514"] {
+            assert_eq!(relay_blocked(sa(to), Some(ip("100.64.7.7")), &own, 10514), Some("own_address"), "{to}");
+        }
+        // Own address on another port (a local collector), or somebody else: allowed,
+        // also when the sender is a local service.
+        assert_eq!(relay_blocked(sa("127.0.0.1:9999"), Some(ip("100.64.7.7")), &own, 10514), None);
+        assert_eq!(relay_blocked(sa("127.0.0.1:9999"), Some(ip("127.0.0.1")), &own, 10514), None);
+        assert_eq!(relay_blocked(sa("[3fff::1]:9999"), Some(ip("3fff::1")), &own, 10514), None);
+        assert_eq!(relay_blocked(sa("100.64.8.8:10514"), Some(ip("100.64.7.7")), &own, 10514), None);
+        assert_eq!(relay_blocked(sa("[3fff::2]:10514"), None, &own, 10514), None);
+    }
+
+    #[test]
+    fn test_local_addresses_include_loopback() {
+        let a = crate::sys::local_addresses().unwrap();
+        assert!(a.iter().any(|a| a.is_loopback()), "{a:?}");
+    }
 
     #[test]
     fn test_split_host_port_forms() {
