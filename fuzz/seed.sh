@@ -73,3 +73,31 @@ cp "$spec/api.json" "$c/registry_json/api.json"
 printf '{"experiments":[{"expName":"x","expId":77,"activities":[{"activityName":"Bulk Copy","activityId":5}]}],"modified":"2025-01-01"}' > "$c/registry_json/small.json"
 printf '{"experiments":[]}' > "$c/registry_json/empty.json"
 printf '<html>' > "$c/registry_json/html"
+
+# HTTP requests as Prometheus and curl send them, and malformed ones
+mkdir -p "$c/http_request" "$c/sock_diag_reply" "$c/proc_net_line"
+n=0
+for r in 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9000\r\nUser-Agent: Prometheus/2.45.0\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\nAccept-Encoding: gzip\r\nX-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n' \
+         'GET / HTTP/1.0\r\n\r\n' 'HEAD /metrics HTTP/1.1\r\nConnection: close\r\n\r\n' \
+         'GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\nGET /metrics HTTP/1.1\r\nHost: a\r\n\r\n' \
+         'POST /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello' 'GET /nope HTTP/1.1\n\n' \
+         'GET /metrics HTTP/2.0\r\n\r\n' 'GET  /metrics HTTP/1.1\r\n\r\n' 'GET /metrics HTTP/1.1\r\nBad Header\r\n\r\n' \
+         '\r\nGET /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n'; do
+    n=$((n + 1)); printf "$r" > "$c/http_request/req-$n"
+done
+
+# sock_diag: the captured kernel replies (4 bytes of sequence number first; 0 and the real one)
+for f in "$root"/tests/data/sock_diag/*.bin; do
+    [ -e "$f" ] || continue
+    b=$(basename "$f" .bin)
+    { printf '\000\000\000\000'; cat "$f"; } > "$c/sock_diag_reply/$b-seq0"
+    { head -c 12 "$f" | tail -c 4; cat "$f"; } > "$c/sock_diag_reply/$b-seqreal"
+done
+
+# /proc/net/tcp and tcp6 of the machine that ran this script, and edge cases
+for f in tcp tcp6 udp; do
+    [ -r "/proc/net/$f" ] && head -c 8000 "/proc/net/$f" > "$c/proc_net_line/$f"
+done
+printf '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:0CEA 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0\n' > "$c/proc_net_line/v4-listen"
+printf '   1: 00000000000000000000000001000000:1F90 00000000000000000000000001000000:D431 01 00000000:00000000 00:00000000 00000000  1000        0 99999 1\n' > "$c/proc_net_line/v6-est"
+printf '   2: 0100007F:0CEA 00000000000000000000000001000000:D431 01 0:0 0:0 0 4294967296 0 1\n' > "$c/proc_net_line/mixed-overflow"
