@@ -419,3 +419,52 @@ fn pipe_replaced_by_a_symlink_or_a_directory_is_moved_aside_and_recreated() {
     f.write("start tcp 192.0.2.1 2 198.51.100.1 2 2 9\n");
     assert_eq!(sink.recv(1, T).len(), 1);
 }
+
+/// GET /metrics on a fresh connection; the body, if the answer was 200.
+fn get_metrics(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.starts_with("HTTP/1.1 200").then_some(out)
+}
+
+#[test]
+fn out_of_fds_for_http_clients_keeps_the_pipe_served_and_recovers() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let col = Collector::start();
+    let mut f = Flowd::start(&format!("UDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'\nPROMETHEUS_SRV_PORT={port}", col.addr));
+    let pid = f.child.id();
+    assert!(get_metrics(port).is_some(), "listener up:\n{}", f.stderr());
+    // Leave flowd 4 spare descriptors, then hold many client connections open.
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let limit = format!("--nofile={}:{}", open + 4, open + 4);
+    assert!(std::process::Command::new("prlimit").args(["--pid", &pid.to_string(), &limit]).status().unwrap().success());
+    let clients: Vec<_> = (0..40).filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok()).collect();
+    assert!(clients.len() > 4);
+    let mut lines = String::new();
+    for i in 0..1000 {
+        lines.push_str(&format!("start tcp 192.0.2.1 {} 198.51.100.1 2 2 9\n", 1 + i));
+    }
+    f.write(&lines);
+    col.wait_for(1000, T);
+    assert_eq!(col.count(), 1000, "the pipe is served while accept fails:\n{}", tail(&f.stderr()));
+    // Clients go away: flowd accepts again without a restart.
+    drop(clients);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let page = loop {
+        if let Some(p) = get_metrics(port) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "metrics never came back:\n{}", tail(&f.stderr()));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let fd_limit = page.lines().find(|l| l.starts_with("flowd_http_accept_errors_total{") && l.contains("fd_limit"));
+    assert!(fd_limit.is_some_and(|l| !l.ends_with(" 0")), "accept errors counted:\n{page}");
+    f.write("start tcp 192.0.2.1 5000 198.51.100.1 2 2 9\n");
+    col.wait_for(1001, T);
+    let (st, _) = f.stop_keep();
+    assert!(st.success());
+    assert_eq!(col.finish().len(), 1001);
+}
