@@ -81,7 +81,7 @@ def writer():
             batch = []
             for _ in range(max(1, rate // 10)):
                 st = "start" if n % 2 == 0 else "end"
-                batch.append(f"{st} tcp 192.0.2.1 {1 + (n // 2) % 60000} 198.51.100.{1 + n % 200} 443 atlas Debug\n")
+                batch.append(f"{st} tcp 192.0.2.1 {1 + (n // 2) % 60000} 198.51.100.{1 + (n // 2) % 200} 443 atlas Debug\n")
                 if n % 100 == 99:
                     batch.append("garbage line\n")
                 n += 1

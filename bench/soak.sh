@@ -12,7 +12,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${SOAK_BIN:-$root/target/release/flowd}
 [ -x "$bin" ] || (cd "$root" && cargo build -j2 --release)
 work=$(mktemp -d /tmp/flowd-soak.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work"' EXIT INT TERM
 unshare --net sh -c '
     ip link set lo up && ip addr add 192.0.2.1/24 dev lo && ip addr add 192.0.2.2/24 dev lo 2>/dev/null
     ulimit -n "$(ulimit -Hn)"

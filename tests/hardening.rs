@@ -3,6 +3,8 @@
 //! counts, keeps doing everything else and recovers without a restart. Cases that need
 //! root (namespaces, mounts, routes) are in `hardening/ns.rs` and print `SKIP:` otherwise.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail the test on any error")]
+
 mod ns;
 
 use std::collections::{HashMap, HashSet};

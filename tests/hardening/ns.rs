@@ -3,6 +3,8 @@
 //! when not root. Namespaces and mounts die with the test (netns removed on drop; mount
 //! namespaces belong to the flowd process only).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail the test on any error")]
+
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
