@@ -85,7 +85,7 @@ impl Wrapped {
         std::fs::write(pipe, text).unwrap();
     }
     fn stop(&mut self) -> std::process::ExitStatus {
-        // SAFETY-free: nix's kill on our own child.
+        // Our own child: SIGTERM, then wait for it.
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + T;
         loop {
