@@ -4,3 +4,6 @@ mod util;
 
 mod cli;
 mod np_api;
+mod manpage;
+mod packaging;
+mod systemd;
