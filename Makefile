@@ -34,7 +34,7 @@ export AR_aarch64_unknown_linux_musl ?= aarch64-linux-gnu-ar
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER ?= $(CURDIR)/scripts/aarch64-linux-musl-gcc
 
 .PHONY: all build release release-aarch64 test test-pkg-build bench install install-files \
-	rpm deb packages docker clean
+	rpm deb packages docker clean bench-ebpf test-ebpf
 
 all: build
 
@@ -78,6 +78,18 @@ test-pkg-build:
 bench:
 	$(CARGO) build -j$(JOBS) --release
 	$(CARGO) bench -j$(JOBS) --bench np_api
+	$(CARGO) run -j$(JOBS) --release --example bench_marker -- --repeat 1000000
+	sh bench/ebpf_iperf.sh 5 5
+
+## bench-ebpf: eBPF marker ns/packet (BPF_PROG_TEST_RUN) and iperf3 over veth, as root
+bench-ebpf:
+	$(CARGO) build -j$(JOBS)
+	$(CARGO) run -j$(JOBS) --release --example bench_marker -- --repeat 1000000
+	sh bench/ebpf_iperf.sh 5 5
+
+## test-ebpf: the privileged marker tests only (as root)
+test-ebpf:
+	$(CARGO) test -j$(JOBS) --test integration marker:: -- --test-threads=2
 
 ## install: build the release binary and install it with the config, units and man page
 ## under $(DESTDIR) (the config is never overwritten)

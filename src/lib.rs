@@ -9,6 +9,7 @@
 //! - `wire/`: pure parsers/encoders (pipe lines, fireflies, timestamps).
 //! - `config/`: flowd.cfg (Python-compatible) → typed `Config`.
 //! - `sys/`: the thin layer of system calls.
+//! - `label`: the Scitags IPv6 flow label (pure) and the `flowd label` command.
 
 pub mod backend;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod daemon;
 pub mod error;
 pub mod flow;
 pub mod flows;
+pub mod label;
 pub mod logger;
 pub mod metrics;
 pub mod netaddr;

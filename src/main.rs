@@ -19,10 +19,16 @@ fn main() -> ExitCode {
             println!("flowd {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Ok(Command::Label(rest)) => {
-            eprintln!("flowd: label: this build has no label support ({} arguments given)", rest.len());
-            ExitCode::from(2)
-        }
+        Ok(Command::Label(rest)) => match flowd::label::label_command(&rest) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("flowd: label: {e}");
+                ExitCode::from(2)
+            }
+        },
         Ok(Command::Run(run)) => run_daemon(&run),
         Err(e) => {
             eprintln!("usage: flowd [-h] [--version] [-c CONFIG] [-d] [-f] [--check]\nflowd: error: {e}");

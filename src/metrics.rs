@@ -33,13 +33,25 @@ pub struct Desc {
 /// A label value: usually static, sometimes owned (interface names, plugin lists).
 pub type LabelValue = Cow<'static, str>;
 
-type SeriesKey = (&'static str, Vec<LabelValue>);
+/// One family: its description and its series (label values → value), in insertion order.
+#[derive(Debug)]
+struct Family {
+    desc: &'static Desc,
+    series: Vec<(Vec<LabelValue>, f64)>,
+}
 
 /// All series of the daemon.
+///
+/// Families are few and each has few series (per-flow series are rendered by the
+/// prometheus backend, not stored here), so a linear scan of a family's series is the
+/// fastest lookup and allocates nothing once a series exists.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    descs: BTreeMap<&'static str, &'static Desc>,
-    values: BTreeMap<SeriesKey, f64>,
+    families: BTreeMap<&'static str, Family>,
+}
+
+fn same(a: &[LabelValue], b: &[&str]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.as_ref() == *y)
 }
 
 impl Metrics {
@@ -48,16 +60,22 @@ impl Metrics {
         Metrics::default()
     }
 
+    fn family(&mut self, desc: &'static Desc) -> &mut Family {
+        self.families.entry(desc.name).or_insert_with(|| Family { desc, series: Vec::new() })
+    }
+
     /// Declares a family so it is rendered (with HELP/TYPE) even before its first sample.
     pub fn declare(&mut self, desc: &'static Desc) {
-        self.descs.insert(desc.name, desc);
+        self.family(desc);
     }
 
     /// Adds `n` to a counter series (created at 0 if missing).
     pub fn add(&mut self, desc: &'static Desc, labels: &[&'static str], n: u64) {
-        self.descs.insert(desc.name, desc);
-        let key = (desc.name, labels.iter().map(|l| Cow::Borrowed(*l)).collect::<Vec<_>>());
-        *self.values.entry(key).or_insert(0.0) += n as f64;
+        let fam = self.family(desc);
+        match fam.series.iter_mut().find(|(l, _)| same(l, labels)) {
+            Some((_, v)) => *v += n as f64,
+            None => fam.series.push((labels.iter().map(|l| Cow::Borrowed(*l)).collect(), n as f64)),
+        }
     }
 
     /// Increments a counter series by one.
@@ -67,39 +85,33 @@ impl Metrics {
 
     /// Sets a gauge (or a counter mirrored from elsewhere, such as a kernel map) to `v`.
     pub fn set(&mut self, desc: &'static Desc, labels: Vec<LabelValue>, v: f64) {
-        self.descs.insert(desc.name, desc);
-        self.values.insert((desc.name, labels), v);
+        let fam = self.family(desc);
+        match fam.series.iter_mut().find(|(l, _)| *l == labels) {
+            Some((_, old)) => *old = v,
+            None => fam.series.push((labels, v)),
+        }
     }
 
     /// Removes every series of a family (e.g. before re-filling per-interface gauges).
     pub fn clear(&mut self, desc: &'static Desc) {
-        self.values.retain(|(name, _), _| *name != desc.name);
+        if let Some(f) = self.families.get_mut(desc.name) {
+            f.series.clear();
+        }
     }
 
     /// The value of one series, if it exists.
     pub fn get(&self, desc: &'static Desc, labels: &[&str]) -> Option<f64> {
-        self.values
-            .iter()
-            .find(|((name, l), _)| *name == desc.name && l.iter().map(|c| c.as_ref()).eq(labels.iter().copied()))
-            .map(|(_, v)| *v)
+        self.families.get(desc.name)?.series.iter().find(|(l, _)| same(l, labels)).map(|(_, v)| *v)
     }
 
     /// Sum of all series of a family.
     pub fn total(&self, desc: &'static Desc) -> f64 {
-        self.values.iter().filter(|((name, _), _)| *name == desc.name).map(|(_, v)| v).sum()
+        self.families.get(desc.name).map(|f| f.series.iter().map(|(_, v)| v).sum()).unwrap_or(0.0)
     }
 
     /// Every family with its series, in name order: what the metrics page renders.
     pub fn families(&self) -> impl Iterator<Item = (&'static Desc, Vec<(&[LabelValue], f64)>)> + '_ {
-        self.descs.values().map(move |desc| {
-            let series = self
-                .values
-                .range((desc.name, Vec::new())..)
-                .take_while(|((name, _), _)| *name == desc.name)
-                .map(|((_, labels), v)| (labels.as_slice(), *v))
-                .collect();
-            (*desc, series)
-        })
+        self.families.values().map(|f| (f.desc, f.series.iter().map(|(l, v)| (l.as_slice(), *v)).collect()))
     }
 }
 

@@ -4,6 +4,7 @@ mod util;
 
 mod cli;
 mod np_api;
+mod marker;
 mod manpage;
 mod packaging;
 mod systemd;

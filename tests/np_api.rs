@@ -218,3 +218,19 @@ fn source_address_override() {
     assert_eq!(json_of(&got[1])["flow-id"]["src-ip"], "2001:db8::99");
     assert_eq!(json_of(&got[1])["flow-id"]["dst-ip"], "2001:db8::2");
 }
+
+#[test]
+fn a_backlog_larger_than_one_turn_is_resumed_without_new_input() {
+    let sink = Sink::v4();
+    let f = Flowd::start(&format!("UDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'", sink.addr()));
+    // ~900 KiB of rejected lines, then one valid line, in a single write: the reader stops
+    // at its per-turn cap (256 KiB) several times and must resume by itself.
+    let mut text = "start tcp 192.0.2.1 1 198.51.100.1 2 2 9999999999999\n".repeat(17_000);
+    text.push_str("start tcp 192.0.2.1 77 198.51.100.1 2 2 9\n");
+    let mut w = std::fs::OpenOptions::new().write(true).open(&f.pipe).unwrap();
+    w.write_all(text.as_bytes()).unwrap();
+    let got = sink.recv(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "{}", f.stderr());
+    assert_eq!(json_of(&got[0])["flow-id"]["src-port"], 77);
+    assert!(f.stderr().contains("similar messages suppressed") || f.stderr().contains("rejected line"));
+}

@@ -11,6 +11,8 @@
 //! stops the loop or the other backends.
 
 pub mod dummy;
+#[cfg(feature = "ebpf")]
+pub mod marker;
 pub mod udp_firefly;
 
 use std::time::Instant;
@@ -25,6 +27,10 @@ pub enum BackendInitError {
     /// The udp_firefly backend could not start.
     #[error("udp_firefly: {0}")]
     UdpFirefly(#[from] udp_firefly::InitError),
+    /// The eBPF marker could not load or attach.
+    #[cfg(feature = "ebpf")]
+    #[error("ebpf marker: {0}")]
+    Marker(#[from] marker::MarkerError),
     /// The backend is not part of this build.
     #[error("backend {0} is not yet supported by this flowd")]
     NotBuilt(&'static str),
@@ -64,6 +70,9 @@ pub enum Backend {
     UdpFirefly(udp_firefly::Sender),
     /// Logs events.
     Dummy(dummy::Dummy),
+    /// eBPF IPv6 flow-label marker.
+    #[cfg(feature = "ebpf")]
+    Marker(Box<marker::Marker>),
 }
 
 impl Backend {
@@ -72,6 +81,8 @@ impl Backend {
         match kind {
             BackendKind::UdpFirefly => Ok(Backend::UdpFirefly(udp_firefly::Sender::new(cfg)?)),
             BackendKind::Dummy => Ok(Backend::Dummy(dummy::Dummy)),
+            #[cfg(feature = "ebpf")]
+            BackendKind::Ebpf => Ok(Backend::Marker(Box::new(marker::Marker::new(cfg)?))),
             other => Err(BackendInitError::NotBuilt(other.name())),
         }
     }
@@ -81,6 +92,8 @@ impl Backend {
         match self {
             Backend::UdpFirefly(_) => "udp_firefly",
             Backend::Dummy(_) => "dummy",
+            #[cfg(feature = "ebpf")]
+            Backend::Marker(_) => "ebpf",
         }
     }
 
@@ -89,6 +102,25 @@ impl Backend {
         match self {
             Backend::UdpFirefly(b) => b.handle(ev, cx),
             Backend::Dummy(b) => b.handle(ev, cx),
+            #[cfg(feature = "ebpf")]
+            Backend::Marker(b) => b.handle(ev, cx),
+        }
+    }
+
+    /// True for backends that keep per-flow state (they need the open flows replayed
+    /// after they are re-created on reload; stateless ones must not see them again).
+    pub fn keeps_flow_state(&self) -> bool {
+        match self {
+            #[cfg(feature = "ebpf")]
+            Backend::Marker(_) => true,
+            _ => false,
+        }
+    }
+
+    /// End of a loop turn: send whatever was queued while handling this turn's events.
+    pub fn flush(&mut self, cx: &mut Context<'_>) {
+        if let Backend::UdpFirefly(b) = self {
+            b.flush(cx);
         }
     }
 
@@ -96,6 +128,8 @@ impl Backend {
     pub fn poll_at(&self) -> Option<Instant> {
         match self {
             Backend::UdpFirefly(_) | Backend::Dummy(_) => None,
+            #[cfg(feature = "ebpf")]
+            Backend::Marker(b) => b.poll_at(),
         }
     }
 
@@ -103,6 +137,8 @@ impl Backend {
     pub fn on_timeout(&mut self, _cx: &mut Context<'_>) {
         match self {
             Backend::UdpFirefly(_) | Backend::Dummy(_) => {}
+            #[cfg(feature = "ebpf")]
+            Backend::Marker(b) => b.on_timeout(_cx),
         }
     }
 }

@@ -265,6 +265,10 @@ pub const UNUSED: &[(&str, &str)] = &[("PROMETHEUS_SS_PATH", "flowd reads tcp_in
 /// Plugins whose implementation this build lacks (requesting one is a startup error).
 pub const PLUGINS_NOT_BUILT: &[PluginKind] = &[PluginKind::Netlink, PluginKind::Netstat, PluginKind::Iperf, PluginKind::Firefly];
 /// Backends whose implementation this build lacks (requesting one is a startup error).
+#[cfg(feature = "ebpf")]
+pub const BACKENDS_NOT_BUILT: &[BackendKind] = &[BackendKind::Prometheus];
+/// Backends whose implementation this build lacks (built without feature `ebpf`).
+#[cfg(not(feature = "ebpf"))]
 pub const BACKENDS_NOT_BUILT: &[BackendKind] = &[BackendKind::Ebpf, BackendKind::Prometheus];
 
 /// Every key flowd knows. Keep in the order of `etc/flowd.cfg`.

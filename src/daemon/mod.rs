@@ -312,7 +312,10 @@ impl Daemon {
         if backends_changed {
             self.backends.clear();
             match build_backends(&new) {
-                Ok(b) => self.backends = b,
+                Ok(b) => {
+                    self.backends = b;
+                    self.replay_open_flows();
+                }
                 Err(e) => {
                     log::error!("reload: {}; restoring the previous backends", e.chain());
                     return self.restore();
@@ -335,6 +338,29 @@ impl Daemon {
         );
     }
 
+    /// Gives the flows that are still open to re-created stateful backends (e.g. the
+    /// marker's map is new and empty), as `start` events with their original start time.
+    fn replay_open_flows(&mut self) {
+        let Daemon { poll, registry, backends, flows, metrics, pending, .. } = self;
+        if !backends.iter().any(Backend::keeps_flow_state) || flows.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut cx = Context { now, wall: Micros::now(), out: &mut *pending, metrics: &mut *metrics, registry: &*registry, poll: poll.registry() };
+        let mut n = 0usize;
+        for (key, f) in flows.iter() {
+            let mut ev = FlowEvent::new(crate::flow::FlowState::Start, *key, f.exp, f.act, f.start);
+            ev.start_time = Some(f.start);
+            for b in backends.iter_mut().filter(|b| b.keeps_flow_state()) {
+                if let Err(e) = b.handle(&ev, &mut cx) {
+                    cx.metrics.inc(&BACKEND_ERRORS, &[b.name(), e.reason()]);
+                }
+            }
+            n += 1;
+        }
+        log::info!("reload: replayed {n} open flows to the re-created backends");
+    }
+
     /// Rebuilds plugins and backends from the running config after a failed reload.
     fn restore(&mut self) {
         self.metrics.inc(&RELOADS, &["failed"]);
@@ -348,7 +374,10 @@ impl Daemon {
         }
         if self.backends.is_empty() {
             match build_backends(&self.config) {
-                Ok(b) => self.backends = b,
+                Ok(b) => {
+                    self.backends = b;
+                    self.replay_open_flows();
+                }
                 Err(e) => log::error!("reload: cannot restore backends: {}", e.chain()),
             }
         }
@@ -414,6 +443,9 @@ fn fan_out(plugins: &[Plugin], backends: &mut [Backend], flows: &mut FlowTable, 
                 }
             }
         }
+    }
+    for b in backends.iter_mut() {
+        b.flush(cx);
     }
     batch.clear();
     // Keep the allocation; anything pushed by backends meanwhile is kept as well.

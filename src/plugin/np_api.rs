@@ -26,7 +26,7 @@ use crate::sys::{self, FileId};
 use crate::wire::np_api::{parse_line, LineError, MAX_LINE};
 
 /// Bytes read per loop turn before yielding to other sources.
-const TURN_CAP: usize = 1 << 20;
+const TURN_CAP: usize = 256 * 1024;
 /// How often the pipe's path is checked for deletion/replacement.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 
@@ -67,7 +67,8 @@ pub struct NpApi {
     buf: Vec<u8>,
     partial: Vec<u8>,
     discarding: bool,
-    backlog: bool,
+    /// Set (to the turn's time) when a read stopped at the per-turn cap with input left.
+    backlog: Option<Instant>,
     next_check: Instant,
     warn: RateLimit,
 }
@@ -91,7 +92,7 @@ impl NpApi {
             buf: vec![0; 64 * 1024],
             partial: Vec::with_capacity(MAX_LINE + 2),
             discarding: false,
-            backlog: false,
+            backlog: None,
             next_check: Instant::now() + CHECK_EVERY,
             warn: RateLimit::new(10, Duration::from_secs(10)),
         })
@@ -111,10 +112,10 @@ impl NpApi {
     /// Reads until `WouldBlock` or the per-turn cap.
     pub fn on_ready(&mut self, cx: &mut Context<'_>) {
         let mut total = 0;
-        self.backlog = false;
+        self.backlog = None;
         loop {
             if total >= TURN_CAP {
-                self.backlog = true;
+                self.backlog = Some(cx.now);
                 return;
             }
             let mut buf = std::mem::take(&mut self.buf);
@@ -210,16 +211,13 @@ impl NpApi {
 
     /// Next deadline: now when input is left over, else the next path check.
     pub fn poll_at(&self) -> Option<Instant> {
-        if self.backlog {
-            Some(Instant::now())
-        } else {
-            Some(self.next_check)
-        }
+        // A past instant (the turn that hit the cap), so the loop's `at <= now` holds.
+        Some(self.backlog.map_or(self.next_check, |at| at.min(self.next_check)))
     }
 
     /// Resumes a backlog; checks that the pipe still exists at its path.
     pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
-        if self.backlog {
+        if self.backlog.is_some() {
             self.on_ready(cx);
         }
         if cx.now >= self.next_check {

@@ -3,6 +3,9 @@
 //! All OS-specific code that is not a plain `std` call lives here. The wrappers use
 //! `nix`'s safe API; where `unsafe` is unavoidable it carries a `// SAFETY:` comment.
 
+pub mod bpf;
+pub mod udp;
+
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -15,6 +18,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Group, Uid, User};
 
+pub mod netlink;
 pub mod notify;
 
 fn errno(e: nix::Error) -> io::Error {
@@ -43,9 +47,15 @@ pub fn open_fifo(path: &Path, mode: u32, owner: Option<Uid>, group: Option<Gid>)
         Err(e) => return Err(e),
     }
     let fd = nix::fcntl::open(path, OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty()).map_err(errno)?;
+    // A larger pipe buffer absorbs writers' bursts (best effort: capped by
+    // /proc/sys/fs/pipe-max-size for unprivileged users).
+    let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
     let st = nix::sys::stat::fstat(fd.as_fd()).map_err(errno)?;
     Ok((fd, (st.st_dev as u64, st.st_ino as u64)))
 }
+
+/// Requested capacity of the named pipe's kernel buffer.
+pub const PIPE_SIZE: nix::libc::c_int = 1 << 20;
 
 /// Identity of the FIFO now at `path` (`None` if missing or not a FIFO).
 pub fn fifo_id(path: &Path) -> Option<FileId> {

@@ -6,4 +6,5 @@
 
 pub mod firefly;
 pub mod np_api;
+pub mod sock_diag;
 pub mod time;

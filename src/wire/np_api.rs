@@ -100,11 +100,21 @@ pub fn parse_line(line: &[u8]) -> Result<Announcement, LineError> {
         return Err(LineError::TooLong);
     }
     let line = std::str::from_utf8(line).map_err(|_| LineError::Encoding)?;
-    let mut it = line.split([' ', '\t']).filter(|f| !f.is_empty());
-    let mut next = || it.next().ok_or(LineError::FieldCount);
-    let (state, proto, sip, sport, dip, dport, exp) = (next()?, next()?, next()?, next()?, next()?, next()?, next()?);
-    let act_words: Vec<&str> = it.collect();
-    if act_words.is_empty() {
+    let mut rest = line;
+    let mut field = || -> Result<&str, LineError> {
+        let t = rest.trim_start_matches([' ', '\t']);
+        let end = t.find([' ', '\t']).unwrap_or(t.len());
+        let (f, r) = t.split_at(end);
+        rest = r;
+        if f.is_empty() {
+            Err(LineError::FieldCount)
+        } else {
+            Ok(f)
+        }
+    };
+    let (state, proto, sip, sport, dip, dport, exp) = (field()?, field()?, field()?, field()?, field()?, field()?, field()?);
+    let act_text = rest.trim_matches([' ', '\t']);
+    if act_text.is_empty() {
         return Err(LineError::FieldCount);
     }
     let state = FlowState::parse(state.as_bytes()).ok_or(LineError::State)?;
@@ -112,7 +122,13 @@ pub fn parse_line(line: &[u8]) -> Result<Announcement, LineError> {
     let src = SocketAddr::new(addr(sip)?, port(sport)?);
     let dst = SocketAddr::new(addr(dip)?, port(dport)?);
     let key = FlowKey::new(proto, src, dst).ok_or(LineError::Family)?;
-    Ok(Announcement { state, key, exp: IdOrName::parse(exp), act: IdOrName::parse(&act_words.join(" ")) })
+    let act = if act_text.contains(['\t', ' ']) {
+        // A multi-word activity name: normalise inner whitespace to single spaces.
+        IdOrName::Name(act_text.split([' ', '\t']).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" "))
+    } else {
+        IdOrName::parse(act_text)
+    };
+    Ok(Announcement { state, key, exp: IdOrName::parse(exp), act })
 }
 
 #[cfg(test)]

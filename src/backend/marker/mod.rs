@@ -1,0 +1,389 @@
+//! The eBPF IPv6 flow-label marker backend (`BACKEND='ebpf'`).
+//!
+//! Owns the flow bookkeeping: on a `start` event of an IPv6 TCP/UDP flow it writes the
+//! flow's outgoing 5-tuple and its label (experiment, activity and five random entropy
+//! bits drawn once per flow) into the kernel map; on `end` it deletes the entry. The
+//! classifier (`ebpf/flowd.bpf.c`) then rewrites the flow label of every egress packet of
+//! that flow. IPv4 flows are ignored. Every few seconds it mirrors the kernel counters
+//! into `Metrics`.
+//!
+//! Loading lives in `program.rs`, attaching (TCX or clsact) in `attach.rs`, the C ABI in
+//! `abi.rs`. Dropping a `Marker` detaches it from every interface.
+
+pub mod abi;
+pub mod attach;
+pub mod program;
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use aya::programs::tc::SchedClassifierLinkId;
+
+use crate::backend::BackendError;
+use crate::config::Config;
+use crate::context::Context;
+use crate::flow::{FlowEvent, FlowKey, FlowState};
+use crate::label;
+use crate::metrics::{Desc, Kind};
+use crate::sys::bpf as sysbpf;
+
+pub use abi::RawKey;
+pub use attach::{AttachError, AttachMode, Attached};
+pub use program::{Counters, MarkerProgram, ProgramLoadError};
+
+/// How often kernel counters are copied into `Metrics`.
+pub const STATS_PERIOD: Duration = Duration::from_secs(5);
+/// How often, at most, the local address list is re-read when an event names no local address.
+const ADDR_REFRESH: Duration = Duration::from_secs(1);
+
+/// `flowd_marker_packets_seen_total{interface}`.
+pub static PACKETS_SEEN: Desc = Desc {
+    name: "flowd_marker_packets_seen_total",
+    help: "IPv6 packets (skbs, before segmentation) seen by the eBPF marker at egress",
+    kind: Kind::Counter,
+    labels: &["interface"],
+};
+/// `flowd_marker_packets_marked_total{interface}`.
+pub static PACKETS_MARKED: Desc = Desc {
+    name: "flowd_marker_packets_marked_total",
+    help: "IPv6 packets (skbs) whose flow label the eBPF marker set",
+    kind: Kind::Counter,
+    labels: &["interface"],
+};
+/// `flowd_marker_flows`.
+pub static FLOWS: Desc = Desc {
+    name: "flowd_marker_flows",
+    help: "Flows currently in the eBPF marker's flow map",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+/// `flowd_marker_refused_total{reason}`.
+pub static REFUSED: Desc = Desc {
+    name: "flowd_marker_refused_total",
+    help: "Start events the eBPF marker could not mark",
+    kind: Kind::Counter,
+    labels: &["reason"],
+};
+/// `flowd_marker_attached{interface,mode}`.
+pub static ATTACHED: Desc = Desc {
+    name: "flowd_marker_attached",
+    help: "Interfaces the eBPF marker is attached to (1), with the attach mode",
+    kind: Kind::Gauge,
+    labels: &["interface", "mode"],
+};
+
+/// Why the marker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MarkerError {
+    /// The program could not be loaded.
+    #[error("cannot load the marker")]
+    Load(#[from] ProgramLoadError),
+    /// Interfaces could not be listed.
+    #[error("cannot list network interfaces")]
+    ListInterfaces(#[source] std::io::Error),
+    /// NETWORK_INTERFACE is empty and no interface has a global IPv6 address.
+    #[error("NETWORK_INTERFACE is empty and no interface has a global IPv6 address")]
+    NoInterface,
+    /// An interface does not exist.
+    #[error("no network interface {iface}")]
+    UnknownInterface {
+        /// The configured name.
+        iface: String,
+        /// The lookup error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Attaching to an interface failed.
+    #[error("cannot attach the marker to {iface}")]
+    Attach {
+        /// The interface.
+        iface: String,
+        /// What failed.
+        #[source]
+        source: AttachError,
+    },
+    /// `FLOWD_MARKER_ATTACH` has an unknown value.
+    #[error("FLOWD_MARKER_ATTACH={0:?}: expected auto, tcx or clsact")]
+    BadAttachMode(String),
+}
+
+/// What the marker needs from the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MarkerConfig {
+    /// Interfaces to attach to; empty = every interface with a global IPv6 address.
+    pub interfaces: Vec<String>,
+    /// Capacity of the kernel flow map (LRU: the oldest entries go first when full).
+    pub map_size: u32,
+    /// TCX, clsact or automatic.
+    pub attach: AttachMode,
+}
+
+impl MarkerConfig {
+    /// From NETWORK_INTERFACE and EBPF_MAP_SIZE, plus the `FLOWD_MARKER_ATTACH`
+    /// environment variable (`auto` (default), `tcx`, `clsact`).
+    pub fn from_config(cfg: &Config) -> Result<MarkerConfig, MarkerError> {
+        let mode = std::env::var("FLOWD_MARKER_ATTACH").unwrap_or_default();
+        let attach = AttachMode::parse(&mode).ok_or(MarkerError::BadAttachMode(mode))?;
+        Ok(MarkerConfig { interfaces: cfg.network_interface.clone(), map_size: cfg.ebpf_map_size.max(1), attach })
+    }
+}
+
+/// One interface the classifier is attached to.
+#[derive(Debug)]
+struct Iface {
+    name: String,
+    index: u32,
+    mode: Attached,
+    link: Option<SchedClassifierLinkId>,
+}
+
+/// A flow currently in the kernel map.
+#[derive(Clone, Copy, Debug)]
+struct Active {
+    raw: RawKey,
+    label: u32,
+}
+
+/// The running marker backend.
+pub struct Marker {
+    prog: MarkerProgram,
+    ifaces: Vec<Iface>,
+    active: HashMap<FlowKey, Active>,
+    local: BTreeSet<IpAddr>,
+    local_read_at: Option<Instant>,
+    next_stats: Instant,
+}
+
+/// The flow as its packets leave this host: swapped when only the destination is local
+/// (an upload announced from the remote side's point of view).
+pub fn orient(key: &FlowKey, is_local: impl Fn(IpAddr) -> bool) -> FlowKey {
+    if !is_local(key.src.ip()) && is_local(key.dst.ip()) {
+        key.reversed()
+    } else {
+        *key
+    }
+}
+
+impl Marker {
+    /// Loads the program and attaches it to the configured interfaces.
+    pub fn new(cfg: &Config) -> Result<Marker, MarkerError> {
+        Marker::with_config(&MarkerConfig::from_config(cfg)?)
+    }
+
+    /// Loads the program and attaches it as `mc` says.
+    pub fn with_config(mc: &MarkerConfig) -> Result<Marker, MarkerError> {
+        let names = if mc.interfaces.is_empty() {
+            let found = sysbpf::interfaces_with_global_v6().map_err(MarkerError::ListInterfaces)?;
+            if found.is_empty() {
+                return Err(MarkerError::NoInterface);
+            }
+            found
+        } else {
+            mc.interfaces.clone()
+        };
+        let mut ifaces = Vec::with_capacity(names.len());
+        for name in names {
+            let index = sysbpf::if_index(&name)
+                .map_err(|source| MarkerError::UnknownInterface { iface: name.clone(), source })?;
+            ifaces.push(Iface { name, index, mode: Attached::Tcx, link: None });
+        }
+        let prog = MarkerProgram::load(mc.map_size)?;
+        // From here on, an early return drops `marker`, which detaches what was attached.
+        let mut marker = Marker {
+            prog,
+            ifaces,
+            active: HashMap::new(),
+            local: BTreeSet::new(),
+            local_read_at: None,
+            next_stats: Instant::now() + STATS_PERIOD,
+        };
+        for i in 0..marker.ifaces.len() {
+            let name = marker.ifaces[i].name.clone();
+            let classifier = marker.prog.classifier()?;
+            let (link, mode) = attach::attach(classifier, &name, mc.attach)
+                .map_err(|source| MarkerError::Attach { iface: name.clone(), source })?;
+            marker.ifaces[i].link = Some(link);
+            marker.ifaces[i].mode = mode;
+            log::info!("marker: attached to {name} egress ({})", mode.as_str());
+        }
+        marker.refresh_local(None);
+        Ok(marker)
+    }
+
+    /// The interfaces attached to, with their mode.
+    pub fn interfaces(&self) -> impl Iterator<Item = (&str, Attached)> + '_ {
+        self.ifaces.iter().map(|i| (i.name.as_str(), i.mode))
+    }
+
+    /// The loaded program (maps, counters, test runs).
+    pub fn program(&mut self) -> &mut MarkerProgram {
+        &mut self.prog
+    }
+
+    /// Number of flows currently marked.
+    pub fn flows(&self) -> usize {
+        self.active.len()
+    }
+
+    /// The label in force for a flow as announced, if it is being marked.
+    pub fn label_of(&self, key: &FlowKey) -> Option<u32> {
+        self.active.get(key).or_else(|| self.active.get(&key.reversed())).map(|a| a.label)
+    }
+
+    fn refresh_local(&mut self, now: Option<Instant>) {
+        if let (Some(now), Some(at)) = (now, self.local_read_at) {
+            if now.saturating_duration_since(at) < ADDR_REFRESH {
+                return;
+            }
+        }
+        match sysbpf::local_addresses() {
+            Ok(set) => self.local = set,
+            Err(e) => log::warn!("marker: cannot list local addresses: {e}"),
+        }
+        self.local_read_at = Some(now.unwrap_or_else(Instant::now));
+    }
+
+    fn start(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<(), BackendError> {
+        let (exp, act) = (ev.exp, ev.act);
+        let known = |a: IpAddr, local: &BTreeSet<IpAddr>| local.contains(&a);
+        if !known(ev.key.src.ip(), &self.local) && !known(ev.key.dst.ip(), &self.local) {
+            self.refresh_local(Some(cx.now));
+        }
+        let key = orient(&ev.key, |a| self.local.contains(&a));
+        let Some(raw) = RawKey::from_flow(&key) else { return Ok(()) };
+        // A repeated start keeps the flow's entropy, so its packets keep one label.
+        let entropy = match self.active.get(&key) {
+            Some(a) => label::entropy_of(a.label),
+            None => {
+                let mut b = [0u8; 1];
+                if let Err(e) = sysbpf::fill_random(&mut b) {
+                    log::warn!("marker: getrandom failed ({e}); using entropy 0 for {key}");
+                }
+                b[0] & label::MAX_ENTROPY
+            }
+        };
+        let lbl = match label::encode(exp, act, entropy) {
+            Ok(l) => l,
+            Err(e) => {
+                log::warn!("marker: not marking {key}: {e}");
+                cx.metrics.inc(&REFUSED, &["label_overflow"]);
+                return Err(BackendError::Refused("label_overflow"));
+            }
+        };
+        if let Err(e) = self.prog.insert(&raw, lbl) {
+            log::warn!("marker: cannot add {key} to the flow map: {e}");
+            cx.metrics.inc(&REFUSED, &["map_update_failed"]);
+            return Err(BackendError::Refused("map_update_failed"));
+        }
+        log::debug!("marker: marking {key} with label {lbl:#07x} (exp {exp}, act {act})");
+        self.active.insert(key, Active { raw, label: lbl });
+        Ok(())
+    }
+
+    fn end(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<(), BackendError> {
+        let key = if self.active.contains_key(&ev.key) { ev.key } else { ev.key.reversed() };
+        let Some(a) = self.active.remove(&key) else { return Ok(()) };
+        match self.prog.remove(&a.raw) {
+            Ok(true) => log::debug!("marker: stopped marking {key}"),
+            // The LRU map evicted it already (more flows than EBPF_MAP_SIZE).
+            Ok(false) => log::debug!("marker: {key} was already evicted from the flow map"),
+            Err(e) => {
+                log::warn!("marker: cannot remove {key} from the flow map: {e}");
+                cx.metrics.inc(&REFUSED, &["map_delete_failed"]);
+                return Err(BackendError::Refused("map_delete_failed"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Acts on one flow event: `start` marks, `end` unmarks, `ongoing` and IPv4 are ignored.
+    pub fn handle(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<(), BackendError> {
+        let r = match ev.state {
+            _ if !ev.key.is_ipv6() => Ok(()),
+            FlowState::Start => self.start(ev, cx),
+            FlowState::End => self.end(ev, cx),
+            FlowState::Ongoing => Ok(()),
+        };
+        cx.metrics.set(&FLOWS, Vec::new(), self.active.len() as f64);
+        r
+    }
+
+    /// When the kernel counters are next copied into `Metrics`.
+    pub fn poll_at(&self) -> Option<Instant> {
+        Some(self.next_stats)
+    }
+
+    /// Copies the kernel counters (summed over CPUs) into `Metrics`, per interface.
+    pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
+        self.next_stats = cx.now + STATS_PERIOD;
+        self.export(cx.metrics);
+    }
+
+    /// Writes counters, flow count and attachments into `metrics` now.
+    pub fn export(&mut self, metrics: &mut crate::metrics::Metrics) {
+        let mut slots: Vec<(Cow<'static, str>, u32)> = Vec::new();
+        for i in &self.ifaces {
+            let slot = if i.index < abi::STATS_SLOTS { i.index } else { 0 };
+            metrics.set(&ATTACHED, vec![Cow::Owned(i.name.clone()), Cow::Borrowed(i.mode.as_str())], 1.0);
+            if slot == 0 {
+                continue;
+            }
+            slots.push((Cow::Owned(i.name.clone()), slot));
+        }
+        slots.push((Cow::Borrowed("other"), 0));
+        for (name, slot) in slots {
+            match self.prog.counters(slot) {
+                Ok(c) => {
+                    metrics.set(&PACKETS_SEEN, vec![name.clone()], c.seen as f64);
+                    metrics.set(&PACKETS_MARKED, vec![name], c.marked as f64);
+                }
+                Err(e) => log::warn!("marker: cannot read counters of {name}: {e}"),
+            }
+        }
+        metrics.set(&FLOWS, Vec::new(), self.active.len() as f64);
+    }
+}
+
+impl Drop for Marker {
+    /// Detaches from every interface (TCX link closed, or our clsact filter deleted).
+    /// The program and maps are released when `prog` drops right after.
+    fn drop(&mut self) {
+        for i in &mut self.ifaces {
+            let Some(link) = i.link.take() else { continue };
+            let detached = self.prog.classifier().map_err(|e| e.to_string()).and_then(|c| c.detach(link).map_err(|e| e.to_string()));
+            match detached {
+                Ok(()) => log::info!("marker: detached from {}", i.name),
+                Err(e) => log::warn!("marker: cannot detach from {}: {e}", i.name),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::Proto;
+
+    #[test]
+    fn test_orient_swaps_only_when_just_dst_is_local() {
+        let local: IpAddr = "2001:db8::1".parse().unwrap();
+        let k = FlowKey::new(Proto::Tcp, "[2001:db8::1]:1094".parse().unwrap(), "[2001:db8:1::2]:5000".parse().unwrap())
+            .unwrap();
+        let is_local = |a: IpAddr| a == local;
+        assert_eq!(orient(&k, is_local), k);
+        assert_eq!(orient(&k.reversed(), is_local), k);
+        // Neither side local (e.g. addresses not configured yet): as announced.
+        assert_eq!(orient(&k, |_| false), k);
+        // Both local (loopback transfer): as announced.
+        assert_eq!(orient(&k.reversed(), |_| true), k.reversed());
+    }
+
+    #[test]
+    fn test_attach_mode_parse() {
+        assert_eq!(AttachMode::parse(""), Some(AttachMode::Auto));
+        assert_eq!(AttachMode::parse("clsact"), Some(AttachMode::Clsact));
+        assert_eq!(AttachMode::parse("tc"), None);
+    }
+}
