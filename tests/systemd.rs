@@ -262,3 +262,71 @@ fn capabilities_chown_and_dac_override_are_needed_for_the_pipe() {
 fn nix_is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
+
+/// Shows which capabilities the eBPF marker needs (root, kernel with CAP_BPF): in a
+/// private network namespace with a veth carrying a global IPv6 address, flowd with
+/// BACKEND='ebpf' runs under each capability set (as the unit's bounding set would leave
+/// it). The unit's set works; CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN is the minimum on
+/// kernels ≥ 5.8; CAP_SYS_ADMIN + CAP_NET_ADMIN is what kernels < 5.8 need; dropping
+/// CAP_PERFMON or CAP_NET_ADMIN makes the load fail.
+#[test]
+fn capabilities_needed_by_the_ebpf_marker() {
+    if !nix_is_root() {
+        eprintln!("SKIP: not root");
+        return;
+    }
+    let cap_last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    if cap_last < 39 {
+        eprintln!("SKIP: kernel has no CAP_BPF");
+        return;
+    }
+    if !(require("setpriv") && require("unshare") && require("ip")) {
+        return;
+    }
+    let dir = TempDir::new("ebpfcaps");
+    let cfg = dir.path().join("e.cfg");
+    std::fs::write(&cfg, format!("BACKEND='ebpf'\nNETWORK_INTERFACE='v0'\nPID_FILE=''\nNP_API_FILE='{}'\n", dir.path().join("np").display())).unwrap();
+    let attempt = |caps: &str| -> (bool, String) {
+        let log = dir.path().join("out.log");
+        let script = format!(
+            "ip link add v0 type veth peer name v1 && ip link set v0 up && ip link set v1 up && \
+             ip -6 addr add 2001:db8::1/64 dev v0 nodad && exec setpriv --bounding-set=-all,{caps} --inh-caps=-all {} --fg -c {}",
+            bin().display(),
+            cfg.display()
+        );
+        let mut child = Command::new("unshare")
+            .args(["--net", "sh", "-c", &script])
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let ready = loop {
+            let out = std::fs::read_to_string(&log).unwrap_or_default();
+            if out.contains(" ready: ") {
+                break true;
+            }
+            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let st = child.wait().unwrap();
+        let out = std::fs::read_to_string(&log).unwrap_or_default();
+        if ready {
+            assert_eq!(st.code(), Some(0), "{caps}: {out}");
+        }
+        (ready, out)
+    };
+    for caps in ["+bpf,+perfmon,+net_admin,+sys_admin,+chown,+dac_override", "+bpf,+perfmon,+net_admin", "+sys_admin,+net_admin"] {
+        let (ready, out) = attempt(caps);
+        assert!(ready, "{caps} should be enough:\n{out}");
+    }
+    let (ready, out) = attempt("+bpf,+net_admin");
+    assert!(!ready && out.contains("BPF_PROG_LOAD"), "without CAP_PERFMON the verifier rejects the marker:\n{out}");
+    let (ready, out) = attempt("+bpf,+perfmon");
+    assert!(!ready && out.contains("BPF_PROG_LOAD"), "without CAP_NET_ADMIN no SCHED_CLS program loads:\n{out}");
+}
