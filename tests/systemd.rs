@@ -327,6 +327,8 @@ fn capabilities_needed_by_the_ebpf_marker() {
     }
     let (ready, out) = attempt("+bpf,+net_admin");
     assert!(!ready && out.contains("BPF_PROG_LOAD"), "without CAP_PERFMON the verifier rejects the marker:\n{out}");
+    let (ready, out) = attempt("+perfmon,+net_admin");
+    assert!(!ready && out.contains("failed to create map"), "without CAP_BPF (or CAP_SYS_ADMIN) no map is created:\n{out}");
     let (ready, out) = attempt("+bpf,+perfmon");
     assert!(!ready && out.contains("BPF_PROG_LOAD"), "without CAP_NET_ADMIN no SCHED_CLS program loads:\n{out}");
 }
