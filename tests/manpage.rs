@@ -2,6 +2,8 @@
 //! `flowd --help` (`cli::USAGE`), its CONFIGURATION lists exactly the keys of
 //! `config::validate::KEYS`, and its EXIT STATUS the codes the usage text names.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test helpers fail the test on error")]
+
 use std::collections::BTreeSet;
 
 use flowd::cli::USAGE;

@@ -7,6 +7,8 @@
 //! `make test` builds the packages first. Without them (or without rpm/dpkg) these tests
 //! print `SKIP:`; under CI=true they fail instead.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test helpers fail the test on error")]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,8 @@
 //! systemd integration on the real binary: sd_notify readiness, journal priorities,
 //! `systemd-analyze verify` of the unit files, and the capabilities the units keep.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test helpers fail the test on error")]
+
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};

@@ -133,6 +133,7 @@ pub fn stderr_is_journal() -> bool {
         return false;
     };
     match nix::sys::stat::fstat(std::io::stderr()) {
+        #[allow(clippy::unnecessary_cast, reason = "dev_t and ino_t are not u64 on every target")]
         Ok(st) => st.st_dev as u64 == dev && st.st_ino as u64 == ino,
         Err(_) => false,
     }
