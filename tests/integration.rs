@@ -3,8 +3,11 @@
 mod util;
 
 mod cli;
+mod firefly;
+mod metrics;
 mod np_api;
 mod marker;
+mod scan;
 mod manpage;
 mod packaging;
 mod systemd;

@@ -11,6 +11,7 @@
 //! stops the loop or the other backends.
 
 pub mod dummy;
+pub mod prometheus;
 #[cfg(feature = "ebpf")]
 pub mod marker;
 pub mod udp_firefly;
@@ -20,6 +21,9 @@ use std::time::Instant;
 use crate::config::{BackendKind, Config};
 use crate::context::Context;
 use crate::flow::FlowEvent;
+use crate::flows::FlowTable;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
 
 /// Why a backend could not start.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +74,8 @@ pub enum Backend {
     UdpFirefly(udp_firefly::Sender),
     /// Logs events.
     Dummy(dummy::Dummy),
+    /// Per-flow TCP metrics on the metrics page.
+    Prometheus(prometheus::FlowMetrics),
     /// eBPF IPv6 flow-label marker.
     #[cfg(feature = "ebpf")]
     Marker(Box<marker::Marker>),
@@ -81,9 +87,11 @@ impl Backend {
         match kind {
             BackendKind::UdpFirefly => Ok(Backend::UdpFirefly(udp_firefly::Sender::new(cfg)?)),
             BackendKind::Dummy => Ok(Backend::Dummy(dummy::Dummy)),
+            BackendKind::Prometheus => Ok(Backend::Prometheus(prometheus::FlowMetrics::new())),
             #[cfg(feature = "ebpf")]
             BackendKind::Ebpf => Ok(Backend::Marker(Box::new(marker::Marker::new(cfg)?))),
-            other => Err(BackendInitError::NotBuilt(other.name())),
+            #[cfg(not(feature = "ebpf"))]
+            BackendKind::Ebpf => Err(BackendInitError::NotBuilt(BackendKind::Ebpf.name())),
         }
     }
 
@@ -92,6 +100,7 @@ impl Backend {
         match self {
             Backend::UdpFirefly(_) => "udp_firefly",
             Backend::Dummy(_) => "dummy",
+            Backend::Prometheus(_) => "prometheus",
             #[cfg(feature = "ebpf")]
             Backend::Marker(_) => "ebpf",
         }
@@ -102,6 +111,8 @@ impl Backend {
         match self {
             Backend::UdpFirefly(b) => b.handle(ev, cx),
             Backend::Dummy(b) => b.handle(ev, cx),
+            // The flow table already holds what it needs; the work happens at scrape time.
+            Backend::Prometheus(_) => Ok(()),
             #[cfg(feature = "ebpf")]
             Backend::Marker(b) => b.handle(ev, cx),
         }
@@ -127,16 +138,38 @@ impl Backend {
     /// The backend's next deadline, if it has periodic work.
     pub fn poll_at(&self) -> Option<Instant> {
         match self {
-            Backend::UdpFirefly(_) | Backend::Dummy(_) => None,
+            Backend::UdpFirefly(_) | Backend::Dummy(_) | Backend::Prometheus(_) => None,
             #[cfg(feature = "ebpf")]
             Backend::Marker(b) => b.poll_at(),
+        }
+    }
+
+    /// A scrape of `/metrics` is about to be rendered: gather per-flow data (and count
+    /// any failure in `metrics`, which is rendered next).
+    pub fn scrape(&mut self, flows: &FlowTable, metrics: &mut Metrics) {
+        match self {
+            Backend::UdpFirefly(_) | Backend::Dummy(_) => {}
+            Backend::Prometheus(b) => b.scrape(flows, metrics),
+            // Fresh kernel counters for the page, not the ones from the last period.
+            #[cfg(feature = "ebpf")]
+            Backend::Marker(b) => b.export(metrics),
+        }
+    }
+
+    /// Appends this backend's own metric families (after the store's) to the page.
+    pub fn write_metrics(&mut self, flows: &FlowTable, registry: &Registry, out: &mut Vec<u8>) {
+        match self {
+            Backend::UdpFirefly(_) | Backend::Dummy(_) => {}
+            Backend::Prometheus(b) => b.write(flows, registry, out),
+            #[cfg(feature = "ebpf")]
+            Backend::Marker(_) => {}
         }
     }
 
     /// The deadline from `poll_at` has passed.
     pub fn on_timeout(&mut self, _cx: &mut Context<'_>) {
         match self {
-            Backend::UdpFirefly(_) | Backend::Dummy(_) => {}
+            Backend::UdpFirefly(_) | Backend::Dummy(_) | Backend::Prometheus(_) => {}
             #[cfg(feature = "ebpf")]
             Backend::Marker(b) => b.on_timeout(_cx),
         }

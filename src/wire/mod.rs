@@ -5,6 +5,9 @@
 //! Each file has byte-fixture unit tests.
 
 pub mod firefly;
+pub mod http;
 pub mod np_api;
+pub mod proc_net;
+pub mod prom;
 pub mod sock_diag;
 pub mod time;
