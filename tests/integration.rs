@@ -8,3 +8,6 @@ mod metrics;
 mod np_api;
 mod marker;
 mod scan;
+mod manpage;
+mod packaging;
+mod systemd;
