@@ -9,3 +9,6 @@ mod np_api;
 mod marker;
 mod hardening;
 mod scan;
+mod manpage;
+mod packaging;
+mod systemd;
