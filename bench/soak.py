@@ -147,4 +147,6 @@ for name, i, unit in [("RSS", 1, "KiB"), ("CPU", 2, "%"), ("fds", 3, "")]:
     ys = [r[i] for r in rows]
     print(f"summary: {name}: first {ys[0]:.1f}{unit}, last {ys[-1]:.1f}{unit}, min {min(ys):.1f}, max {max(ys):.1f}, mean {sum(ys) / len(ys):.1f}; "
           f"slope {slope(ts, ys) * 3600:+.2f} {unit}/h (second half {slope([r[0] for r in half], [r[i] for r in half]) * 3600:+.2f} {unit}/h)")
+steps = [(round(rows[i][0]), rows[i][1] - rows[i - 1][1]) for i in range(1, len(rows)) if rows[i][1] != rows[i - 1][1]]
+print(f"summary: RSS changes between samples (t s, KiB): {steps[:20]}{' …' if len(steps) > 20 else ''}")
 print(f"summary: fireflies received per collector {counts}; scrapes {scrapes[0]} (last page {scrapes[1]} bytes)")
