@@ -6,5 +6,7 @@
 
 pub mod firefly;
 pub mod np_api;
+pub mod netlink_json;
 pub mod sock_diag;
+pub mod stun;
 pub mod time;
