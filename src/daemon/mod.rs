@@ -97,10 +97,11 @@ fn build_plugins(cfg: &Config, poll: &Poll) -> Result<Vec<Plugin>, Error> {
     Ok(out)
 }
 
-fn build_backends(cfg: &Config) -> Result<Vec<Backend>, Error> {
+fn build_backends(cfg: &Config, poll: &Poll, waker: &Arc<Waker>) -> Result<Vec<Backend>, Error> {
     let mut out = Vec::new();
-    for kind in &cfg.backends {
-        let b = Backend::new(*kind, cfg)?;
+    for (i, kind) in cfg.backends.iter().enumerate() {
+        let mut b = Backend::new(*kind, cfg)?;
+        b.register(poll.registry(), token::backend(i), waker, Instant::now());
         log::info!("backend {} started", b.name());
         out.push(b);
     }
@@ -145,7 +146,7 @@ impl Daemon {
         log::info!("registry: {} experiments from {}", registry.experiments.len(), registry.origin);
         let refresher = Refresher::new(config.flow_map_api.clone(), config.flow_map_refresh, config.flow_map_timeout, Arc::clone(&waker), Instant::now());
         let plugins = build_plugins(&config, &poll)?;
-        let backends = build_backends(&config)?;
+        let backends = build_backends(&config, &poll, &waker)?;
         Ok(Daemon {
             poll,
             events: Events::with_capacity(256),
@@ -211,7 +212,15 @@ impl Daemon {
             for ev in events.iter() {
                 match Slot::from(ev.token()) {
                     Slot::Signals => control = drain_signals(signals).or(control),
-                    Slot::Waker => new_registry = refresher.on_wake(now, cx.metrics),
+                    Slot::Waker => {
+                        new_registry = refresher.on_wake(now, cx.metrics);
+                        backends.iter_mut().for_each(|b| b.on_wake(&mut cx));
+                    }
+                    Slot::Backend(i) => {
+                        if let Some(b) = backends.get_mut(i) {
+                            b.on_ready(&mut cx);
+                        }
+                    }
                     Slot::Plugin(i) => {
                         if let Some(p) = plugins.get_mut(i) {
                             let before = cx.out.len();
@@ -219,7 +228,7 @@ impl Daemon {
                             cx.out[before..].iter_mut().for_each(|e| e.plugin = i);
                         }
                     }
-                    Slot::Backend(_) | Slot::HttpListener | Slot::HttpConn(_) | Slot::Unknown => {
+                    Slot::HttpListener | Slot::HttpConn(_) | Slot::Unknown => {
                         log::debug!("event for unused token {:?}", ev.token());
                     }
                 }
@@ -297,8 +306,8 @@ impl Daemon {
             }
         }
         if backends_changed {
-            self.backends.clear();
-            match build_backends(&new) {
+            self.drop_backends();
+            match build_backends(&new, &self.poll, &self.waker) {
                 Ok(b) => {
                     self.backends = b;
                     self.replay_open_flows();
@@ -339,7 +348,7 @@ impl Daemon {
             let mut ev = FlowEvent::new(crate::flow::FlowState::Start, *key, f.exp, f.act, f.start);
             ev.start_time = Some(f.start);
             for b in backends.iter_mut().filter(|b| b.keeps_flow_state()) {
-                if let Err(e) = b.handle(&ev, &mut cx) {
+                if let Err(e) = b.replay(&ev, &mut cx) {
                     cx.metrics.inc(&BACKEND_ERRORS, &[b.name(), e.reason()]);
                 }
             }
@@ -360,7 +369,7 @@ impl Daemon {
             Err(e) => log::error!("reload: cannot restore plugins: {}", e.chain()),
         }
         if self.backends.is_empty() {
-            match build_backends(&self.config) {
+            match build_backends(&self.config, &self.poll, &self.waker) {
                 Ok(b) => {
                     self.backends = b;
                     self.replay_open_flows();
@@ -377,8 +386,16 @@ impl Daemon {
             p.shutdown();
         }
         self.plugins.clear();
-        self.backends.clear();
+        self.drop_backends();
         log::info!("flowd stopped");
+    }
+
+    /// Takes the backends' own sources out of the poll and drops the backends.
+    fn drop_backends(&mut self) {
+        for b in self.backends.iter_mut() {
+            b.deregister(self.poll.registry());
+        }
+        self.backends.clear();
     }
 
     /// The daemon's metrics (for the HTTP listener and tests).

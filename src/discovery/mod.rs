@@ -202,7 +202,7 @@ impl Discovery {
             return Some(*p);
         }
         let f = self.fams[usize::from(ip.is_ipv6())].found.as_ref()?;
-        (f.internal == Some(ip) && f.public != ip).then_some(f.public)
+        (f.internal == Some(ip) && f.public != ip && f.public.is_ipv6() == ip.is_ipv6()).then_some(f.public)
     }
 
     /// The public address in force for a family.
