@@ -31,6 +31,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The metrics listener could not bind its address.
+    #[error(transparent)]
+    Http(#[from] crate::daemon::http::BindError),
     /// Setting up the event loop failed.
     #[error("cannot set up the event loop: {0}")]
     Setup(#[source] io::Error),

@@ -109,11 +109,77 @@ impl Metrics {
         self.families.get(desc.name).map(|f| f.series.iter().map(|(_, v)| v).sum()).unwrap_or(0.0)
     }
 
+    /// Largest value of any series of a family (`None` without series).
+    pub fn max(&self, desc: &'static Desc) -> Option<f64> {
+        self.families.get(desc.name)?.series.iter().map(|(_, v)| *v).reduce(f64::max)
+    }
+
     /// Every family with its series, in name order: what the metrics page renders.
     pub fn families(&self) -> impl Iterator<Item = (&'static Desc, Vec<(&[LabelValue], f64)>)> + '_ {
         self.families.values().map(|f| (f.desc, f.series.iter().map(|(l, v)| (l.as_slice(), *v)).collect()))
     }
+
+    /// Appends every family in the Prometheus text format (`wire::prom`).
+    pub fn render(&self, out: &mut Vec<u8>) {
+        let mut labels = Vec::with_capacity(128);
+        for f in self.families.values() {
+            crate::wire::prom::write_header(out, f.desc.name, f.desc.help, f.desc.kind);
+            for (values, v) in &f.series {
+                labels.clear();
+                crate::wire::prom::write_labels(&mut labels, f.desc.labels, values);
+                crate::wire::prom::write_sample(out, f.desc.name, &labels, *v);
+            }
+        }
+    }
+
+    /// Records a sample of the process's own resource usage (`process_*` families).
+    pub fn set_process(&mut self, p: &crate::sys::process::ProcessStats) {
+        self.set(&PROCESS_CPU, Vec::new(), p.cpu_seconds);
+        self.set(&PROCESS_RSS, Vec::new(), p.resident_bytes as f64);
+        self.set(&PROCESS_VSIZE, Vec::new(), p.virtual_bytes as f64);
+        self.set(&PROCESS_START, Vec::new(), p.start_time_seconds);
+        self.set(&PROCESS_FDS, Vec::new(), p.open_fds as f64);
+        if p.max_fds > 0 {
+            self.set(&PROCESS_MAX_FDS, Vec::new(), p.max_fds as f64);
+        }
+    }
 }
+
+/// Age of the registry in force, set at scrape time.
+pub static REGISTRY_AGE: Desc = Desc {
+    name: "flowd_registry_age_seconds",
+    help: "Seconds since the registry in force was loaded (fetched, read or bundled at start).",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+
+/// CPU time used by the daemon.
+pub static PROCESS_CPU: Desc = Desc {
+    name: "process_cpu_seconds_total",
+    help: "Total user and system CPU time spent in seconds.",
+    kind: Kind::Counter,
+    labels: &[],
+};
+
+/// Resident memory.
+pub static PROCESS_RSS: Desc = Desc { name: "process_resident_memory_bytes", help: "Resident memory size in bytes.", kind: Kind::Gauge, labels: &[] };
+
+/// Virtual memory.
+pub static PROCESS_VSIZE: Desc = Desc { name: "process_virtual_memory_bytes", help: "Virtual memory size in bytes.", kind: Kind::Gauge, labels: &[] };
+
+/// Start time.
+pub static PROCESS_START: Desc = Desc {
+    name: "process_start_time_seconds",
+    help: "Start time of the process since unix epoch in seconds.",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+
+/// Open file descriptors.
+pub static PROCESS_FDS: Desc = Desc { name: "process_open_fds", help: "Number of open file descriptors.", kind: Kind::Gauge, labels: &[] };
+
+/// File descriptor limit.
+pub static PROCESS_MAX_FDS: Desc = Desc { name: "process_max_fds", help: "Maximum number of open file descriptors.", kind: Kind::Gauge, labels: &[] };
 
 /// Events received, by plugin and state.
 pub static EVENTS: Desc = Desc {

@@ -3,5 +3,8 @@
 mod util;
 
 mod cli;
+mod firefly;
+mod metrics;
 mod np_api;
 mod marker;
+mod scan;

@@ -14,6 +14,7 @@
 
 pub mod dummy;
 pub mod firefly_extras;
+pub mod prometheus;
 #[cfg(feature = "ebpf")]
 pub mod marker;
 pub mod tcp_stats;
@@ -25,6 +26,9 @@ use std::time::Instant;
 use crate::config::{BackendKind, Config};
 use crate::context::Context;
 use crate::flow::FlowEvent;
+use crate::flows::FlowTable;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
 
 /// Why a backend could not start.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +79,8 @@ pub enum Backend {
     UdpFirefly(udp_firefly::Sender),
     /// Logs events.
     Dummy(dummy::Dummy),
+    /// Per-flow TCP metrics on the metrics page.
+    Prometheus(prometheus::FlowMetrics),
     /// eBPF IPv6 flow-label marker.
     #[cfg(feature = "ebpf")]
     Marker(Box<marker::Marker>),
@@ -86,9 +92,11 @@ impl Backend {
         match kind {
             BackendKind::UdpFirefly => Ok(Backend::UdpFirefly(udp_firefly::Sender::new(cfg)?)),
             BackendKind::Dummy => Ok(Backend::Dummy(dummy::Dummy)),
+            BackendKind::Prometheus => Ok(Backend::Prometheus(prometheus::FlowMetrics::new())),
             #[cfg(feature = "ebpf")]
             BackendKind::Ebpf => Ok(Backend::Marker(Box::new(marker::Marker::new(cfg)?))),
-            other => Err(BackendInitError::NotBuilt(other.name())),
+            #[cfg(not(feature = "ebpf"))]
+            BackendKind::Ebpf => Err(BackendInitError::NotBuilt(BackendKind::Ebpf.name())),
         }
     }
 
@@ -97,6 +105,7 @@ impl Backend {
         match self {
             Backend::UdpFirefly(_) => "udp_firefly",
             Backend::Dummy(_) => "dummy",
+            Backend::Prometheus(_) => "prometheus",
             #[cfg(feature = "ebpf")]
             Backend::Marker(_) => "ebpf",
         }
@@ -107,6 +116,8 @@ impl Backend {
         match self {
             Backend::UdpFirefly(b) => b.handle(ev, cx),
             Backend::Dummy(b) => b.handle(ev, cx),
+            // The flow table already holds what it needs; the work happens at scrape time.
+            Backend::Prometheus(_) => Ok(()),
             #[cfg(feature = "ebpf")]
             Backend::Marker(b) => b.handle(ev, cx),
         }
@@ -175,9 +186,31 @@ impl Backend {
     pub fn poll_at(&self) -> Option<Instant> {
         match self {
             Backend::UdpFirefly(b) => b.poll_at(),
-            Backend::Dummy(_) => None,
+            Backend::Dummy(_) | Backend::Prometheus(_) => None,
             #[cfg(feature = "ebpf")]
             Backend::Marker(b) => b.poll_at(),
+        }
+    }
+
+    /// A scrape of `/metrics` is about to be rendered: gather per-flow data (and count
+    /// any failure in `metrics`, which is rendered next).
+    pub fn scrape(&mut self, flows: &FlowTable, metrics: &mut Metrics) {
+        match self {
+            Backend::UdpFirefly(_) | Backend::Dummy(_) => {}
+            Backend::Prometheus(b) => b.scrape(flows, metrics),
+            // Fresh kernel counters for the page, not the ones from the last period.
+            #[cfg(feature = "ebpf")]
+            Backend::Marker(b) => b.export(metrics),
+        }
+    }
+
+    /// Appends this backend's own metric families (after the store's) to the page.
+    pub fn write_metrics(&mut self, flows: &FlowTable, registry: &Registry, out: &mut Vec<u8>) {
+        match self {
+            Backend::UdpFirefly(_) | Backend::Dummy(_) => {}
+            Backend::Prometheus(b) => b.write(flows, registry, out),
+            #[cfg(feature = "ebpf")]
+            Backend::Marker(_) => {}
         }
     }
 
@@ -185,7 +218,7 @@ impl Backend {
     pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
         match self {
             Backend::UdpFirefly(b) => b.on_timeout(cx),
-            Backend::Dummy(_) => {}
+            Backend::Dummy(_) | Backend::Prometheus(_) => {}
             #[cfg(feature = "ebpf")]
             Backend::Marker(b) => b.on_timeout(cx),
         }

@@ -11,7 +11,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::backend::firefly_extras::Extras;
 use crate::backend::BackendError;
@@ -20,6 +20,7 @@ use crate::context::Context;
 use crate::flow::{FlowEvent, FlowKey, FlowState};
 use crate::logger::RateLimit;
 use crate::metrics::{Desc, Kind};
+use crate::netaddr::canonical;
 use crate::wire::firefly::{self, Firefly};
 
 /// Fireflies sent, by recipient kind (`peer` or `collector`).
@@ -37,6 +38,34 @@ pub static SEND_ERRORS: Desc = Desc {
     kind: Kind::Counter,
     labels: &["to", "reason"],
 };
+
+/// Relayed fireflies not sent because they would loop (SPEC §6), by recipient and reason.
+pub static RELAY_SKIPPED: Desc = Desc {
+    name: "flowd_firefly_relay_skipped_total",
+    help: "Relayed fireflies not sent because they would loop (back to their sender, or to this host's own listener), by recipient and reason.",
+    kind: Kind::Counter,
+    labels: &["to", "reason"],
+};
+
+/// How often the host's own addresses are re-read while relaying.
+const OWN_ADDRESSES_TTL: Duration = Duration::from_secs(10);
+
+/// SPEC §6: may a firefly received from `from` be relayed to `to`? `None` = yes, else
+/// the reason it may not: never to one of this host's own addresses (`own`, plus
+/// loopback and unspecified) on the port the firefly listener uses (`own_address`),
+/// which would feed it back into this flowd forever; and never back to a remote sender
+/// (`sender`), which may be a relay itself. A sender on this host (XRootD next to flowd)
+/// may still get copies on other ports, e.g. a local collector: the first rule already
+/// covers the only loop through this host.
+pub fn relay_blocked(to: SocketAddr, from: Option<IpAddr>, own: &[IpAddr], listen_port: u16) -> Option<&'static str> {
+    let is_local = |ip: IpAddr| ip.is_loopback() || ip.is_unspecified() || own.iter().any(|o| canonical(*o) == ip);
+    let ip = canonical(to.ip());
+    if to.port() == listen_port && is_local(ip) {
+        return Some("own_address");
+    }
+    let from = from.map(canonical);
+    (from == Some(ip) && !from.is_some_and(is_local)).then_some("sender")
+}
 
 /// Why the backend could not start.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +129,9 @@ pub struct Sender {
     warn: RateLimit,
     /// Public-address discovery, tcp_info and ongoing fireflies.
     extras: Extras,
+    listen_port: u16,
+    own: Vec<IpAddr>,
+    own_read_at: Option<Instant>,
 }
 
 /// Queued datagrams that trigger an early flush (bounds memory within one turn).
@@ -145,6 +177,9 @@ impl Sender {
             queue: Vec::with_capacity(MAX_QUEUED),
             warn: RateLimit::new(10, Duration::from_secs(10)),
             extras: Extras::new(cfg),
+            listen_port: cfg.firefly_listener_port,
+            own: Vec::new(),
+            own_read_at: None,
         })
     }
 
@@ -184,20 +219,46 @@ impl Sender {
         let start = self.arena.len();
         firefly::encode(&mut self.arena, &self.hostname, &ff);
         let range = start..self.arena.len();
+        if relayed.is_some() {
+            self.refresh_own_addresses(cx.now);
+        }
+        let from = relayed.and_then(|r| r.from);
         if self.to_peer {
             let peer = SocketAddr::new(ev.key.dst.ip(), self.peer_port);
-            let from = relayed.and_then(|r| r.from);
-            if from != Some(peer.ip()) {
-                self.queue.push((peer, range.clone(), "peer"));
-            }
+            self.enqueue(peer, range.clone(), "peer", relayed.is_some(), from, cx);
         }
-        for c in &self.collectors {
-            self.queue.push((*c, range.clone(), "collector"));
+        for i in 0..self.collectors.len() {
+            let c = self.collectors[i];
+            self.enqueue(c, range.clone(), "collector", relayed.is_some(), from, cx);
         }
         if self.queue.len() >= MAX_QUEUED {
             self.flush(cx);
         }
         Ok(())
+    }
+
+    /// Queues one send, unless it would relay a firefly in a loop (SPEC §6).
+    fn enqueue(&mut self, to: SocketAddr, range: std::ops::Range<usize>, kind: &'static str, relayed: bool, from: Option<IpAddr>, cx: &mut Context<'_>) {
+        if relayed {
+            if let Some(reason) = relay_blocked(to, from, &self.own, self.listen_port) {
+                cx.metrics.inc(&RELAY_SKIPPED, &[kind, reason]);
+                log::debug!("udp_firefly: not relaying to {to} ({kind}): {reason}");
+                return;
+            }
+        }
+        self.queue.push((to, range, kind));
+    }
+
+    /// Re-reads the host's addresses when they are older than `OWN_ADDRESSES_TTL`.
+    fn refresh_own_addresses(&mut self, now: Instant) {
+        if self.own_read_at.is_some_and(|t| now.saturating_duration_since(t) < OWN_ADDRESSES_TTL) {
+            return;
+        }
+        self.own_read_at = Some(now);
+        match crate::sys::local_addresses() {
+            Ok(a) => self.own = a,
+            Err(e) => log::warn!("udp_firefly: cannot list this host's addresses (keeping {} known): {e}", self.own.len()),
+        }
     }
 
     /// Sends everything queued this turn.
@@ -300,6 +361,33 @@ impl Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_relay_loop_rules() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let own = [ip("100.64.0.1"), ip("3fff::1"), ip("127.0.0.1")];
+        // Back to the sender, on any port, whatever the family spelling.
+        assert_eq!(relay_blocked(sa("100.64.7.7:10514"), Some(ip("::ffff:100.64.7.7")), &own, 10514), Some("sender"));
+        assert_eq!(relay_blocked(sa("100.64.7.7:9999"), Some(ip("100.64.7.7")), &own, 10514), Some("sender"));
+        // To this host's own listener.
+        for to in ["100.64.0.1:10514", "[3fff::1]:10514", "127.0.0.1:10514", "127.0.0.9:10514", "[::1]:10514", "0.0.0.0:10514", "[::ffff:100.64.0.1]:10514"] {
+            assert_eq!(relay_blocked(sa(to), Some(ip("100.64.7.7")), &own, 10514), Some("own_address"), "{to}");
+        }
+        // Own address on another port (a local collector), or somebody else: allowed,
+        // also when the sender is a local service.
+        assert_eq!(relay_blocked(sa("127.0.0.1:9999"), Some(ip("100.64.7.7")), &own, 10514), None);
+        assert_eq!(relay_blocked(sa("127.0.0.1:9999"), Some(ip("127.0.0.1")), &own, 10514), None);
+        assert_eq!(relay_blocked(sa("[3fff::1]:9999"), Some(ip("3fff::1")), &own, 10514), None);
+        assert_eq!(relay_blocked(sa("100.64.8.8:10514"), Some(ip("100.64.7.7")), &own, 10514), None);
+        assert_eq!(relay_blocked(sa("[3fff::2]:10514"), None, &own, 10514), None);
+    }
+
+    #[test]
+    fn test_local_addresses_include_loopback() {
+        let a = crate::sys::local_addresses().unwrap();
+        assert!(a.iter().any(|a| a.is_loopback()), "{a:?}");
+    }
 
     #[test]
     fn test_split_host_port_forms() {

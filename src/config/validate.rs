@@ -158,6 +158,8 @@ pub struct Config {
     pub netstat: ScanConfig,
     /// NETLINK_*: netlink plugin settings.
     pub netlink: ScanConfig,
+    /// NETLINK_DUMP_TIMEOUT: a sock_diag dump not finished within this is abandoned.
+    pub netlink_dump_timeout: Duration,
     /// IPERF_FLOW_ID: (experiment, activity) pairs handed out to iperf flows.
     pub iperf_flow_id: Vec<(IdOrName, IdOrName)>,
     /// IPERF_PORTS: ports whose connections count as iperf flows.
@@ -215,6 +217,7 @@ impl Default for Config {
             udp_firefly_netlink_interval: Duration::from_secs(10),
             netstat: scan.clone(),
             netlink: scan,
+            netlink_dump_timeout: Duration::from_secs(5),
             iperf_flow_id: Vec::new(),
             iperf_ports: vec![5201],
             iperf_round_robin: false,
@@ -238,6 +241,7 @@ impl Config {
             && self.np_api_file_group == o.np_api_file_group
             && self.netstat == o.netstat
             && self.netlink == o.netlink
+            && self.netlink_dump_timeout == o.netlink_dump_timeout
             && self.iperf_flow_id == o.iperf_flow_id
             && self.iperf_ports == o.iperf_ports
             && self.iperf_round_robin == o.iperf_round_robin
@@ -277,13 +281,13 @@ pub const NOT_YET_SUPPORTED: &[&str] = &[];
 pub const UNUSED: &[(&str, &str)] = &[("PROMETHEUS_SS_PATH", "flowd reads tcp_info from sock_diag, it never runs ss")];
 
 /// Plugins whose implementation this build lacks (requesting one is a startup error).
-pub const PLUGINS_NOT_BUILT: &[PluginKind] = &[PluginKind::Netlink, PluginKind::Netstat, PluginKind::Iperf, PluginKind::Firefly];
+pub const PLUGINS_NOT_BUILT: &[PluginKind] = &[];
 /// Backends whose implementation this build lacks (requesting one is a startup error).
 #[cfg(feature = "ebpf")]
-pub const BACKENDS_NOT_BUILT: &[BackendKind] = &[BackendKind::Prometheus];
+pub const BACKENDS_NOT_BUILT: &[BackendKind] = &[];
 /// Backends whose implementation this build lacks (built without feature `ebpf`).
 #[cfg(not(feature = "ebpf"))]
-pub const BACKENDS_NOT_BUILT: &[BackendKind] = &[BackendKind::Ebpf, BackendKind::Prometheus];
+pub const BACKENDS_NOT_BUILT: &[BackendKind] = &[BackendKind::Ebpf];
 
 /// Every key flowd knows. Keep in the order of `etc/flowd.cfg`.
 pub const KEYS: &[&str] = &[
@@ -323,6 +327,7 @@ pub const KEYS: &[&str] = &[
     "NETLINK_INTERNAL_NETWORKS",
     "NETLINK_TIMEOUT",
     "NETLINK_INCLUDE_PRIVATE",
+    "NETLINK_DUMP_TIMEOUT",
     "IPERF_FLOW_ID",
     "IPERF_PORTS",
     "IPERF_ROUND_ROBIN",
@@ -520,6 +525,10 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
             if let Some(list) = cx.strings(e) {
                 let mut out = Vec::new();
                 let had_error = list.iter().any(|n| PluginKind::parse(n).is_none());
+                if list.iter().any(|n| n == "iperf_rr") {
+                    // The Python flowd's round-robin variant of the iperf plugin.
+                    c.iperf_round_robin = true;
+                }
                 for name in list {
                     match PluginKind::parse(&name) {
                         Some(k) if out.contains(&k) => cx.bad(e, format_args!("plugin {name:?} is listed twice")),
@@ -720,6 +729,11 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
         "NETSTAT_INCLUDE_PRIVATE" | "NETLINK_INCLUDE_PRIVATE" => {
             if let Some(b) = cx.boolean(e) {
                 scan_of(c, key).include_private = b;
+            }
+        }
+        "NETLINK_DUMP_TIMEOUT" => {
+            if let Some(d) = cx.seconds(e, 0.01) {
+                c.netlink_dump_timeout = d;
             }
         }
         "IPERF_FLOW_ID" => {

@@ -108,6 +108,27 @@ fn test_shipped_config_documents_every_key_with_its_default() {
 }
 
 #[test]
+fn test_scanner_keys_and_dump_timeout() {
+    let (c, w) = load(
+        "PLUGIN='netlink,netstat,iperf_rr,firefly'\nNETLINK_EXPERIMENT=2\nNETLINK_ACTIVITY='Debug'\nNETSTAT_EXPERIMENT='cms'\nNETSTAT_ACTIVITY=1\n\
+         IPERF_FLOW_ID=[(2, 2)]\nNETLINK_INCLUDE_PRIVATE=True\nNETLINK_DUMP_TIMEOUT=0.5\nNETLINK_TIMEOUT=1\n\
+         NETLINK_INTERNAL_NETWORKS=('100.64.9.0/24', '3fff:9::/32')\nFIREFLY_LISTENER_HOST='0.0.0.0'\n",
+    )
+    .unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(c.plugins, vec![PluginKind::Netlink, PluginKind::Netstat, PluginKind::Iperf, PluginKind::Firefly]);
+    assert!(c.iperf_round_robin, "iperf_rr means round robin");
+    assert!(c.netlink.include_private && !c.netstat.include_private);
+    assert_eq!(c.netlink_dump_timeout, Duration::from_millis(500));
+    assert_eq!(c.netlink.interval, Duration::from_secs(1));
+    assert_eq!(c.netlink.internal_networks.len(), 2);
+    assert_eq!(Config::default().netlink_dump_timeout, Duration::from_secs(5));
+    assert!(PLUGINS_NOT_BUILT.is_empty());
+    let p = load("NETLINK_DUMP_TIMEOUT=0\n").unwrap_err();
+    assert!(p[0].contains("NETLINK_DUMP_TIMEOUT"), "{p:?}");
+}
+
+#[test]
 fn test_discovery_and_netlink_keys() {
     let text = "IP_DISCOVERY_ENABLED=True\nIP_DISCOVERY_STUN_SERVERS=('127.0.0.1:3478', '[::1]:5', 'stun.example.org')\n\
                 IP_DISCOVERY_INTERVAL=60\nIP_DISCOVERY_TIMEOUT=0.1\nIP_DISCOVERY_HTTP_URLS='https://api4.my-ip.io/ip'\n\

@@ -7,10 +7,12 @@
 //! events already read are handled; SIGHUP/SIGUSR1 reload the config and the registry.
 //! Only startup failures and `Poll::poll` failures are fatal.
 
+pub mod http;
 pub mod refresh;
 pub mod token;
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -81,6 +83,8 @@ pub struct Daemon {
     backends: Vec<Backend>,
     flows: FlowTable,
     metrics: Metrics,
+    /// The metrics listener (`None` when PROMETHEUS_SRV_PORT is 0).
+    http: Option<http::Http>,
     pending: Vec<FlowEvent>,
     backend_warn: RateLimit,
     _pid: Option<PidFile>,
@@ -108,9 +112,46 @@ fn build_backends(cfg: &Config, poll: &Poll, waker: &Arc<Waker>) -> Result<Vec<B
     Ok(out)
 }
 
+/// Starts the metrics listener unless PROMETHEUS_SRV_PORT is 0.
+fn start_http(cfg: &Config, poll: &Poll, metrics: &mut Metrics) -> Result<Option<http::Http>, http::BindError> {
+    if cfg.prometheus_srv_port == 0 {
+        return Ok(None);
+    }
+    let h = http::Http::bind(poll.registry(), SocketAddr::new(cfg.prometheus_srv_host, cfg.prometheus_srv_port), metrics)?;
+    log::info!("metrics listener on http://{}/metrics", h.local_addr());
+    Ok(Some(h))
+}
+
+/// Renders the `/metrics` page: process usage, then the flow backends' scrape (which may
+/// count its own errors), then the whole store, then the per-flow families.
+fn render_page(metrics: &mut Metrics, backends: &mut [Backend], flows: &FlowTable, registry: &Registry, out: &mut Vec<u8>) {
+    match sys::process::sample() {
+        Ok(p) => metrics.set_process(&p),
+        Err(e) => log::debug!("process metrics unavailable: {e}"),
+    }
+    if let Some(loaded) = metrics.max(&refresh::LAST_SUCCESS) {
+        let age = (Micros::now().0 as f64 / 1e6 - loaded).max(0.0);
+        metrics.set(&crate::metrics::REGISTRY_AGE, Vec::new(), (age * 1000.0).round() / 1000.0);
+    }
+    for b in backends.iter_mut() {
+        b.scrape(flows, metrics);
+    }
+    metrics.render(out);
+    for b in backends.iter_mut() {
+        b.write_metrics(flows, registry, out);
+    }
+}
+
 fn declare_metrics(m: &mut Metrics, cfg: &Config) {
     for d in [&EVENTS, &BAD_INPUT, &BACKEND_ERRORS, &RELOADS, &refresh::FAILURES, &crate::flows::OPEN, &crate::flows::UNTRACKED] {
         m.declare(d);
+    }
+    // Declared whatever the config, so dashboards always find them.
+    for d in [&crate::backend::udp_firefly::SENT, &crate::backend::udp_firefly::SEND_ERRORS, &crate::plugin::np_api::RECREATED] {
+        m.declare(d);
+    }
+    if cfg.backends.contains(&crate::config::BackendKind::Prometheus) {
+        crate::backend::prometheus::FlowMetrics::declare(m);
     }
     m.clear(&BUILD_INFO);
     let join = |v: Vec<&str>| v.join(",");
@@ -147,6 +188,7 @@ impl Daemon {
         let refresher = Refresher::new(config.flow_map_api.clone(), config.flow_map_refresh, config.flow_map_timeout, Arc::clone(&waker), Instant::now());
         let plugins = build_plugins(&config, &poll)?;
         let backends = build_backends(&config, &poll, &waker)?;
+        let http = start_http(&config, &poll, &mut metrics)?;
         Ok(Daemon {
             poll,
             events: Events::with_capacity(256),
@@ -160,6 +202,7 @@ impl Daemon {
             plugins,
             backends,
             metrics,
+            http,
             pending: Vec::with_capacity(1024),
             backend_warn: RateLimit::new(10, Duration::from_secs(10)),
             _pid: pid,
@@ -170,7 +213,8 @@ impl Daemon {
     fn next_deadline(&self) -> Option<Instant> {
         let p = self.plugins.iter().filter_map(Plugin::poll_at);
         let b = self.backends.iter().filter_map(Backend::poll_at);
-        p.chain(b).chain(self.refresher.poll_at()).min()
+        let h = self.http.as_ref().and_then(http::Http::poll_at);
+        p.chain(b).chain(self.refresher.poll_at()).chain(h).min()
     }
 
     /// Runs until SIGTERM/SIGINT. Returns an error only if polling itself fails.
@@ -203,7 +247,7 @@ impl Daemon {
 
     /// One loop turn after `poll` returned: ready sources, due timers, fan-out.
     fn turn(&mut self) -> Option<Control> {
-        let Daemon { poll, events, signals, refresher, registry, plugins, backends, flows, metrics, pending, backend_warn, .. } = self;
+        let Daemon { poll, events, signals, refresher, registry, plugins, backends, flows, metrics, http, pending, backend_warn, .. } = self;
         let now = Instant::now();
         let mut control = None;
         let mut new_registry = None;
@@ -228,7 +272,14 @@ impl Daemon {
                             cx.out[before..].iter_mut().for_each(|e| e.plugin = i);
                         }
                     }
-                    Slot::HttpListener | Slot::HttpConn(_) | Slot::Unknown => {
+                    Slot::HttpListener | Slot::HttpConn(_) => {
+                        if let Some(h) = http.as_mut() {
+                            let conn = if let Slot::HttpConn(i) = Slot::from(ev.token()) { Some(i) } else { None };
+                            let mut render = |m: &mut Metrics, out: &mut Vec<u8>| render_page(m, backends, flows, cx.registry, out);
+                            h.on_ready(cx.poll, conn, now, cx.metrics, &mut render);
+                        }
+                    }
+                    Slot::Unknown => {
                         log::debug!("event for unused token {:?}", ev.token());
                     }
                 }
@@ -247,6 +298,10 @@ impl Daemon {
             }
             if refresher.poll_at().is_some_and(|at| at <= now) {
                 refresher.on_timeout(now, cx.metrics);
+            }
+            if let Some(h) = http.as_mut().filter(|h| h.poll_at().is_some_and(|at| at <= now)) {
+                let mut render = |m: &mut Metrics, out: &mut Vec<u8>| render_page(m, backends, flows, cx.registry, out);
+                h.on_timeout(cx.poll, now, cx.metrics, &mut render);
             }
             fan_out(plugins, backends, flows, backend_warn, &mut cx);
         }
@@ -318,6 +373,9 @@ impl Daemon {
                 }
             }
         }
+        if (new.prometheus_srv_host, new.prometheus_srv_port) != (self.config.prometheus_srv_host, self.config.prometheus_srv_port) {
+            self.restart_http(&new);
+        }
         self.flows.set_capacity(new.flow_table_size);
         if new.flow_map_api != self.config.flow_map_api || new.flow_map_refresh != self.config.flow_map_refresh {
             self.registry = refresh::initial(new.flow_map_api.as_deref(), new.flow_map_timeout, &mut self.metrics);
@@ -332,6 +390,24 @@ impl Daemon {
             if plugins_changed { "restarted" } else { "unchanged" },
             if backends_changed { "restarted" } else { "unchanged" }
         );
+    }
+
+    /// Moves the metrics listener to the new address; if that fails, back to the old one.
+    fn restart_http(&mut self, new: &Config) {
+        // Close first: the new address may be the same port on another host address.
+        if let Some(h) = self.http.take() {
+            h.close(self.poll.registry());
+        }
+        match start_http(new, &self.poll, &mut self.metrics) {
+            Ok(h) => self.http = h,
+            Err(e) => {
+                log::error!("reload: {e}; keeping the previous metrics address");
+                match start_http(&self.config, &self.poll, &mut self.metrics) {
+                    Ok(h) => self.http = h,
+                    Err(e) => log::error!("reload: {e}; metrics listener stopped"),
+                }
+            }
+        }
     }
 
     /// Gives the flows that are still open to re-created stateful backends (e.g. the

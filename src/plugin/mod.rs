@@ -14,6 +14,11 @@
 //!
 //! Plugins never talk to backends: the loop hands their events to every backend.
 
+pub mod conn_table;
+pub mod firefly;
+pub mod iperf;
+pub mod netlink;
+pub mod netstat;
 pub mod np_api;
 
 use std::io;
@@ -30,6 +35,17 @@ pub enum PluginError {
     /// The np_api plugin could not set up its named pipe.
     #[error("np_api: {0}")]
     NpApi(#[from] np_api::NpApiError),
+    /// A scanner or listener could not open its socket or files.
+    #[error("{plugin}: {what}: {source}")]
+    Open {
+        /// Plugin name.
+        plugin: &'static str,
+        /// What was being opened.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
     /// Registering with the event loop failed.
     #[error("cannot register {plugin} with the event loop: {source}")]
     Register {
@@ -48,6 +64,14 @@ pub enum PluginError {
 pub enum Plugin {
     /// Named pipe API.
     NpApi(np_api::NpApi),
+    /// sock_diag scanner.
+    Netlink(netlink::Scanner),
+    /// /proc/net/tcp scanner.
+    Netstat(netstat::Scanner),
+    /// iperf3 connection scanner.
+    Iperf(iperf::Scanner),
+    /// UDP firefly listener.
+    Firefly(firefly::Listener),
 }
 
 impl Plugin {
@@ -55,7 +79,20 @@ impl Plugin {
     pub fn new(kind: PluginKind, cfg: &Config) -> Result<Plugin, PluginError> {
         match kind {
             PluginKind::NpApi => Ok(Plugin::NpApi(np_api::NpApi::new(cfg)?)),
-            other => Err(PluginError::NotBuilt(other.name())),
+            PluginKind::Netlink => netlink::Scanner::new(cfg)
+                .map(Plugin::Netlink)
+                .map_err(|source| PluginError::Open { plugin: "netlink", what: "cannot open a NETLINK_SOCK_DIAG socket".into(), source }),
+            PluginKind::Netstat => netstat::Scanner::new(cfg)
+                .map(Plugin::Netstat)
+                .map_err(|source| PluginError::Open { plugin: "netstat", what: "cannot read /proc/net/tcp".into(), source }),
+            PluginKind::Iperf => iperf::Scanner::new(cfg)
+                .map(Plugin::Iperf)
+                .map_err(|source| PluginError::Open { plugin: "iperf", what: "cannot read /proc/net/tcp".into(), source }),
+            PluginKind::Firefly => firefly::Listener::new(cfg).map(Plugin::Firefly).map_err(|source| PluginError::Open {
+                plugin: "firefly",
+                what: format!("cannot listen on UDP [{}]:{}", cfg.firefly_listener_host, cfg.firefly_listener_port),
+                source,
+            }),
         }
     }
 
@@ -63,6 +100,10 @@ impl Plugin {
     pub fn name(&self) -> &'static str {
         match self {
             Plugin::NpApi(_) => "np_api",
+            Plugin::Netlink(_) => "netlink",
+            Plugin::Netstat(_) => "netstat",
+            Plugin::Iperf(_) => "iperf",
+            Plugin::Firefly(_) => "firefly",
         }
     }
 
@@ -71,6 +112,9 @@ impl Plugin {
         let name = self.name();
         let r = match self {
             Plugin::NpApi(p) => p.register(registry, token),
+            Plugin::Netlink(p) => p.register(registry, token),
+            Plugin::Firefly(p) => p.register(registry, token),
+            Plugin::Netstat(_) | Plugin::Iperf(_) => Ok(()),
         };
         r.map_err(|source| PluginError::Register { plugin: name, source })
     }
@@ -79,6 +123,9 @@ impl Plugin {
     pub fn deregister(&mut self, registry: &Registry) {
         match self {
             Plugin::NpApi(p) => p.deregister(registry),
+            Plugin::Netlink(p) => p.deregister(registry),
+            Plugin::Firefly(p) => p.deregister(registry),
+            Plugin::Netstat(_) | Plugin::Iperf(_) => {}
         }
     }
 
@@ -86,6 +133,7 @@ impl Plugin {
     pub fn shutdown(&mut self) {
         match self {
             Plugin::NpApi(p) => p.remove_pipe(),
+            Plugin::Netlink(_) | Plugin::Netstat(_) | Plugin::Iperf(_) | Plugin::Firefly(_) => {}
         }
     }
 
@@ -93,6 +141,9 @@ impl Plugin {
     pub fn on_ready(&mut self, cx: &mut Context<'_>) {
         match self {
             Plugin::NpApi(p) => p.on_ready(cx),
+            Plugin::Netlink(p) => p.on_ready(cx),
+            Plugin::Firefly(p) => p.on_ready(cx),
+            Plugin::Netstat(_) | Plugin::Iperf(_) => {}
         }
     }
 
@@ -100,6 +151,10 @@ impl Plugin {
     pub fn poll_at(&self) -> Option<Instant> {
         match self {
             Plugin::NpApi(p) => p.poll_at(),
+            Plugin::Netlink(p) => p.poll_at(),
+            Plugin::Netstat(p) => p.poll_at(),
+            Plugin::Iperf(p) => p.poll_at(),
+            Plugin::Firefly(p) => p.poll_at(),
         }
     }
 
@@ -107,6 +162,10 @@ impl Plugin {
     pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
         match self {
             Plugin::NpApi(p) => p.on_timeout(cx),
+            Plugin::Netlink(p) => p.on_timeout(cx),
+            Plugin::Netstat(p) => p.on_timeout(cx),
+            Plugin::Iperf(p) => p.on_timeout(cx),
+            Plugin::Firefly(p) => p.on_timeout(cx),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! `nix`'s safe API; where `unsafe` is unavoidable it carries a `// SAFETY:` comment.
 
 pub mod bpf;
+pub mod process;
 pub mod udp;
 
 use std::fs::File;
@@ -141,6 +142,37 @@ pub fn signal_fd() -> io::Result<SignalFd> {
     }
     set.thread_block().map_err(errno)?;
     SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(errno)
+}
+
+/// Binds a non-blocking, close-on-exec UDP socket to `addr` with a receive buffer of
+/// about `rcvbuf` bytes. On the IPv6 wildcard `::` IPV6_V6ONLY is cleared, so IPv4
+/// datagrams arrive too (from IPv4-mapped addresses) whatever the system default is.
+pub fn udp_listener(addr: std::net::SocketAddr, rcvbuf: usize) -> io::Result<std::net::UdpSocket> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd = socket::socket(family, SockType::Datagram, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None).map_err(errno)?;
+    if addr.ip() == std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) {
+        socket::setsockopt(&fd, sockopt::Ipv6V6Only, &false).map_err(errno)?;
+    }
+    // A bigger buffer absorbs bursts; failing to get it is harmless.
+    let _ = socket::setsockopt(&fd, sockopt::RcvBuf, &rcvbuf);
+    socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(errno)?;
+    Ok(std::net::UdpSocket::from(fd))
+}
+
+/// Every address configured on this host's interfaces (loopback included).
+pub fn local_addresses() -> io::Result<Vec<std::net::IpAddr>> {
+    let mut out = Vec::new();
+    for ifa in nix::ifaddrs::getifaddrs().map_err(errno)? {
+        let Some(a) = ifa.address else { continue };
+        if let Some(v4) = a.as_sockaddr_in() {
+            out.push(std::net::IpAddr::V4(v4.ip()));
+        } else if let Some(v6) = a.as_sockaddr_in6() {
+            out.push(std::net::IpAddr::V6(v6.ip()));
+        }
+    }
+    Ok(out)
 }
 
 /// Ignores SIGPIPE (writes to closed sockets return EPIPE instead of killing flowd).

@@ -5,8 +5,11 @@
 //! Each file has byte-fixture unit tests.
 
 pub mod firefly;
+pub mod http;
 pub mod np_api;
 pub mod netlink_json;
+pub mod proc_net;
+pub mod prom;
 pub mod sock_diag;
 pub mod stun;
 pub mod time;

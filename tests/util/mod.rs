@@ -2,6 +2,8 @@
 
 #![allow(dead_code, reason = "each test module uses a different subset")]
 
+pub mod netns;
+
 use std::io::Write;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};

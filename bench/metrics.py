@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""Benchmark of the metrics listener and the prometheus backend (issue 6).
+
+Runs the release `flowd` binary against a temp config and measures:
+  1. scrape latency (keep-alive GET /metrics, median / p95 / max over --scrapes) and page
+     size with N open flows announced through the named pipe, no sockets behind them
+     (self metrics + one sock_diag dump that matches nothing);
+  2. the same with N real loopback TCP connections behind the flows (the sock_diag path
+     and the flow_tcp_* families: about 45 series per flow);
+  3. np_api events handled at an offered rate (--rate) without scraping, then while wrk
+     scrapes /metrics as fast as it can: requests/s and the event rate kept meanwhile.
+
+Usage: bench/metrics.py [--flows 1000,10000] [--scrapes 20] [--wrk-seconds 10] [--rate 20000] [--no-real]
+Needs: target/release/flowd (make bench builds it), python3, wrk (optional).
+"""
+
+import argparse
+import http.client
+import os
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "flowd")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Flowd:
+    def __init__(self, backends):
+        self.dir = tempfile.mkdtemp(prefix="flowd-bench-")
+        self.port = free_port()
+        self.pipe = os.path.join(self.dir, "np")
+        cfg = os.path.join(self.dir, "flowd.cfg")
+        with open(cfg, "w") as f:
+            f.write(
+                f"PLUGIN='np_api'\nBACKEND='{backends}'\nNP_API_FILE='{self.pipe}'\n"
+                f"PID_FILE='{self.dir}/pid'\nUDP_FIREFLY_TO_PEER=False\n"
+                f"FLOW_TABLE_SIZE=100000\nPROMETHEUS_SRV_PORT={self.port}\n"
+            )
+        self.log = open(os.path.join(self.dir, "stderr.log"), "w")
+        self.proc = subprocess.Popen([BIN, "-f", "-c", cfg], stderr=self.log, stdout=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if "ready" in open(os.path.join(self.dir, "stderr.log")).read():
+                break
+            time.sleep(0.02)
+        else:
+            raise SystemExit("flowd did not start")
+        self.w = open(self.pipe, "w")
+
+    def announce(self, lines):
+        for i in range(0, len(lines), 500):
+            self.w.write("".join(lines[i : i + 500]))
+            self.w.flush()
+
+    def stop(self):
+        self.w.close()
+        self.proc.terminate()
+        self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def metric(page, name):
+    total = 0.0
+    for line in page.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def get(conn):
+    conn.request("GET", "/metrics")
+    r = conn.getresponse()
+    return r.read().decode()
+
+
+def wait_for(port, name, value, timeout=30):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    deadline = time.time() + timeout
+    page = ""
+    while time.time() < deadline:
+        page = get(c)
+        if metric(page, name) >= value:
+            return page
+        time.sleep(0.05)
+    raise SystemExit(f"{name} never reached {value}")
+
+
+def measure(port, scrapes):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    get(c)  # warm up (allocations sized from the first page)
+    times, size = [], 0
+    for _ in range(scrapes):
+        t0 = time.perf_counter()
+        page = get(c)
+        times.append((time.perf_counter() - t0) * 1000)
+        size = len(page)
+    times.sort()
+    p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
+    return statistics.median(times), p95, times[-1], size, page
+
+
+def fake_flows(n):
+    out = []
+    for i in range(n):
+        a, b = divmod(i, 250)
+        out.append(f"start tcp 10.{a // 250}.{a % 250}.{b + 1} {1024 + i % 60000} 192.0.2.{i % 250 + 1} 1094 atlas Debug\n")
+    return out
+
+
+def bench_fake(n, scrapes):
+    f = Flowd("udp_firefly,prometheus")
+    try:
+        f.announce(fake_flows(n))
+        wait_for(f.port, "flowd_open_flows", n)
+        med, p95, mx, size, page = measure(f.port, scrapes)
+        dump = metric(page, "flowd_prometheus_dump_seconds") * 1000
+        print(f"  {n:>6} flows, no sockets : scrape median {med:7.2f} ms  p95 {p95:7.2f} ms  max {mx:7.2f} ms  "
+              f"page {size / 1024:9.1f} KiB  (sock_diag dump {dump:.2f} ms)")
+    finally:
+        f.stop()
+
+
+SERVER = r"""
+import resource, socket, sys
+n = int(sys.argv[1])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 100), hard))
+l = socket.socket()
+l.bind(("127.0.0.1", 0))
+l.listen(4096)
+print(l.getsockname()[1], flush=True)
+held = []
+for _ in range(n):
+    s, _ = l.accept()
+    s.recv(100)
+    held.append(s)
+print("ok", flush=True)
+sys.stdin.read()
+"""
+
+
+def bench_real(n, scrapes):
+    """N real loopback connections: the client sockets here, the accepted ones in a child
+    process (each process stays under the fd hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < n + 100:
+        print(f"  {n:>6} real connections: SKIP (fd hard limit {hard} < {n + 100})")
+        return
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 100) if hard != resource.RLIM_INFINITY else n + 100, hard))
+    srv = subprocess.Popen([sys.executable, "-c", SERVER, str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    lport = int(srv.stdout.readline())
+    conns, lines = [], []
+    for _ in range(n):
+        c = socket.create_connection(("127.0.0.1", lport))
+        c.send(b"x" * 100)
+        conns.append(c)
+        lines.append(f"start tcp 127.0.0.1 {c.getsockname()[1]} 127.0.0.1 {lport} cms 14\n")
+    srv.stdout.readline()
+    f = Flowd("udp_firefly,prometheus")
+    try:
+        f.announce(lines)
+        wait_for(f.port, "flowd_prometheus_flows_matched", n, timeout=60)
+        med, p95, mx, size, page = measure(f.port, scrapes)
+        dump = metric(page, "flowd_prometheus_dump_seconds") * 1000
+        socks = int(metric(page, "flowd_prometheus_sockets_dumped"))
+        series = sum(1 for l in page.splitlines() if l.startswith("flow_tcp_"))
+        print(f"  {n:>6} real connections: scrape median {med:7.2f} ms  p95 {p95:7.2f} ms  max {mx:7.2f} ms  "
+              f"page {size / 1024 / 1024:6.1f} MiB, {series} flow series  (dump of {socks} sockets {dump:.2f} ms)")
+    finally:
+        f.stop()
+        for c in conns:
+            c.close()
+        srv.stdin.close()
+        srv.wait(10)
+
+
+def bench_wrk(seconds, flows, rate):
+    """Offered np_api load of `rate` events/s (start+end pairs), first alone, then while wrk
+    scrapes /metrics as fast as it can."""
+    wrk = shutil.which("wrk")
+    f = Flowd("udp_firefly,prometheus")
+    stop = threading.Event()
+
+    def pump():
+        i = 0
+        t0 = time.perf_counter()
+        while not stop.is_set():
+            batch = []
+            for _ in range(100):
+                p = 1024 + i % 60000
+                batch.append(f"start tcp 198.51.100.1 {p} 203.0.113.1 1094 2 9\nend tcp 198.51.100.1 {p} 203.0.113.1 1094 2 9\n")
+                i += 1
+            f.w.write("".join(batch))
+            f.w.flush()
+            ahead = 2 * i / rate - (time.perf_counter() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+
+    try:
+        f.announce(fake_flows(flows))
+        wait_for(f.port, "flowd_open_flows", flows)
+        c = http.client.HTTPConnection("127.0.0.1", f.port, timeout=30)
+        t = threading.Thread(target=pump, daemon=True)
+        t.start()
+        time.sleep(1)
+        ev0 = metric(get(c), "flowd_events_total")
+        time.sleep(seconds)
+        ev1 = metric(get(c), "flowd_events_total")
+        print(f"  np_api at an offered {rate:,} events/s, {flows} open flows, no scraping: {(ev1 - ev0) / seconds:,.0f} events/s handled")
+        if not wrk:
+            print("  wrk: SKIP (apt-get install wrk)")
+            return
+        ev0 = metric(get(c), "flowd_events_total")
+        out = subprocess.run([wrk, "-t1", "-c4", f"-d{seconds}s", f"http://127.0.0.1:{f.port}/metrics"], capture_output=True, text=True).stdout
+        ev1 = metric(get(c), "flowd_events_total")
+        rps = next((l.split(":")[1].strip() for l in out.splitlines() if l.startswith("Requests/sec")), "?")
+        lat = next((l.split()[1] for l in out.splitlines() if l.strip().startswith("Latency")), "?")
+        print(f"  ... while wrk -t1 -c4 -d{seconds}s scrapes /metrics: {rps} requests/s (mean latency {lat}), "
+              f"{(ev1 - ev0) / seconds:,.0f} events/s handled")
+    finally:
+        stop.set()
+        f.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--flows", default="1000,10000")
+    ap.add_argument("--scrapes", type=int, default=20)
+    ap.add_argument("--wrk-seconds", type=int, default=10)
+    ap.add_argument("--rate", type=int, default=20000, help="offered np_api events/s during the wrk run")
+    ap.add_argument("--no-real", action="store_true", help="skip the real-connection runs")
+    a = ap.parse_args()
+    if not os.path.exists(BIN):
+        raise SystemExit(f"{BIN} missing: cargo build --release")
+    counts = [int(x) for x in a.flows.split(",")]
+    print(f"flowd metrics benchmark ({BIN}, {os.cpu_count()} cpus)")
+    for n in counts:
+        bench_fake(n, a.scrapes)
+    if not a.no_real:
+        for n in counts:
+            bench_real(n, a.scrapes)
+    bench_wrk(a.wrk_seconds, counts[0], a.rate)
+
+
+if __name__ == "__main__":
+    main()

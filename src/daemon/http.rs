@@ -1,0 +1,482 @@
+//! The metrics HTTP listener: a non-blocking TCP listener and one small state machine per
+//! connection, all driven by the daemon's single `mio::Poll` (mio `tcp_server` shape).
+//!
+//! Owns the sockets, the per-connection buffers and deadlines; the protocol itself is in
+//! `wire::http` (parsing, routing, response heads) and the page in `wire::prom`. It never
+//! blocks: every read and write stops at `WouldBlock`, and the rest waits for the next
+//! readiness edge. Connections are registered READABLE|WRITABLE once (edge-triggered), so
+//! a response that did not fit in the socket buffer continues on the next writable edge
+//! without a re-registration syscall.
+//!
+//! Hardening, so a scraper or an attacker cannot stall the flow events that share the loop:
+//! - at most [`MAX_CONNS`] connections; one more is accepted, told `503` and closed, and
+//!   counted (`flowd_http_connections_refused_total`);
+//! - a request head must fit in `wire::http::MAX_HEAD` bytes and arrive within
+//!   [`IDLE_TIMEOUT`] of the moment the connection became idle (trickling bytes does not
+//!   extend it); a partial head then gets `408`, an idle keep-alive connection is closed;
+//! - a response must make progress at least every [`IDLE_TIMEOUT`];
+//! - per turn at most [`ACCEPT_BUDGET`] accepts and [`REQUEST_BUDGET`] requests per
+//!   connection; the rest continues next turn via `poll_at() == now`;
+//! - `EMFILE`/`ENFILE`/`ENOBUFS`/`ENOMEM` on accept pause accepting for [`ACCEPT_BACKOFF`]
+//!   (counted) instead of spinning;
+//! - after an answer that ends the connection, our side is shut down and what the peer
+//!   still sends is read and dropped for up to [`LINGER`] (a close with unread data would
+//!   reset the connection and could destroy the answer in flight);
+//! - a peer that half-closes (shutdown of its write side) still gets the answers to the
+//!   requests it sent; then the connection is closed.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+
+use crate::daemon::token;
+use crate::metrics::{Desc, Kind, Metrics};
+use crate::wire::http::{self, Head, Parsed, Route, Status};
+
+/// Most connections served at once.
+pub const MAX_CONNS: usize = 64;
+/// How long a connection may wait for a request head, or a response for write progress.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after the process or system ran out of file descriptors or memory on accept.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
+/// How long a connection is drained after its last answer before it is closed.
+pub const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes drained after the last answer.
+const DRAIN_MAX: usize = 64 * 1024;
+/// Accepts per loop turn.
+pub const ACCEPT_BUDGET: usize = 64;
+/// Requests answered per connection per loop turn (pipelining).
+pub const REQUEST_BUDGET: usize = 8;
+
+/// The line served on `/`.
+pub const INDEX_BODY: &str = "flowd metrics exporter: scrape /metrics\n";
+
+/// Requests answered, by status code.
+pub static REQUESTS: Desc = Desc {
+    name: "flowd_http_requests_total",
+    help: "HTTP requests answered by the metrics listener, by status code.",
+    kind: Kind::Counter,
+    labels: &["code"],
+};
+
+/// Connections refused because [`MAX_CONNS`] were open.
+pub static REFUSED: Desc = Desc {
+    name: "flowd_http_connections_refused_total",
+    help: "Metrics listener connections refused (503) because the connection limit was reached.",
+    kind: Kind::Counter,
+    labels: &[],
+};
+
+/// Failed accepts, by reason.
+pub static ACCEPT_ERRORS: Desc = Desc {
+    name: "flowd_http_accept_errors_total",
+    help: "Failed accepts on the metrics listener, by reason (fd_limit pauses accepting briefly).",
+    kind: Kind::Counter,
+    labels: &["reason"],
+};
+
+/// Open connections.
+pub static OPEN: Desc = Desc {
+    name: "flowd_http_connections_open",
+    help: "Metrics listener connections currently open.",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+
+/// Why the listener could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for metrics on {addr}: {source}")]
+pub struct BindError {
+    /// PROMETHEUS_SRV_HOST:PROMETHEUS_SRV_PORT.
+    pub addr: SocketAddr,
+    /// The underlying error.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Renders the metrics page into the buffer; may update the store first (process metrics).
+pub type Render<'a> = dyn FnMut(&mut Metrics, &mut Vec<u8>) + 'a;
+
+/// Where a connection is in its request/response cycle.
+enum Phase {
+    /// Collecting a request head in `buf`.
+    Reading { buf: Vec<u8> },
+    /// Sending `head` then `body`, `pos` bytes of both already sent; `rest` holds bytes
+    /// already read after the request (pipelining).
+    Writing { head: Vec<u8>, body: Vec<u8>, pos: usize, rest: Vec<u8>, close: bool },
+    /// The last answer is sent and our side shut down; unread request bytes are read
+    /// and dropped until the peer closes (or [`LINGER`] passes), so closing with unread
+    /// data does not reset the connection and destroy the answer in flight.
+    Draining,
+    /// Done; the slot is freed.
+    Closed,
+}
+
+struct Conn {
+    stream: TcpStream,
+    phase: Phase,
+    /// Reading: when the head must be complete; Writing: when progress must have happened.
+    deadline: Instant,
+    /// Bytes discarded while draining.
+    drained: usize,
+    /// The request budget ran out in the turn at this time: drive again without waiting
+    /// for an edge.
+    resume: Option<Instant>,
+}
+
+/// One answer, ready to be sent.
+struct Answer {
+    head: Vec<u8>,
+    body: Vec<u8>,
+    /// Request bytes consumed.
+    used: usize,
+    /// Close the connection after sending.
+    close: bool,
+}
+
+/// The listener and its connections.
+pub struct Http {
+    listener: TcpListener,
+    addr: SocketAddr,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    /// Accepting is paused until then (fd or memory exhaustion).
+    paused_until: Option<Instant>,
+    /// The accept budget ran out in the turn at this time, connections may still be queued.
+    accept_again: Option<Instant>,
+    /// Size of the last metrics page (the next one is allocated at once).
+    page_hint: usize,
+}
+
+impl Http {
+    /// Binds `addr` (non-blocking, SO_REUSEADDR) and registers it with the loop.
+    pub fn bind(registry: &Registry, addr: SocketAddr, metrics: &mut Metrics) -> Result<Http, BindError> {
+        let mut listener = TcpListener::bind(addr).map_err(|source| BindError { addr, source })?;
+        let addr = listener.local_addr().unwrap_or(addr);
+        registry.register(&mut listener, token::HTTP_LISTENER, Interest::READABLE).map_err(|source| BindError { addr, source })?;
+        for d in [&REQUESTS, &REFUSED, &ACCEPT_ERRORS, &OPEN] {
+            metrics.declare(d);
+        }
+        metrics.add(&REFUSED, &[], 0);
+        metrics.set(&OPEN, Vec::new(), 0.0);
+        Ok(Http { listener, addr, conns: Vec::new(), free: Vec::new(), paused_until: None, accept_again: None, page_hint: 16 * 1024 })
+    }
+
+    /// The bound address (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops listening and closes every connection.
+    pub fn close(mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.listener);
+        for c in self.conns.iter_mut().filter_map(Option::as_mut) {
+            let _ = registry.deregister(&mut c.stream);
+        }
+    }
+
+    /// The earliest deadline: a connection's timeout, the end of an accept pause, or now
+    /// when work was left over from the last turn.
+    pub fn poll_at(&self) -> Option<Instant> {
+        let conns = self.conns.iter().flatten().map(|c| c.resume.unwrap_or(c.deadline));
+        let accept = if self.paused_until.is_some() { self.paused_until } else { self.accept_again };
+        conns.chain(accept).min()
+    }
+
+    /// A readiness event for the listener or connection slot `slot` (`None` = listener).
+    pub fn on_ready(&mut self, registry: &Registry, slot: Option<usize>, now: Instant, metrics: &mut Metrics, render: &mut Render<'_>) {
+        match slot {
+            None => self.accept(registry, now, metrics),
+            Some(i) => self.drive(registry, i, now, metrics, render),
+        }
+    }
+
+    /// Deadlines: expire idle or stuck connections, resume left-over work, resume accepting.
+    pub fn on_timeout(&mut self, registry: &Registry, now: Instant, metrics: &mut Metrics, render: &mut Render<'_>) {
+        if self.paused_until.is_some_and(|t| t <= now) {
+            self.paused_until = None;
+            self.accept_again = Some(now);
+        }
+        if self.paused_until.is_none() && self.accept_again.is_some() {
+            self.accept(registry, now, metrics);
+        }
+        for i in 0..self.conns.len() {
+            let Some(c) = self.conns[i].as_mut() else { continue };
+            if c.resume.is_some() {
+                self.drive(registry, i, now, metrics, render);
+                continue;
+            }
+            if c.deadline > now {
+                continue;
+            }
+            if let Phase::Reading { buf } = &c.phase {
+                if !buf.is_empty() {
+                    // Best effort: one non-blocking write of the 408, then drain and close.
+                    let mut out = Vec::with_capacity(160);
+                    http::write_error(&mut out, Status::RequestTimeout, false, false);
+                    let _ = c.stream.write(&out);
+                    let _ = c.stream.shutdown(Shutdown::Write);
+                    metrics.inc(&REQUESTS, &[Status::RequestTimeout.code_str()]);
+                    c.phase = Phase::Draining;
+                    c.deadline = now + LINGER;
+                    c.drained = 0;
+                    continue;
+                }
+            }
+            log::debug!("metrics connection {i} timed out");
+            self.release(registry, i, metrics);
+        }
+    }
+
+    fn accept(&mut self, registry: &Registry, now: Instant, metrics: &mut Metrics) {
+        self.accept_again = None;
+        for _ in 0..ACCEPT_BUDGET {
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.admit(registry, stream, peer, now, metrics),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM));
+                    if out_of_fds {
+                        metrics.inc(&ACCEPT_ERRORS, &["fd_limit"]);
+                        log::warn!("metrics listener: accept failed ({e}); pausing accepts for {} ms", ACCEPT_BACKOFF.as_millis());
+                        self.paused_until = Some(now + ACCEPT_BACKOFF);
+                        return;
+                    }
+                    // ECONNABORTED and friends concern one connection only.
+                    metrics.inc(&ACCEPT_ERRORS, &["other"]);
+                    log::debug!("metrics listener: accept failed: {e}");
+                }
+            }
+        }
+        self.accept_again = Some(now);
+    }
+
+    fn admit(&mut self, registry: &Registry, mut stream: TcpStream, peer: SocketAddr, now: Instant, metrics: &mut Metrics) {
+        let open = self.conns.len() - self.free.len();
+        if open >= MAX_CONNS {
+            let mut out = Vec::with_capacity(160);
+            http::write_error(&mut out, Status::Unavailable, false, false);
+            let _ = stream.write(&out);
+            let _ = stream.shutdown(Shutdown::Write);
+            metrics.inc(&REFUSED, &[]);
+            log::debug!("metrics listener: refused {peer}: {MAX_CONNS} connections open");
+            return;
+        }
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        if let Err(e) = registry.register(&mut stream, conn_token(i), Interest::READABLE | Interest::WRITABLE) {
+            log::warn!("metrics listener: cannot register connection from {peer}: {e}");
+            self.free.push(i);
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        self.conns[i] = Some(Conn { stream, phase: Phase::Reading { buf: Vec::new() }, deadline: now + IDLE_TIMEOUT, drained: 0, resume: None });
+        metrics.set(&OPEN, Vec::new(), (open + 1) as f64);
+    }
+
+    fn release(&mut self, registry: &Registry, i: usize, metrics: &mut Metrics) {
+        if let Some(mut c) = self.conns.get_mut(i).and_then(Option::take) {
+            let _ = registry.deregister(&mut c.stream);
+            self.free.push(i);
+        }
+        metrics.set(&OPEN, Vec::new(), (self.conns.len() - self.free.len()) as f64);
+    }
+
+    /// Runs connection `i` as far as it can go without blocking.
+    fn drive(&mut self, registry: &Registry, i: usize, now: Instant, metrics: &mut Metrics, render: &mut Render<'_>) {
+        let hint = &mut self.page_hint;
+        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else { return };
+        c.resume = None;
+        let mut budget = REQUEST_BUDGET;
+        loop {
+            c.phase = match std::mem::replace(&mut c.phase, Phase::Closed) {
+                Phase::Reading { mut buf } => {
+                    let eof = match fill(&mut c.stream, &mut buf) {
+                        Ok(eof) => eof,
+                        Err(e) => {
+                            log::debug!("metrics connection {i}: read failed: {e}");
+                            break;
+                        }
+                    };
+                    if budget == 0 {
+                        // Pipelined requests left: continue next turn (no new edge will come).
+                        c.resume = Some(now);
+                        c.phase = Phase::Reading { buf };
+                        return;
+                    }
+                    let Some(a) = respond(&buf, eof, hint, metrics, render) else {
+                        if eof {
+                            break;
+                        }
+                        c.phase = Phase::Reading { buf };
+                        return;
+                    };
+                    budget -= 1;
+                    buf.drain(..a.used);
+                    c.deadline = now + IDLE_TIMEOUT;
+                    Phase::Writing { head: a.head, body: a.body, pos: 0, rest: buf, close: a.close }
+                }
+                Phase::Writing { head, body, mut pos, rest, close } => {
+                    let before = pos;
+                    let r = flush(&mut c.stream, &head, &body, &mut pos);
+                    if pos > before {
+                        c.deadline = now + IDLE_TIMEOUT;
+                    }
+                    match r {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            c.phase = Phase::Writing { head, body, pos, rest, close };
+                            return;
+                        }
+                        Err(e) => {
+                            log::debug!("metrics connection {i}: write failed: {e}");
+                            break;
+                        }
+                        Ok(()) if close => {
+                            let _ = c.stream.shutdown(Shutdown::Write);
+                            c.deadline = now + LINGER;
+                            c.drained = 0;
+                            Phase::Draining
+                        }
+                        Ok(()) => {
+                            c.deadline = now + IDLE_TIMEOUT;
+                            Phase::Reading { buf: rest }
+                        }
+                    }
+                }
+                Phase::Draining => match discard(&mut c.stream) {
+                    Ok(Some(n)) if c.drained + n <= DRAIN_MAX => {
+                        c.drained += n;
+                        c.phase = Phase::Draining;
+                        return;
+                    }
+                    _ => break,
+                },
+                Phase::Closed => break,
+            };
+        }
+        self.release(registry, i, metrics);
+    }
+}
+
+fn conn_token(i: usize) -> Token {
+    Token(token::HTTP_CONN_BASE + i)
+}
+
+/// Reads until `WouldBlock`, end of stream or the head cap. Returns whether the peer has
+/// closed its write side.
+fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<bool> {
+    let mut chunk = [0u8; 4096];
+    while buf.len() < http::MAX_HEAD {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Ok(true),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
+/// Reads and drops everything available: `Some(bytes)` at `WouldBlock`, `None` at end
+/// of stream.
+fn discard(stream: &mut TcpStream) -> io::Result<Option<usize>> {
+    let mut chunk = [0u8; 4096];
+    let mut n = 0;
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Ok(None),
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        if n > DRAIN_MAX {
+            return Ok(Some(n));
+        }
+    }
+}
+
+/// Writes what is left of `head` + `body` (`pos` bytes are sent) until done or
+/// `WouldBlock` (returned as an error). The head goes out with the body in one
+/// vectored write, so a large page is never copied to put the head in front.
+fn flush(stream: &mut TcpStream, head: &[u8], body: &[u8], pos: &mut usize) -> io::Result<()> {
+    let total = head.len() + body.len();
+    while *pos < total {
+        let r = if *pos < head.len() {
+            stream.write_vectored(&[io::IoSlice::new(&head[*pos..]), io::IoSlice::new(body)])
+        } else {
+            stream.write(&body[*pos - head.len()..])
+        };
+        match r {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => *pos += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Answers the first request in `buf`, if there is one. `None` means "wait for more
+/// bytes" (or, at end of stream with nothing but line ends buffered, close).
+/// `hint` is the size of the last metrics page, to allocate the next one at once.
+fn respond(buf: &[u8], eof: bool, hint: &mut usize, metrics: &mut Metrics, render: &mut Render<'_>) -> Option<Answer> {
+    let mut head = Vec::with_capacity(160);
+    let mut body = Vec::new();
+    let mut counted = false;
+    let (status, used, close) = match http::parse(buf) {
+        Parsed::Incomplete if buf.iter().all(|b| matches!(b, b'\r' | b'\n')) => return None,
+        Parsed::Incomplete if !eof => return None,
+        Parsed::Incomplete => {
+            // The peer closed in the middle of a request head.
+            http::write_error(&mut head, Status::BadRequest, false, false);
+            (Status::BadRequest, buf.len(), true)
+        }
+        Parsed::Error(s) => {
+            http::write_error(&mut head, s, false, false);
+            (s, buf.len(), true)
+        }
+        Parsed::Request { req, used } => {
+            let head_only = req.method == http::Method::Head;
+            let keep_alive = req.keep_alive;
+            let (status, content_type) = match http::route(req.method, req.path) {
+                Route::Error(s) => {
+                    body.extend_from_slice(http::error_body(s).as_bytes());
+                    (s, http::TEXT_CONTENT_TYPE)
+                }
+                Route::Index => {
+                    body.extend_from_slice(INDEX_BODY.as_bytes());
+                    (Status::Ok, http::TEXT_CONTENT_TYPE)
+                }
+                Route::Metrics => {
+                    // Count this request before rendering, so the page includes it.
+                    metrics.inc(&REQUESTS, &[Status::Ok.code_str()]);
+                    counted = true;
+                    body.reserve(*hint + *hint / 8);
+                    render(metrics, &mut body);
+                    *hint = body.len();
+                    (Status::Ok, http::METRICS_CONTENT_TYPE)
+                }
+            };
+            http::write_head(&mut head, &Head { status, content_type, content_length: body.len(), keep_alive });
+            if head_only {
+                body = Vec::new();
+            }
+            (status, used, !keep_alive)
+        }
+    };
+    if !counted {
+        metrics.inc(&REQUESTS, &[status.code_str()]);
+    }
+    Some(Answer { head, body, used, close })
+}

@@ -1,0 +1,131 @@
+//! The firefly plugin: a UDP listener for fireflies sent by transfer services (XRootD,
+//! dCache, another flowd), turned into flow events for the backends.
+//!
+//! Listens on FIREFLY_LISTENER_HOST:FIREFLY_LISTENER_PORT (default `[::]:10514`,
+//! dual-stack). Each datagram is decoded with `wire::firefly::decode` in lenient mode
+//! (the syslog header is optional) and checked against the whole firefly schema; a valid
+//! one becomes a `FlowEvent` carrying the received state, ids, start and end times, and
+//! a [`Relayed`] with the sender's address, `application`, `usage` and `netlink`, which
+//! a relaying backend passes on unchanged (SPEC §6). An invalid datagram is counted by
+//! reason (`flowd_bad_input_total{source="firefly"}`) and logged, rate-limited, and is
+//! never passed on. The socket is drained until `WouldBlock`, at most `TURN_CAP`
+//! datagrams per loop turn; after the cap `poll_at()` asks the loop to come back at once.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Interest, Registry, Token};
+
+use crate::config::Config;
+use crate::context::Context;
+use crate::flow::{FlowEvent, Relayed};
+use crate::logger::RateLimit;
+use crate::metrics::BAD_INPUT;
+use crate::netaddr;
+use crate::wire::firefly::{decode, Strictness};
+
+/// Datagrams handled per loop turn before yielding to other sources.
+const TURN_CAP: usize = 256;
+/// Kernel receive buffer asked for (absorbs bursts between loop turns).
+const RCVBUF: usize = 4 << 20;
+
+/// The running firefly listener.
+pub struct Listener {
+    sock: UdpSocket,
+    local: SocketAddr,
+    buf: Vec<u8>,
+    backlog: Option<Instant>,
+    warn: RateLimit,
+}
+
+impl Listener {
+    /// Binds the listening socket.
+    pub fn new(cfg: &Config) -> io::Result<Listener> {
+        let addr = SocketAddr::new(cfg.firefly_listener_host, cfg.firefly_listener_port);
+        let std = crate::sys::udp_listener(addr, RCVBUF)?;
+        let local = std.local_addr()?;
+        log::info!("firefly: listening on {local}");
+        Ok(Listener {
+            sock: UdpSocket::from_std(std),
+            local,
+            buf: vec![0; 65536],
+            backlog: None,
+            warn: RateLimit::new(10, Duration::from_secs(10)),
+        })
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Registers the socket for readability.
+    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        registry.register(&mut self.sock, token, Interest::READABLE)
+    }
+
+    /// Deregisters the socket.
+    pub fn deregister(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.sock);
+    }
+
+    /// Now, when the last turn stopped at the cap with datagrams left.
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.backlog
+    }
+
+    /// Resumes a capped drain.
+    pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
+        if self.backlog.is_some() {
+            self.on_ready(cx);
+        }
+    }
+
+    /// Receives until `WouldBlock` or the per-turn cap.
+    pub fn on_ready(&mut self, cx: &mut Context<'_>) {
+        self.backlog = None;
+        for _ in 0..TURN_CAP {
+            match self.sock.recv_from(&mut self.buf) {
+                Ok((n, from)) => self.datagram(n, from, cx),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // ICMP errors surface here on some kernels; nothing to do but go on.
+                    if let Some(n) = self.warn.allow(cx.now) {
+                        log::warn!("firefly: receive failed: {e} ({n} similar messages suppressed)");
+                    }
+                    return;
+                }
+            }
+        }
+        self.backlog = Some(cx.now);
+    }
+
+    fn datagram(&mut self, n: usize, from: SocketAddr, cx: &mut Context<'_>) {
+        let data = &self.buf[..n];
+        let d = match decode(data, Strictness::Lenient) {
+            Ok(d) => d,
+            Err(e) => {
+                cx.metrics.inc(&BAD_INPUT, &["firefly", e.reason()]);
+                if let Some(k) = self.warn.allow(cx.now) {
+                    let shown: String = String::from_utf8_lossy(&data[..n.min(200)]).escape_debug().collect();
+                    let more = if k > 0 { format!(" ({k} similar messages suppressed)") } else { String::new() };
+                    log::warn!("firefly: rejected datagram from {from}: {e}: \"{shown}\"{more}");
+                }
+                return;
+            }
+        };
+        let mut ev = FlowEvent::new(d.state, d.key, d.exp, d.act, cx.wall);
+        ev.start_time = Some(d.start_time);
+        ev.end_time = d.end_time;
+        ev.relayed = Some(Box::new(Relayed {
+            from: Some(netaddr::canonical(from.ip())),
+            application: d.application,
+            usage: d.usage,
+            netlink: d.netlink,
+        }));
+        cx.out.push(ev);
+    }
+}

@@ -1,0 +1,240 @@
+//! The iperf plugin: like netstat, but only for connections of iperf3 processes (or on
+//! IPERF_PORTS), each new flow tagged with an (experiment, activity) pair from
+//! IPERF_FLOW_ID, chosen at random (as the Python plugin does) or round-robin
+//! (IPERF_ROUND_ROBIN, or PLUGIN='iperf_rr').
+//!
+//! A connection belongs to iperf3 when its socket inode is one of the `socket:[N]`
+//! links in `/proc/<pid>/fd/` of a process whose `/proc/<pid>/comm` is `iperf3`; the
+//! inode set is rebuilt at each scan from `/proc` (no process is spawned). Destination
+//! filters are the netstat plugin's (NETSTAT_INTERNAL_NETWORKS, NETSTAT_INCLUDE_PRIVATE),
+//! as in the Python flowd. The random choice uses a small xorshift generator seeded
+//! from `/dev/urandom` (or the clock); it is for spreading test traffic, not for secrets.
+
+use std::collections::HashSet;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::conn_table::{ConnFilter, ConnTable, SCANS, SCAN_FAILURES, SCAN_SECONDS, TRACKED};
+use super::netstat::{read_established, unknown, warn};
+use crate::config::Config;
+use crate::context::Context;
+use crate::logger::RateLimit;
+use crate::metrics::BAD_INPUT;
+use crate::registry::IdOrName;
+
+const NAME: &str = "iperf";
+/// The process name (`/proc/<pid>/comm`) whose sockets are iperf flows.
+const COMM: &[u8] = b"iperf3";
+
+/// xorshift64* (Vigna): tiny, fast, good enough to pick list items.
+#[derive(Clone, Debug)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// A generator seeded with `seed` (0 is replaced by a fixed odd constant).
+    pub fn new(seed: u64) -> XorShift {
+        XorShift(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
+    }
+
+    /// Seeded from `/dev/urandom`, or from the clock if that cannot be read.
+    pub fn from_entropy() -> XorShift {
+        let mut b = [0u8; 8];
+        let seed = match std::fs::File::open("/dev/urandom").and_then(|mut f| io::Read::read_exact(&mut f, &mut b)) {
+            Ok(()) => u64::from_ne_bytes(b),
+            Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1),
+        };
+        XorShift::new(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n` (`n` > 0; 0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next_u64() % n as u64) as usize
+        }
+    }
+}
+
+/// Socket inodes of every process named `comm` (read from `/proc`).
+pub fn process_socket_inodes(comm: &[u8], out: &mut HashSet<u32>) {
+    out.clear();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return };
+    for p in procs.flatten() {
+        let name = p.file_name();
+        if !name.as_encoded_bytes().iter().all(u8::is_ascii_digit) {
+            continue;
+        }
+        let dir = p.path();
+        // Processes come and go during the walk: any error just skips that process.
+        match std::fs::read(dir.join("comm")) {
+            Ok(c) if c.strip_suffix(b"\n").unwrap_or(&c) == comm => {}
+            _ => continue,
+        }
+        let Ok(fds) = std::fs::read_dir(dir.join("fd")) else { continue };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                let t = target.as_os_str().as_encoded_bytes();
+                if let Some(n) = t.strip_prefix(b"socket:[").and_then(|r| r.strip_suffix(b"]")) {
+                    if let Some(ino) = std::str::from_utf8(n).ok().and_then(|s| s.parse::<u32>().ok()) {
+                        out.insert(ino);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The running iperf scanner.
+pub struct Scanner {
+    next: Instant,
+    interval: Duration,
+    pairs: Vec<(IdOrName, IdOrName)>,
+    ports: Vec<u16>,
+    round_robin: bool,
+    rr_next: usize,
+    rng: XorShift,
+    table: ConnTable,
+    inodes: HashSet<u32>,
+    conns: Vec<(SocketAddr, SocketAddr, u32)>,
+    buf: Vec<u8>,
+    warn: RateLimit,
+}
+
+impl Scanner {
+    /// Checks that `/proc/net/tcp` is readable; the first scan runs at once.
+    pub fn new(cfg: &Config) -> io::Result<Scanner> {
+        std::fs::File::open(super::netstat::PROC_NET[0])?;
+        Ok(Scanner {
+            next: Instant::now(),
+            interval: cfg.netstat.interval,
+            pairs: cfg.iperf_flow_id.clone(),
+            ports: cfg.iperf_ports.clone(),
+            round_robin: cfg.iperf_round_robin,
+            rr_next: 0,
+            rng: XorShift::from_entropy(),
+            table: ConnTable::new(ConnFilter::from_scan(&cfg.netstat)),
+            inodes: HashSet::new(),
+            conns: Vec::new(),
+            buf: Vec::with_capacity(256 * 1024),
+            warn: RateLimit::new(10, Duration::from_secs(60)),
+        })
+    }
+
+    /// The next scan.
+    pub fn poll_at(&self) -> Option<Instant> {
+        Some(self.next)
+    }
+
+    /// Scans when due.
+    pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
+        if cx.now < self.next {
+            return;
+        }
+        let started = Instant::now();
+        self.next = (cx.now + self.interval).max(started);
+        let mut ids = Vec::with_capacity(self.pairs.len());
+        for (x, a) in &self.pairs {
+            match cx.registry.resolve(x, a) {
+                Ok(p) => ids.push(p),
+                Err(e) => {
+                    cx.metrics.inc(&BAD_INPUT, &[NAME, unknown(e)]);
+                    warn(&mut self.warn, cx.now, NAME, format_args!("IPERF_FLOW_ID ({x}, {a}) is not in the registry; skipped"));
+                }
+            }
+        }
+        if ids.is_empty() {
+            return;
+        }
+        process_socket_inodes(COMM, &mut self.inodes);
+        self.conns.clear();
+        let (inodes, ports, conns) = (&self.inodes, &self.ports, &mut self.conns);
+        let read = read_established(&mut self.buf, |c| {
+            if inodes.contains(&c.inode) || ports.contains(&c.src.port()) || ports.contains(&c.dst.port()) {
+                conns.push((c.src, c.dst, c.inode));
+            }
+        });
+        match read {
+            Ok(0) => {}
+            Ok(bad) => cx.metrics.add(&BAD_INPUT, &[NAME, "bad_proc_line"], bad as u64),
+            Err(e) => {
+                cx.metrics.inc(&SCAN_FAILURES, &[NAME, "read_failed"]);
+                warn(&mut self.warn, cx.now, NAME, format_args!("cannot read /proc/net/tcp*: {e}; scan skipped"));
+                return;
+            }
+        }
+        let Scanner { table, conns, rng, rr_next, round_robin, .. } = self;
+        table.begin();
+        for &(src, dst, inode) in conns.iter() {
+            table.observe(src, dst, inode, cx.wall, cx.out, |_| {
+                let i = if *round_robin {
+                    let i = *rr_next % ids.len();
+                    *rr_next = rr_next.wrapping_add(1);
+                    i
+                } else {
+                    rng.below(ids.len())
+                };
+                ids[i]
+            });
+        }
+        let ended = self.table.finish(cx.wall, cx.out);
+        let took = Instant::now().saturating_duration_since(started);
+        cx.metrics.inc(&SCANS, &[NAME]);
+        cx.metrics.set(&TRACKED, vec![NAME.into()], self.table.len() as f64);
+        cx.metrics.set(&SCAN_SECONDS, vec![NAME.into()], took.as_secs_f64());
+        log::debug!("iperf: scan in {took:?}: {} iperf3 sockets, {} tracked, {ended} ended", self.inodes.len(), self.table.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_xorshift_spreads_and_is_deterministic_per_seed() {
+        let mut a = XorShift::new(42);
+        let mut b = XorShift::new(42);
+        let mut counts = [0usize; 4];
+        for _ in 0..4000 {
+            let i = a.below(4);
+            assert_eq!(i, b.below(4));
+            counts[i] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
+        assert_eq!(XorShift::new(0).below(0), 0);
+    }
+
+    #[test]
+    fn test_own_sockets_are_found_by_comm() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let comm = std::fs::read("/proc/self/comm").unwrap();
+        let comm = comm.strip_suffix(b"\n").unwrap();
+        let mut set = HashSet::new();
+        process_socket_inodes(comm, &mut set);
+        let mut ours = HashSet::new();
+        // The listener's inode, from our own fd table.
+        for fd in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+            if let Ok(t) = std::fs::read_link(fd.path()) {
+                if let Some(n) = t.to_str().and_then(|s| s.strip_prefix("socket:[")).and_then(|s| s.strip_suffix(']')) {
+                    ours.insert(n.parse::<u32>().unwrap());
+                }
+            }
+        }
+        assert!(!ours.is_empty());
+        assert!(ours.is_subset(&set));
+        drop(l);
+        process_socket_inodes(b"no-such-process-name", &mut set);
+        assert!(set.is_empty());
+    }
+}
