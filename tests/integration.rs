@@ -8,3 +8,4 @@ mod metrics;
 mod np_api;
 mod marker;
 mod scan;
+mod stun;

@@ -272,6 +272,10 @@ impl Discovery {
                     }
                 };
                 match stun::parse_response(self.buf.get(..n).unwrap_or(&[]), &tid) {
+                    Ok(Reply::Mapped { addr, .. }) if addr.is_ipv6() != self.fams[k].v6 => {
+                        metrics.inc(&FAILURES, &[self.fams[k].label(), "malformed"]);
+                        self.next_server(k, "malformed reply: mapped address of the wrong family".into(), reg, now, metrics);
+                    }
                     Ok(Reply::Mapped { addr, .. }) => {
                         let (idx, to) = server.unwrap_or((0, addr));
                         let name = self.servers.get(idx).map(|s| s.name.clone()).unwrap_or_default();
