@@ -153,6 +153,18 @@ fn declare_metrics(m: &mut Metrics, cfg: &Config) {
     if cfg.backends.contains(&crate::config::BackendKind::Prometheus) {
         crate::backend::prometheus::FlowMetrics::declare(m);
     }
+    if cfg.backends.contains(&crate::config::BackendKind::UdpFirefly) {
+        if cfg.ip_discovery_enabled {
+            m.declare(&crate::discovery::PUBLIC_ADDRESS);
+            m.declare(&crate::discovery::FAILURES);
+        }
+        if cfg.udp_firefly_netlink {
+            m.declare(&crate::backend::tcp_stats::DUMPS);
+        }
+        if cfg.udp_firefly_ongoing_interval.is_some() {
+            m.declare(&crate::backend::tcp_stats::ONGOING);
+        }
+    }
     m.clear(&BUILD_INFO);
     let join = |v: Vec<&str>| v.join(",");
     m.set(
