@@ -10,7 +10,7 @@ SYSCONFDIR ?= /etc
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
 MANDIR     ?= $(PREFIX)/share/man
 
-.PHONY: all build release test bench bench-ebpf test-ebpf install clean
+.PHONY: all build release test bench bench-ebpf bench-scan bench-metrics test-ebpf install clean
 
 all: build
 
@@ -33,6 +33,22 @@ bench:
 	$(CARGO) bench -j$(JOBS) --bench np_api
 	$(CARGO) run -j$(JOBS) --release --example bench_marker -- --repeat 1000000
 	sh bench/ebpf_iperf.sh 5 5
+	python3 bench/scan.py --flowd target/release/flowd scan --plugin netlink --n 1000 10000
+	python3 bench/scan.py --flowd target/release/flowd scan --plugin netstat --n 1000 10000
+	python3 bench/scan.py --flowd target/release/flowd firefly --count 100000
+	python3 bench/metrics.py --flows 1000,10000 --scrapes 20 --wrk-seconds 10
+
+## bench-scan: scan plugins (1,000/10,000 connections) and firefly relay throughput, as root
+bench-scan:
+	$(CARGO) build -j$(JOBS) --release
+	python3 bench/scan.py --flowd target/release/flowd scan --plugin netlink --n 1000 10000
+	python3 bench/scan.py --flowd target/release/flowd scan --plugin netstat --n 1000 10000
+	python3 bench/scan.py --flowd target/release/flowd firefly --count 100000
+
+## bench-metrics: scrape latency/size with 1k and 10k flows (fake and real sockets), wrk on /metrics under np_api load
+bench-metrics:
+	$(CARGO) build -j$(JOBS) --release
+	python3 bench/metrics.py --flows 1000,10000 --scrapes 20 --wrk-seconds 10
 
 ## bench-ebpf: eBPF marker ns/packet (BPF_PROG_TEST_RUN) and iperf3 over veth, as root
 bench-ebpf:

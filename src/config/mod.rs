@@ -5,6 +5,7 @@
 //! Python flowd's `settings.py`. All problems are collected and reported together.
 //! Nothing re-reads the config while the loop runs; SIGHUP builds a fresh `Config`.
 
+pub mod model;
 pub mod raw;
 pub mod validate;
 

@@ -498,11 +498,7 @@ fn drain_signals(signals: &mut SignalFd) -> Option<Control> {
         match signals.read_signal() {
             Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
                 Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => control = Some(Control::Stop(s)),
-                Ok(Signal::SIGHUP | Signal::SIGUSR1) => {
-                    if control.is_none() {
-                        control = Some(Control::Reload);
-                    }
-                }
+                Ok(Signal::SIGHUP | Signal::SIGUSR1) if control.is_none() => control = Some(Control::Reload),
                 _ => {}
             },
             Ok(None) => return control,
