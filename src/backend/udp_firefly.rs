@@ -128,7 +128,7 @@ pub struct Sender {
     queue: Vec<(SocketAddr, std::ops::Range<usize>, &'static str)>,
     warn: RateLimit,
     /// Public-address discovery, tcp_info and ongoing fireflies.
-    extras: Extras,
+    extras: Box<Extras>,
     listen_port: u16,
     own: Vec<IpAddr>,
     own_read_at: Option<Instant>,
@@ -176,7 +176,7 @@ impl Sender {
             arena: Vec::with_capacity(64 * 1024),
             queue: Vec::with_capacity(MAX_QUEUED),
             warn: RateLimit::new(10, Duration::from_secs(10)),
-            extras: Extras::new(cfg),
+            extras: Box::new(Extras::new(cfg)),
             listen_port: cfg.firefly_listener_port,
             own: Vec::new(),
             own_read_at: None,

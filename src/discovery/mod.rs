@@ -258,8 +258,7 @@ impl Discovery {
     /// Readiness of a probe socket (the owner's token): read replies until `WouldBlock`.
     pub fn on_ready(&mut self, reg: &mio::Registry, now: Instant, metrics: &mut Metrics) {
         for k in 0..2 {
-            loop {
-                let Phase::Probing { sock, tid, internal, cands, i, .. } = &self.fams[k].phase else { break };
+            while let Phase::Probing { sock, tid, internal, cands, i, .. } = &self.fams[k].phase {
                 let (internal, tid, server) = (*internal, *tid, cands.get(*i).copied());
                 let n = match sock.recv(&mut self.buf) {
                     Ok(n) => n,

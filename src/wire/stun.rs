@@ -170,7 +170,7 @@ pub fn parse_response<'a>(d: &'a [u8], tid: &TransactionId) -> Result<Reply<'a>,
         let aty = be16(rest, 0).ok_or(StunError::BadAttribute(0))?;
         let alen = usize::from(be16(rest, 2).ok_or(StunError::BadAttribute(aty))?);
         let value = rest.get(4..4 + alen).ok_or(StunError::BadAttribute(aty))?;
-        let padded = 4 + (alen + 3) / 4 * 4;
+        let padded = 4 + alen.div_ceil(4) * 4;
         rest = rest.get(padded..).ok_or(StunError::BadAttribute(aty))?;
         match aty {
             // The first occurrence counts (RFC 8489 §14: later duplicates are ignored).
