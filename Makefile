@@ -1,8 +1,13 @@
 # flowd — thin wrappers around cargo (and packaging tools).
 CARGO      ?= cargo
 JOBS       ?= 2
-MUSL       := x86_64-unknown-linux-musl
-RELEASE    := target/$(MUSL)/release/flowd
+# Release target: x86_64-unknown-linux-musl, or aarch64-unknown-linux-musl (cross build,
+# see release-aarch64).
+TARGET     ?= x86_64-unknown-linux-musl
+MUSL       := $(TARGET)
+RELEASE    := target/$(TARGET)/release/flowd
+# What install-files installs (the rpm and deb builds pass the release binary).
+BIN        ?= $(RELEASE)
 PREFIX     ?= /usr
 DESTDIR    ?=
 SBINDIR    ?= $(PREFIX)/sbin
@@ -10,7 +15,26 @@ SYSCONFDIR ?= /etc
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
 MANDIR     ?= $(PREFIX)/share/man
 
-.PHONY: all build release test bench bench-ebpf bench-scan bench-metrics test-ebpf install clean
+VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+PKGREL     ?= 1
+ARCH       := $(firstword $(subst -, ,$(TARGET)))
+DEB_ARCH   := $(if $(filter aarch64,$(ARCH)),arm64,amd64)
+DIST       := dist
+RPM        := $(DIST)/flowd-$(VERSION)-$(PKGREL).$(ARCH).rpm
+DEB        := $(DIST)/flowd_$(VERSION)-$(PKGREL)_$(DEB_ARCH).deb
+DEBROOT    := target/pkg/deb-$(DEB_ARCH)
+# The release binary must stay small enough to copy around: 3 MiB.
+MAX_SIZE   := 3145728
+IMAGE      ?= flowd:$(VERSION)
+
+# aarch64 cross build: Debian's gcc-aarch64-linux-gnu with musl-dev:arm64 through
+# scripts/aarch64-linux-musl-gcc (C code of aws-lc-sys, and the final link).
+export CC_aarch64_unknown_linux_musl ?= $(CURDIR)/scripts/aarch64-linux-musl-gcc
+export AR_aarch64_unknown_linux_musl ?= aarch64-linux-gnu-ar
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER ?= $(CURDIR)/scripts/aarch64-linux-musl-gcc
+
+.PHONY: all build release release-aarch64 test test-pkg-build bench install install-files \
+	rpm deb packages docker clean bench-ebpf bench-scan bench-metrics test-ebpf
 
 all: build
 
@@ -18,14 +42,37 @@ all: build
 build:
 	$(CARGO) build -j$(JOBS)
 
-## release: fully static musl binary (eBPF objects embedded) at target/x86_64-unknown-linux-musl/release/flowd
+## release: fully static musl binary (eBPF objects embedded) at target/$(TARGET)/release/flowd;
+## fails unless it is statically linked and at most 3 MiB
 release:
-	$(CARGO) build -j$(JOBS) --release --target $(MUSL)
+	$(CARGO) build -j$(JOBS) --release --target $(TARGET)
 	@ls -l $(RELEASE)
+	@file -b $(RELEASE) | grep -q 'statically linked' || { echo "error: $(RELEASE) is not statically linked: $$(file -b $(RELEASE))"; exit 1; }
+	@size=$$(stat -c %s $(RELEASE)); [ $$size -le $(MAX_SIZE) ] || { echo "error: $(RELEASE) is $$size bytes, more than $(MAX_SIZE)"; exit 1; }
+	@echo "$(RELEASE): $$(stat -c %s $(RELEASE)) bytes, $$(file -b $(RELEASE) | cut -d, -f1-5)"
 
-## test: unit + integration tests (privileged ones run when root)
-test:
+## release-aarch64: cross-built static aarch64 binary (needs gcc-aarch64-linux-gnu, musl-dev:arm64)
+release-aarch64:
+	$(MAKE) release TARGET=aarch64-unknown-linux-musl
+
+## test: unit + integration tests; first builds the packages the packaging tests inspect
+test: test-pkg-build
 	$(CARGO) test -j$(JOBS) -- --test-threads=2
+
+# Builds dist/*.rpm and dist/*.deb, and release-2 copies in target/pkg/upgrade/ for the
+# upgrade tests, when the tools are there (tests/packaging.rs skips otherwise, and fails
+# under CI=true).
+test-pkg-build:
+	@if ! rustup target list --installed 2>/dev/null | grep -qx '$(TARGET)' && [ ! -d "$$(rustc --print sysroot)/lib/rustlib/$(TARGET)" ]; then \
+		echo "SKIP: packages: rust target $(TARGET) not installed"; \
+	elif ! command -v musl-gcc >/dev/null; then echo "SKIP: packages: musl-gcc (musl-tools) missing"; \
+	else \
+		$(MAKE) release && \
+		if command -v dpkg-deb >/dev/null; then $(MAKE) deb; else echo "SKIP: deb: dpkg-deb missing"; fi && \
+		if command -v rpmbuild >/dev/null; then $(MAKE) rpm; else echo "SKIP: rpm: rpmbuild missing"; fi && \
+		if command -v dpkg-deb >/dev/null; then $(MAKE) deb PKGREL=2 DIST=target/pkg/upgrade; fi && \
+		if command -v rpmbuild >/dev/null; then $(MAKE) rpm PKGREL=2 DIST=target/pkg/upgrade; fi; \
+	fi
 
 ## bench: benchmarks (release build), side by side with the Python flowd when available
 bench:
@@ -60,10 +107,58 @@ bench-ebpf:
 test-ebpf:
 	$(CARGO) test -j$(JOBS) --test integration marker:: -- --test-threads=2
 
-## install: install the release binary, config and units under $(DESTDIR)
-install: release
-	install -D -m 0755 $(RELEASE) $(DESTDIR)$(SBINDIR)/flowd
-	install -D -m 0644 etc/flowd.cfg $(DESTDIR)$(SYSCONFDIR)/flowd/flowd.cfg
+## install: build the release binary and install it with the config, units and man page
+## under $(DESTDIR) (the config is never overwritten)
+install: release install-files
+
+## install-files: install $(BIN) and the other files without building (used by rpm and deb)
+install-files:
+	install -D -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/flowd
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/flowd/flowd.cfg ]; then \
+		echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/flowd/flowd.cfg"; \
+	else install -D -m 0644 etc/flowd.cfg $(DESTDIR)$(SYSCONFDIR)/flowd/flowd.cfg; fi
+	install -D -m 0644 etc/flowd.service $(DESTDIR)$(UNITDIR)/flowd.service
+	install -D -m 0644 etc/flowd@.service $(DESTDIR)$(UNITDIR)/flowd@.service
+	install -d -m 0755 $(DESTDIR)$(MANDIR)/man8
+	gzip -9n < etc/flowd.8 > $(DESTDIR)$(MANDIR)/man8/flowd.8.gz
+	chmod 0644 $(DESTDIR)$(MANDIR)/man8/flowd.8.gz
+
+## rpm: dist/flowd-VERSION-PKGREL.ARCH.rpm (rpmbuild, xz payload, from the static binary)
+rpm: release
+	@mkdir -p $(DIST) target/pkg/rpmbuild
+	rpmbuild -bb --quiet --target $(ARCH) \
+		--define "_topdir $(CURDIR)/target/pkg/rpmbuild" \
+		--define "_rpmdir $(CURDIR)/$(DIST)" \
+		--define "_rpmfilename %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm" \
+		--define "flowd_version $(VERSION)" \
+		--define "flowd_release $(PKGREL)" \
+		--define "flowd_srcdir $(CURDIR)" \
+		--define "flowd_binary $(CURDIR)/$(RELEASE)" \
+		rpm/flowd.spec
+	@ls -l $(RPM)
+
+## deb: dist/flowd_VERSION-PKGREL_ARCH.deb (dpkg-deb, xz, from the static binary)
+deb: release
+	rm -rf $(DEBROOT)
+	$(MAKE) install-files DESTDIR=$(CURDIR)/$(DEBROOT) BIN=$(RELEASE) \
+		PREFIX=/usr SYSCONFDIR=/etc UNITDIR=/lib/systemd/system MANDIR=/usr/share/man
+	install -D -m 0644 deb/copyright $(DEBROOT)/usr/share/doc/flowd/copyright
+	install -d -m 0755 $(DEBROOT)/DEBIAN
+	sed -e 's/@VERSION@/$(VERSION)-$(PKGREL)/' -e 's/@ARCH@/$(DEB_ARCH)/' \
+		-e "s/@SIZE@/$$(du -sk --apparent-size $(DEBROOT) | cut -f1)/" deb/control > $(DEBROOT)/DEBIAN/control
+	install -m 0644 deb/conffiles $(DEBROOT)/DEBIAN/conffiles
+	install -m 0755 deb/postinst deb/prerm deb/postrm $(DEBROOT)/DEBIAN/
+	cd $(DEBROOT) && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum > DEBIAN/md5sums
+	@mkdir -p $(DIST)
+	dpkg-deb --root-owner-group -Zxz --build $(DEBROOT) $(DEB)
+
+## packages: both packages
+packages: rpm deb
+
+## docker: build the container image $(IMAGE) (needs a Docker engine)
+docker:
+	docker build -t $(IMAGE) .
 
 clean:
 	$(CARGO) clean
+	rm -rf $(DIST)

@@ -5,6 +5,7 @@
 //! flood of bad input cannot flood the log.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,9 +24,10 @@ pub enum Target {
 
 impl Target {
     /// Picks the target: journald when started by systemd with stderr connected to the
-    /// journal, stderr when `foreground` or stderr is a terminal, syslog otherwise.
+    /// journal (`$JOURNAL_STREAM` names stderr's device and inode), stderr when
+    /// `foreground` or stderr is a terminal, syslog otherwise.
     pub fn detect(foreground: bool) -> Target {
-        if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if crate::sys::notify::stderr_is_journal() {
             Target::Journal
         } else if foreground || nix::unistd::isatty(std::io::stderr()).unwrap_or(false) {
             Target::Stderr
@@ -39,17 +41,67 @@ type SyslogLogger = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>
 
 struct Logger {
     target: Target,
-    syslog: Mutex<Option<SyslogLogger>>,
+    syslog: Mutex<SyslogSink>,
 }
 
-fn connect_syslog() -> Option<SyslogLogger> {
-    let f = syslog::Formatter3164 {
-        facility: syslog::Facility::LOG_DAEMON,
-        hostname: None,
-        process: "flowd".into(),
-        pid: std::process::id(),
-    };
-    syslog::unix(f).ok()
+/// A connection to the local syslog daemon that survives a syslog restart.
+///
+/// The `syslog` crate connects once and then fails every send after the daemon
+/// re-creates its socket (a connected datagram socket keeps pointing at the old one).
+/// `send` therefore drops a failed connection, reconnects and retries once; while
+/// syslog is down it returns false (the caller falls back to stderr) and the next
+/// message tries to connect again.
+#[derive(Default)]
+pub struct SyslogSink {
+    path: Option<PathBuf>,
+    conn: Option<SyslogLogger>,
+}
+
+impl SyslogSink {
+    /// A sink for `path`, or for `/dev/log` (and the other standard places) when `None`.
+    /// Does not connect yet.
+    pub fn new(path: Option<PathBuf>) -> SyslogSink {
+        SyslogSink { path, conn: None }
+    }
+
+    /// Connects if not connected; true when connected.
+    pub fn connect(&mut self) -> bool {
+        if self.conn.is_none() {
+            let f = syslog::Formatter3164 {
+                facility: syslog::Facility::LOG_DAEMON,
+                hostname: None,
+                process: "flowd".into(),
+                pid: std::process::id(),
+            };
+            self.conn = match &self.path {
+                Some(p) => syslog::unix_custom(f, p).ok(),
+                None => syslog::unix(f).ok(),
+            };
+        }
+        self.conn.is_some()
+    }
+
+    /// Sends one message at `level`, reconnecting once if the connection is stale.
+    /// False when syslog cannot be reached.
+    pub fn send(&mut self, level: Level, msg: &str) -> bool {
+        for _attempt in 0..2 {
+            if !self.connect() {
+                return false;
+            }
+            let Some(l) = self.conn.as_mut() else { return false };
+            let res = match level {
+                Level::Error => l.err(msg),
+                Level::Warn => l.warning(msg),
+                Level::Info => l.info(msg),
+                Level::Debug | Level::Trace => l.debug(msg),
+            };
+            if res.is_ok() {
+                return true;
+            }
+            self.conn = None;
+        }
+        false
+    }
 }
 
 fn prefix(level: Level) -> u8 {
@@ -72,23 +124,9 @@ impl Log for Logger {
         }
         let msg = r.args().to_string();
         if self.target == Target::Syslog {
-            if let Ok(mut guard) = self.syslog.lock() {
-                for _attempt in 0..2 {
-                    if guard.is_none() {
-                        *guard = connect_syslog();
-                    }
-                    let Some(l) = guard.as_mut() else { break };
-                    let res = match r.level() {
-                        Level::Error => l.err(&msg),
-                        Level::Warn => l.warning(&msg),
-                        Level::Info => l.info(&msg),
-                        Level::Debug | Level::Trace => l.debug(&msg),
-                    };
-                    if res.is_ok() {
-                        return;
-                    }
-                    // syslogd restarted: reconnect once, then fall back to stderr.
-                    *guard = None;
+            if let Ok(mut sink) = self.syslog.lock() {
+                if sink.send(r.level(), &msg) {
+                    return;
                 }
             }
         }
@@ -107,8 +145,8 @@ impl Log for Logger {
 
 /// Installs the logger. Safe to call more than once (later calls only change the level).
 pub fn init(target: Target, level: LevelFilter) {
-    let syslog = if target == Target::Syslog { connect_syslog() } else { None };
-    let target = if target == Target::Syslog && syslog.is_none() { Target::Stderr } else { target };
+    let mut syslog = SyslogSink::new(None);
+    let target = if target == Target::Syslog && !syslog.connect() { Target::Stderr } else { target };
     let _ = log::set_boxed_logger(Box::new(Logger { target, syslog: Mutex::new(syslog) }));
     log::set_max_level(level);
 }
@@ -152,6 +190,54 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_syslog_sink_reconnects_after_syslog_restart() {
+        use std::os::unix::net::UnixDatagram;
+        let dir = std::env::temp_dir().join(format!("flowd-syslog-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("log");
+        let _ = std::fs::remove_file(&path);
+        let recv = |s: &UnixDatagram| {
+            let mut buf = [0u8; 1024];
+            let n = s.recv(&mut buf).unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        let mut sink = SyslogSink::new(Some(path.clone()));
+        assert!(!sink.send(Level::Info, "nobody listens"), "no syslog: caller falls back to stderr");
+
+        let first = UnixDatagram::bind(&path).unwrap();
+        first.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert!(sink.send(Level::Error, "one"));
+        let m = recv(&first);
+        // LOG_DAEMON (3) * 8 + LOG_ERR (3) = 27.
+        assert!(m.starts_with("<27>") && m.contains(&format!("flowd[{}]", std::process::id())) && m.ends_with("one"), "{m}");
+
+        // syslogd restarts: its socket is unlinked and re-created at the same path.
+        drop(first);
+        std::fs::remove_file(&path).unwrap();
+        assert!(!sink.send(Level::Info, "while down"));
+        let second = UnixDatagram::bind(&path).unwrap();
+        second.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert!(sink.send(Level::Warn, "two"));
+        let m = recv(&second);
+        assert!(m.starts_with("<28>") && m.ends_with("two"), "{m}");
+
+        // Restart while connected: the stale connection is detected on send and replaced.
+        drop(second);
+        std::fs::remove_file(&path).unwrap();
+        let third = UnixDatagram::bind(&path).unwrap();
+        third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert!(sink.send(Level::Info, "three"));
+        let m = recv(&third);
+        assert!(m.starts_with("<30>") && m.ends_with("three"), "{m}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn test_journal_priorities() {
+        assert_eq!([Level::Error, Level::Warn, Level::Info, Level::Debug, Level::Trace].map(prefix), [3, 4, 6, 7, 7]);
+    }
 
     #[test]
     fn test_rate_limit_bursts_then_reports_suppressed() {

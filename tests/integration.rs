@@ -8,4 +8,7 @@ mod metrics;
 mod np_api;
 mod marker;
 mod scan;
+mod manpage;
+mod packaging;
 mod stun;
+mod systemd;

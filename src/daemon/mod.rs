@@ -33,6 +33,7 @@ use crate::logger::RateLimit;
 use crate::metrics::{Desc, Kind, Metrics, BACKEND_ERRORS, BAD_INPUT, EVENTS};
 use crate::plugin::Plugin;
 use crate::registry::Registry;
+use crate::sys::notify::Notifier;
 use crate::sys::{self, PidFile};
 use refresh::Refresher;
 use token::Slot;
@@ -231,12 +232,10 @@ impl Daemon {
 
     /// Runs until SIGTERM/SIGINT. Returns an error only if polling itself fails.
     pub fn run(&mut self) -> Result<(), Error> {
-        log::info!(
-            "flowd {} ready: plugins [{}], backends [{}]",
-            env!("CARGO_PKG_VERSION"),
-            self.plugins.iter().map(Plugin::name).collect::<Vec<_>>().join(", "),
-            self.backends.iter().map(Backend::name).collect::<Vec<_>>().join(", ")
-        );
+        log::info!("flowd {} ready: {}", env!("CARGO_PKG_VERSION"), self.summary());
+        // Every plugin and backend is up (Daemon::new built them): tell systemd (Type=notify).
+        let notify = Notifier::from_env();
+        notify.ready(&format!("running: {}", self.summary()));
         loop {
             let timeout = self.next_deadline().map(|at| at.saturating_duration_since(Instant::now()));
             match self.poll.poll(&mut self.events, timeout) {
@@ -248,13 +247,27 @@ impl Daemon {
             match control {
                 Some(Control::Stop(sig)) => {
                     log::info!("received {sig}, shutting down");
+                    notify.stopping(&format!("stopping ({sig})"));
                     self.shutdown();
                     return Ok(());
                 }
-                Some(Control::Reload) => self.reload(),
+                Some(Control::Reload) => {
+                    notify.reloading();
+                    self.reload();
+                    notify.ready(&format!("running: {}", self.summary()));
+                }
                 None => {}
             }
         }
+    }
+
+    /// `plugins [a, b], backends [c]`: for the log and systemd's STATUS line.
+    fn summary(&self) -> String {
+        format!(
+            "plugins [{}], backends [{}]",
+            self.plugins.iter().map(Plugin::name).collect::<Vec<_>>().join(", "),
+            self.backends.iter().map(Backend::name).collect::<Vec<_>>().join(", ")
+        )
     }
 
     /// One loop turn after `poll` returned: ready sources, due timers, fan-out.

@@ -190,6 +190,45 @@ fn end_event(key: FlowKey, o: Open, wall: Micros) -> FlowEvent {
     ev
 }
 
+/// The period of a timer-driven scanner (netstat, iperf).
+#[derive(Debug)]
+pub struct ScanTimer {
+    next: std::time::Instant,
+    interval: std::time::Duration,
+}
+
+impl ScanTimer {
+    /// A timer whose first scan is due at once.
+    pub fn new(interval: std::time::Duration) -> ScanTimer {
+        ScanTimer { next: std::time::Instant::now(), interval }
+    }
+
+    /// When the next scan is due.
+    pub fn next(&self) -> std::time::Instant {
+        self.next
+    }
+
+    /// `Some(started)` when a scan is due at `now`; the next one is then scheduled an
+    /// interval later (never in the past, however long this one takes).
+    pub fn start(&mut self, now: std::time::Instant) -> Option<std::time::Instant> {
+        if now < self.next {
+            return None;
+        }
+        let started = std::time::Instant::now();
+        self.next = (now + self.interval).max(started);
+        Some(started)
+    }
+}
+
+/// Records a finished scan in the metrics; returns how long it took.
+pub fn record_scan(name: &'static str, started: std::time::Instant, table: &ConnTable, metrics: &mut crate::metrics::Metrics) -> std::time::Duration {
+    let took = std::time::Instant::now().saturating_duration_since(started);
+    metrics.inc(&SCANS, &[name]);
+    metrics.set(&TRACKED, vec![name.into()], table.len() as f64);
+    metrics.set(&SCAN_SECONDS, vec![name.into()], took.as_secs_f64());
+    took
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::conn_table::{ConnFilter, ConnTable, SCANS, SCAN_FAILURES, SCAN_SECONDS, TRACKED};
+use super::conn_table::{record_scan, ConnFilter, ConnTable, ScanTimer, SCAN_FAILURES};
 use super::netstat::{read_established, unknown, warn};
 use crate::config::Config;
 use crate::context::Context;
@@ -98,8 +98,7 @@ pub fn process_socket_inodes(comm: &[u8], out: &mut HashSet<u32>) {
 
 /// The running iperf scanner.
 pub struct Scanner {
-    next: Instant,
-    interval: Duration,
+    timer: ScanTimer,
     pairs: Vec<(IdOrName, IdOrName)>,
     ports: Vec<u16>,
     round_robin: bool,
@@ -117,8 +116,7 @@ impl Scanner {
     pub fn new(cfg: &Config) -> io::Result<Scanner> {
         std::fs::File::open(super::netstat::PROC_NET[0])?;
         Ok(Scanner {
-            next: Instant::now(),
-            interval: cfg.netstat.interval,
+            timer: ScanTimer::new(cfg.netstat.interval),
             pairs: cfg.iperf_flow_id.clone(),
             ports: cfg.iperf_ports.clone(),
             round_robin: cfg.iperf_round_robin,
@@ -134,16 +132,12 @@ impl Scanner {
 
     /// The next scan.
     pub fn poll_at(&self) -> Option<Instant> {
-        Some(self.next)
+        Some(self.timer.next())
     }
 
     /// Scans when due.
     pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
-        if cx.now < self.next {
-            return;
-        }
-        let started = Instant::now();
-        self.next = (cx.now + self.interval).max(started);
+        let Some(started) = self.timer.start(cx.now) else { return };
         let mut ids = Vec::with_capacity(self.pairs.len());
         for (x, a) in &self.pairs {
             match cx.registry.resolve(x, a) {
@@ -189,10 +183,7 @@ impl Scanner {
             });
         }
         let ended = self.table.finish(cx.wall, cx.out);
-        let took = Instant::now().saturating_duration_since(started);
-        cx.metrics.inc(&SCANS, &[NAME]);
-        cx.metrics.set(&TRACKED, vec![NAME.into()], self.table.len() as f64);
-        cx.metrics.set(&SCAN_SECONDS, vec![NAME.into()], took.as_secs_f64());
+        let took = record_scan(NAME, started, &self.table, cx.metrics);
         log::debug!("iperf: scan in {took:?}: {} iperf3 sockets, {} tracked, {ended} ended", self.inodes.len(), self.table.len());
     }
 }

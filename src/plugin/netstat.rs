@@ -13,7 +13,7 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::conn_table::{ConnFilter, ConnTable, SCANS, SCAN_FAILURES, SCAN_SECONDS, TRACKED};
+use super::conn_table::{record_scan, ConnFilter, ConnTable, ScanTimer, SCAN_FAILURES};
 use crate::config::Config;
 use crate::context::Context;
 use crate::logger::RateLimit;
@@ -67,8 +67,7 @@ pub(crate) fn unknown(e: UnknownName) -> &'static str {
 
 /// The running netstat scanner.
 pub struct Scanner {
-    next: Instant,
-    interval: Duration,
+    timer: ScanTimer,
     experiment: IdOrName,
     activity: IdOrName,
     table: ConnTable,
@@ -83,8 +82,7 @@ impl Scanner {
         std::fs::File::open(PROC_NET[0])?;
         let s = &cfg.netstat;
         Ok(Scanner {
-            next: Instant::now(),
-            interval: s.interval,
+            timer: ScanTimer::new(s.interval),
             experiment: s.experiment.clone().unwrap_or(IdOrName::Id(0)),
             activity: s.activity.clone().unwrap_or(IdOrName::Id(0)),
             table: ConnTable::new(ConnFilter::from_scan(s)),
@@ -96,16 +94,12 @@ impl Scanner {
 
     /// The next scan.
     pub fn poll_at(&self) -> Option<Instant> {
-        Some(self.next)
+        Some(self.timer.next())
     }
 
     /// Scans when due.
     pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
-        if cx.now < self.next {
-            return;
-        }
-        let started = Instant::now();
-        self.next = (cx.now + self.interval).max(started);
+        let Some(started) = self.timer.start(cx.now) else { return };
         let ids = match cx.registry.resolve(&self.experiment, &self.activity) {
             Ok(ids) => ids,
             Err(e) => {
@@ -135,10 +129,7 @@ impl Scanner {
             self.table.observe(src, dst, inode, cx.wall, cx.out, |_| ids);
         }
         let ended = self.table.finish(cx.wall, cx.out);
-        let took = Instant::now().saturating_duration_since(started);
-        cx.metrics.inc(&SCANS, &[NAME]);
-        cx.metrics.set(&TRACKED, vec![NAME.into()], self.table.len() as f64);
-        cx.metrics.set(&SCAN_SECONDS, vec![NAME.into()], took.as_secs_f64());
+        let took = record_scan(NAME, started, &self.table, cx.metrics);
         log::debug!("netstat: scan in {took:?}: {} tracked, {ended} ended", self.table.len());
     }
 }

@@ -20,6 +20,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Group, Uid, User};
 
 pub mod netlink;
+pub mod notify;
 
 fn errno(e: nix::Error) -> io::Error {
     io::Error::from_raw_os_error(e as i32)

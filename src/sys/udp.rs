@@ -65,7 +65,7 @@ pub fn send_batch<S: AsRawFd>(sock: &S, msgs: &[(SocketAddr, &[u8])], mut done: 
             .collect();
         // SAFETY: `hdrs` holds `chunk.len()` valid mmsghdr entries whose name/iov pointers
         // point into `addrs`, `iovs` and the caller's payloads, all alive for this call.
-        let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), hdrs.len() as libc::c_uint, libc::MSG_DONTWAIT) };
+        let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), hdrs.len() as libc::c_uint, libc::MSG_DONTWAIT as _) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
