@@ -10,4 +10,5 @@ mod marker;
 mod scan;
 mod manpage;
 mod packaging;
+mod stun;
 mod systemd;

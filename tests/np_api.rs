@@ -10,7 +10,7 @@ use crate::util::{json_of, Flowd, Sink, TempDir};
 const T: Duration = Duration::from_secs(5);
 
 /// Validates datagrams with the independent Python checker (schema + collector grok).
-fn validate_externally(datagrams: &[String]) {
+pub fn validate_externally(datagrams: &[String]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/validate_firefly.py");
     let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/spec/firefly.schema.json");
     let schema = if std::path::Path::new(schema).exists() { schema.to_string() } else { concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/firefly.schema.json").to_string() };
