@@ -9,7 +9,7 @@
 //! Usage (root): `cargo bench --bench np_api -- [--events N] [--python PYTHON FLOWD_SCRIPT]`.
 //! Without --python it looks for the venv at /work/pyflowd (see README, "Performance").
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "benchmark program")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, reason = "benchmark program")]
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -121,7 +121,7 @@ mod tests {
         assert!(r.config_given && r.debug && r.foreground);
         assert_eq!(r.config, PathBuf::from("/tmp/x.cfg"));
         let Command::Run(r) = p(&["--config=/a", "--fg", "--check"]).unwrap() else { panic!() };
-        assert!(r.check && r.foreground && r.config == PathBuf::from("/a"));
+        assert!(r.check && r.foreground && r.config.as_path() == std::path::Path::new("/a"));
         assert_eq!(p(&["--version"]), Ok(Command::Version));
         assert_eq!(p(&["-f", "-h"]), Ok(Command::Help));
         assert_eq!(p(&["label", "encode", "2", "9"]), Ok(Command::Label(vec!["encode".into(), "2".into(), "9".into()])));

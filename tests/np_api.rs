@@ -47,7 +47,7 @@ fn ipv4_and_ipv6_start_ongoing_end_fireflies_are_valid_and_exact() {
     assert_eq!(states, ["start", "start", "ongoing", "ongoing", "end", "end"]);
     let host = flowd::wire::firefly::syslog_hostname(&flowd::sys::hostname());
     for d in &collected {
-        assert!(d.starts_with(&format!("<134>1 20")), "{d}");
+        assert!(d.starts_with("<134>1 20"), "{d}");
         assert!(d.contains(&format!(" {host} flowd - firefly-json - {{\"version\": 1, ")), "{d}");
         let j = json_of(d);
         assert_eq!(j["context"]["application"], format!("flowd {}", env!("CARGO_PKG_VERSION")));

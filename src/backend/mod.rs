@@ -76,7 +76,7 @@ impl BackendError {
 /// One running marking method.
 pub enum Backend {
     /// UDP fireflies.
-    UdpFirefly(udp_firefly::Sender),
+    UdpFirefly(Box<udp_firefly::Sender>),
     /// Logs events.
     Dummy(dummy::Dummy),
     /// Per-flow TCP metrics on the metrics page.
@@ -90,7 +90,7 @@ impl Backend {
     /// Builds the backend `kind` from the config.
     pub fn new(kind: BackendKind, cfg: &Config) -> Result<Backend, BackendInitError> {
         match kind {
-            BackendKind::UdpFirefly => Ok(Backend::UdpFirefly(udp_firefly::Sender::new(cfg)?)),
+            BackendKind::UdpFirefly => Ok(Backend::UdpFirefly(Box::new(udp_firefly::Sender::new(cfg)?))),
             BackendKind::Dummy => Ok(Backend::Dummy(dummy::Dummy)),
             BackendKind::Prometheus => Ok(Backend::Prometheus(prometheus::FlowMetrics::new())),
             #[cfg(feature = "ebpf")]
