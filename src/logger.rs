@@ -185,6 +185,16 @@ impl RateLimit {
             None
         }
     }
+
+    /// Once the window in which messages were suppressed is over: how many (taken, so
+    /// the next allowed message does not repeat them). Lets a caller log a summary
+    /// without waiting for a next message that may never come.
+    pub fn flush(&mut self, now: Instant) -> Option<u64> {
+        match self.window_start {
+            Some(s) if self.suppressed > 0 && now.saturating_duration_since(s) >= self.period => Some(std::mem::take(&mut self.suppressed)),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -248,5 +258,19 @@ mod tests {
         assert_eq!(r.allow(t0), None);
         assert_eq!(r.allow(t0 + Duration::from_secs(1)), None);
         assert_eq!(r.allow(t0 + Duration::from_secs(11)), Some(2));
+    }
+
+    #[test]
+    fn test_flush_reports_suppressed_once_the_window_is_over() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::new(1, Duration::from_secs(10));
+        assert_eq!(r.flush(t0), None);
+        assert_eq!(r.allow(t0), Some(0));
+        assert_eq!(r.allow(t0), None);
+        assert_eq!(r.allow(t0), None);
+        assert_eq!(r.flush(t0 + Duration::from_secs(5)), None, "window still open");
+        assert_eq!(r.flush(t0 + Duration::from_secs(10)), Some(2));
+        assert_eq!(r.flush(t0 + Duration::from_secs(11)), None);
+        assert_eq!(r.allow(t0 + Duration::from_secs(12)), Some(0), "not reported twice");
     }
 }

@@ -9,6 +9,7 @@ mod firefly;
 mod metrics;
 mod np_api;
 mod marker;
+mod hardening;
 mod scan;
 mod manpage;
 mod packaging;

@@ -89,10 +89,16 @@ pub fn parse(text: &str) -> (Vec<Entry>, Vec<LineError>) {
             continue;
         }
         // A value with open brackets continues on the next lines (Python implicit joining).
+        // The depth is carried along line by line (recounting the whole value for each
+        // line made a long unclosed value quadratic: seconds for 200 KB).
         let mut value_text = rest.trim().to_string();
-        while depth(&value_text) > 0 && i < lines.len() && !is_assignment(lines[i]) {
+        let mut quote = None;
+        let mut open = depth_step(&value_text, &mut quote);
+        while open > 0 && i < lines.len() && !is_assignment(lines[i]) {
+            let piece = strip_comment(lines[i]).trim();
             value_text.push(' ');
-            value_text.push_str(strip_comment(lines[i]).trim());
+            value_text.push_str(piece);
+            open += depth_step(piece, &mut quote);
             i += 1;
         }
         match parse_value(&value_text) {
@@ -137,16 +143,16 @@ fn is_assignment(line: &str) -> bool {
     }
 }
 
-/// Open-bracket depth outside strings (positive while a tuple/list is unfinished).
-fn depth(s: &str) -> i32 {
+/// Change of open-bracket depth over `s`, outside strings (positive while a tuple/list
+/// is unfinished). `quote` is the string state, carried from the text before `s`.
+fn depth_step(s: &str, quote: &mut Option<char>) -> i32 {
     let mut d = 0;
-    let mut quote: Option<char> = None;
     for c in s.chars() {
-        match quote {
-            Some(q) if c == q => quote = None,
+        match *quote {
+            Some(q) if c == q => *quote = None,
             Some(_) => {}
             None => match c {
-                '\'' | '"' => quote = Some(c),
+                '\'' | '"' => *quote = Some(c),
                 '(' | '[' => d += 1,
                 ')' | ']' => d -= 1,
                 _ => {}
@@ -325,6 +331,19 @@ mod tests {
         let lines: Vec<usize> = errs.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![2, 3, 4, 5, 6, 7]);
         assert!(errs[0].to_string().starts_with("line 2: B: \"unquoted\" is not a value"));
+    }
+
+    #[test]
+    fn test_long_unclosed_value_is_linear() {
+        // 400k continuation lines used to take minutes (depth recounted per line).
+        let text = format!("A = (\n{}B = 1\n", "  1,  # x\n".repeat(400_000));
+        let (e, errs) = parse(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].msg.contains("missing closing"), "{errs:?}");
+        assert_eq!(e.len(), 1);
+        let (e, errs) = parse("A = ('x)',\n 'y(' ,\n)\nB = 2\n");
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(e[0].value, Value::List(vec![Value::Str("x)".into()), Value::Str("y(".into())]));
     }
 
     #[test]

@@ -488,6 +488,7 @@ impl Daemon {
         }
         self.plugins.clear();
         self.drop_backends();
+        log_totals(&self.metrics);
         log::info!("flowd stopped");
     }
 
@@ -502,6 +503,21 @@ impl Daemon {
     /// The daemon's metrics (for the HTTP listener and tests).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+}
+
+/// Logs every non-zero counter once (at shutdown), one line per family:
+/// `totals: flowd_bad_input_total np_api/bad_state=12 np_api/bad_port=3`, so that
+/// what was received, sent and rejected is on record even without a metrics scrape.
+fn log_totals(metrics: &Metrics) {
+    for (desc, series) in metrics.families() {
+        if desc.kind != Kind::Counter {
+            continue;
+        }
+        let parts: Vec<String> = series.iter().filter(|(_, v)| *v > 0.0).map(|(labels, v)| format!("{}={v}", labels.join("/"))).collect();
+        if !parts.is_empty() {
+            log::info!("totals: {} {}", desc.name, parts.join(" "));
+        }
     }
 }
 

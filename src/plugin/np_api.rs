@@ -71,6 +71,8 @@ pub struct NpApi {
     backlog: Option<Instant>,
     next_check: Instant,
     warn: RateLimit,
+    /// Rejected lines not logged in the current rate-limit window, by reason.
+    unlogged: Vec<(&'static str, u64)>,
 }
 
 impl NpApi {
@@ -95,6 +97,7 @@ impl NpApi {
             backlog: None,
             next_check: Instant::now() + CHECK_EVERY,
             warn: RateLimit::new(10, Duration::from_secs(10)),
+            unlogged: Vec::new(),
         })
     }
 
@@ -195,13 +198,37 @@ impl NpApi {
         cx.metrics.inc(&BAD_INPUT, &["np_api", reason]);
         if let Some(suppressed) = self.warn.allow(cx.now) {
             let shown: String = String::from_utf8_lossy(&line[..line.len().min(200)]).escape_debug().collect();
-            let more = if suppressed > 0 { format!(" ({suppressed} similar messages suppressed)") } else { String::new() };
+            let more = if suppressed > 0 { format!(" ({suppressed} similar messages suppressed: {})", self.take_unlogged()) } else { String::new() };
             log::warn!("np_api: rejected line \"{shown}\": {why}{more}");
+        } else {
+            match self.unlogged.iter_mut().find(|(r, _)| *r == reason) {
+                Some((_, n)) => *n += 1,
+                None => self.unlogged.push((reason, 1)),
+            }
         }
     }
 
-    /// Removes the pipe from the file system if it is still ours (clean exit only).
+    /// `reason=count …` of the lines rejected without a log line, and resets them.
+    fn take_unlogged(&mut self) -> String {
+        let by: Vec<String> = self.unlogged.iter().map(|(r, n)| format!("{r}={n}")).collect();
+        self.unlogged.clear();
+        by.join(" ")
+    }
+
+    /// Logs the rejections the rate limit held back once its window is over.
+    fn log_unlogged(&mut self, now: Instant) {
+        if let Some(n) = self.warn.flush(now) {
+            log::warn!("np_api: {n} more rejected lines not logged individually: {}", self.take_unlogged());
+        }
+    }
+
+    /// Removes the pipe from the file system if it is still ours (clean exit only),
+    /// after logging the rejections the rate limit held back.
     pub fn remove_pipe(&mut self) {
+        if !self.unlogged.is_empty() {
+            let n: u64 = self.unlogged.iter().map(|(_, n)| n).sum();
+            log::warn!("np_api: {n} more rejected lines not logged individually: {}", self.take_unlogged());
+        }
         if sys::fifo_id(&self.path) == Some(self.id) {
             if let Err(e) = std::fs::remove_file(&self.path) {
                 log::warn!("np_api: cannot remove {}: {e}", self.path.display());
@@ -222,6 +249,7 @@ impl NpApi {
         }
         if cx.now >= self.next_check {
             self.next_check = cx.now + CHECK_EVERY;
+            self.log_unlogged(cx.now);
             if sys::fifo_id(&self.path) != Some(self.id) {
                 self.recreate(cx);
             }

@@ -32,26 +32,41 @@ pub type FileId = (u64, u64);
 /// Creates the FIFO at `path` if missing (an existing FIFO is kept), opens it
 /// `O_RDWR|O_NONBLOCK|O_CLOEXEC` (so writers closing never produce EOF), and returns the
 /// fd with the pipe's identity. An existing non-FIFO file is an error.
+///
+/// Nothing here follows a symbolic link or acts on the path after opening: the open is
+/// `O_NOFOLLOW`, the opened file must be a FIFO (`fstat`), and mode and owner are set on
+/// the fd. So whoever can write to the pipe's directory cannot swap in a link between
+/// the checks and make flowd open, chmod or chown another file.
 pub fn open_fifo(path: &Path, mode: u32, owner: Option<Uid>, group: Option<Gid>) -> io::Result<(OwnedFd, FileId)> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_fifo() => {}
+    let created = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_fifo() => false,
         Ok(_) => return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a named pipe")),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // mkfifo never follows a link: a name that appeared meanwhile gives EEXIST.
             nix::unistd::mkfifo(path, Mode::from_bits_truncate(mode)).map_err(errno)?;
-            // mkfifo honours the umask; set the configured mode exactly.
-            nix::sys::stat::fchmodat(nix::fcntl::AT_FDCWD, path, Mode::from_bits_truncate(mode), nix::sys::stat::FchmodatFlags::FollowSymlink)
-                .map_err(errno)?;
-            if owner.is_some() || group.is_some() {
-                nix::unistd::chown(path, owner, group).map_err(errno)?;
-            }
+            true
         }
         Err(e) => return Err(e),
+    };
+    let flags = OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+    let fd = nix::fcntl::open(path, flags, Mode::empty()).map_err(|e| match e {
+        nix::Error::ELOOP => io::Error::new(io::ErrorKind::AlreadyExists, "is a symbolic link, not a named pipe"),
+        e => errno(e),
+    })?;
+    let st = nix::sys::stat::fstat(fd.as_fd()).map_err(errno)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a named pipe"));
     }
-    let fd = nix::fcntl::open(path, OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty()).map_err(errno)?;
     // A larger pipe buffer absorbs writers' bursts (best effort: capped by
     // /proc/sys/fs/pipe-max-size for unprivileged users).
     let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
-    let st = nix::sys::stat::fstat(fd.as_fd()).map_err(errno)?;
+    if created {
+        // mkfifo honours the umask; set the configured mode exactly, on what we opened.
+        nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(mode)).map_err(errno)?;
+        if owner.is_some() || group.is_some() {
+            nix::unistd::fchown(fd.as_fd(), owner, group).map_err(errno)?;
+        }
+    }
     Ok((fd, (st.st_dev as u64, st.st_ino as u64)))
 }
 
@@ -105,9 +120,27 @@ pub struct PidFile {
 
 impl PidFile {
     /// Creates or takes over `path`, locks it, and writes `<pid>\n`. Fails if another
-    /// live process holds the lock (its PID is in the message).
+    /// live process holds the lock (its PID is in the message). The path must be a
+    /// regular file or absent: a symbolic link is refused (`O_NOFOLLOW`), so a link
+    /// planted in the PID file's directory cannot make flowd truncate another file.
+    /// If the PID cannot be written (disk full), the file is removed again.
     pub fn create(path: &Path) -> io::Result<PidFile> {
-        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .mode(0o644)
+            .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => io::Error::new(io::ErrorKind::InvalidInput, "is a symbolic link; refusing to follow it"),
+                _ => e,
+            })?;
+        if !file.metadata()?.file_type().is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "is not a regular file"));
+        }
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
             Err((_, nix::Error::EWOULDBLOCK)) => {
@@ -119,9 +152,12 @@ impl PidFile {
             }
             Err((_, e)) => return Err(errno(e)),
         };
-        lock.set_len(0)?;
-        writeln!(&mut *lock, "{}", std::process::id())?;
-        lock.flush()?;
+        let written = lock.set_len(0).and_then(|()| writeln!(&mut *lock, "{}", std::process::id())).and_then(|()| lock.flush());
+        if let Err(e) = written {
+            // We hold the lock, so the file is ours (or a stale one): do not leave it empty.
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
         Ok(PidFile { path: path.to_path_buf(), _lock: lock })
     }
 }
@@ -214,5 +250,33 @@ mod tests {
         assert!(e.to_string().contains("another flowd"), "{e}");
         drop(a);
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn test_links_at_the_pipe_or_pid_path_are_refused_and_their_target_untouched() {
+        let dir = std::env::temp_dir().join(format!("flowd-sys-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"precious\n").unwrap();
+        std::fs::set_permissions(&victim, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let pipe = dir.join("np");
+        std::os::unix::fs::symlink(&victim, &pipe).unwrap();
+        let e = open_fifo(&pipe, 0o666, None, None).unwrap_err();
+        assert!(e.to_string().contains("not a named pipe"), "{e}");
+        // A link to a FIFO is refused as well (the open does not follow it).
+        let real = dir.join("real-fifo");
+        nix::unistd::mkfifo(&real, Mode::from_bits_truncate(0o600)).unwrap();
+        let via = dir.join("via-link");
+        std::os::unix::fs::symlink(&real, &via).unwrap();
+        assert!(open_fifo(&via, 0o666, None, None).is_err());
+        let pid = dir.join("flowd.pid");
+        std::os::unix::fs::symlink(&victim, &pid).unwrap();
+        let e = PidFile::create(&pid).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+        assert_eq!(std::fs::metadata(&victim).unwrap().mode() & 0o777, 0o600);
+        assert!(PidFile::create(&dir).is_err(), "a directory is not a PID file");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

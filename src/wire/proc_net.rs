@@ -72,6 +72,10 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Conn>, ProcNetError> {
     }
     let src = address(f.next().ok_or(ProcNetError::Short)?)?;
     let dst = address(f.next().ok_or(ProcNetError::Short)?)?;
+    if src.is_ipv4() != dst.is_ipv4() {
+        // The kernel writes both ends in one format (tcp: 8 digits, tcp6: 32); a mix is corrupt.
+        return Err(ProcNetError::Address);
+    }
     let st = hex_u32(f.next().ok_or(ProcNetError::Short)?).and_then(|n| u8::try_from(n).ok()).ok_or(ProcNetError::Number)?;
     // tx:rx queue, tr:when, retrnsmt
     let mut rest = f.skip(3);
@@ -160,6 +164,9 @@ mod tests {
         assert_eq!(parse_line(b"   0: 0100007F:A1B2 0100007F:1F90 01 0:0 0:0 0 x 0 1"), Err(ProcNetError::Number));
         assert_eq!(parse_line(b"   0: 0100007F:A1B2 0100007F:1F90 01 0:0 0:0 0 0 0 99999999999"), Err(ProcNetError::Number));
         assert_eq!(parse_line(b""), Ok(None));
+        // Found by fuzzing: an IPv4 local and an IPv6 remote address on one line.
+        let mixed = b"   2: 0100007F:0CEA 00000000000000000000000001000000:D431 01 0:0 0:0 0 4294467296 0 1";
+        assert_eq!(parse_line(mixed), Err(ProcNetError::Address));
         for cut in 0..TCP6.len() {
             let _ = parse(&TCP6[..cut], |_| {});
         }

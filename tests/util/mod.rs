@@ -163,6 +163,11 @@ impl Flowd {
 
     /// SIGTERM and wait; returns the exit status and how long the exit took.
     pub fn stop(mut self) -> (ExitStatus, Duration) {
+        self.stop_keep()
+    }
+
+    /// As `stop`, keeping the temp dir (and the log) for inspection.
+    pub fn stop_keep(&mut self) -> (ExitStatus, Duration) {
         let t0 = Instant::now();
         self.signal(15);
         let deadline = t0 + Duration::from_secs(10);
@@ -189,6 +194,12 @@ impl Drop for Flowd {
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// True when `p` is a named pipe (not following links).
+pub fn is_fifo(p: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(p).map(|m| m.file_type().is_fifo()).unwrap_or(false)
 }
 
 /// Extracts the JSON body of a firefly datagram.
