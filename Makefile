@@ -34,7 +34,7 @@ export AR_aarch64_unknown_linux_musl ?= aarch64-linux-gnu-ar
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER ?= $(CURDIR)/scripts/aarch64-linux-musl-gcc
 
 .PHONY: all build release release-aarch64 test test-pkg-build bench install install-files \
-	rpm deb packages docker clean bench-ebpf bench-scan bench-metrics test-ebpf
+	rpm deb packages docker clean bench-ebpf bench-scan bench-metrics bench-ongoing test-ebpf test-stun
 
 all: build
 
@@ -84,6 +84,7 @@ bench:
 	python3 bench/scan.py --flowd target/release/flowd scan --plugin netstat --n 1000 10000
 	python3 bench/scan.py --flowd target/release/flowd firefly --count 100000
 	python3 bench/metrics.py --flows 1000,10000 --scrapes 20 --wrk-seconds 10
+	python3 bench/ongoing.py --flowd target/release/flowd --n 10000 --interval 2 --periods 10
 
 ## bench-scan: scan plugins (1,000/10,000 connections) and firefly relay throughput, as root
 bench-scan:
@@ -96,6 +97,16 @@ bench-scan:
 bench-metrics:
 	$(CARGO) build -j$(JOBS) --release
 	python3 bench/metrics.py --flows 1000,10000 --scrapes 20 --wrk-seconds 10
+
+## bench-ongoing: 10,000 open loopback TCP flows, ongoing fireflies with/without tcp_info: CPU per period (root)
+bench-ongoing:
+	$(CARGO) build -j$(JOBS) --release
+	python3 bench/ongoing.py --flowd target/release/flowd --n 10000 --interval 2 --periods 10
+
+## test-stun: STUN/discovery/tcp_info unit tests and integration tests (the netns test needs root)
+test-stun:
+	$(CARGO) test -j$(JOBS) --lib -- wire::stun discovery tcp_stats netlink_json
+	$(CARGO) test -j$(JOBS) --test integration stun:: -- --test-threads=2
 
 ## bench-ebpf: eBPF marker ns/packet (BPF_PROG_TEST_RUN) and iperf3 over veth, as root
 bench-ebpf:

@@ -9,7 +9,7 @@
 //! Usage (root): `cargo bench --bench np_api -- [--events N] [--python PYTHON FLOWD_SCRIPT]`.
 //! Without --python it looks for the venv at /work/pyflowd (see README, "Performance").
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "benchmark program")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, reason = "benchmark program")]
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -27,29 +27,37 @@ fn clk_tck() -> f64 {
 
 /// (rss bytes, cpu seconds) summed over `pid` and its descendants.
 fn tree_usage(pid: u32) -> (u64, f64) {
+    let (rss, user, sys) = tree_usage_split(pid);
+    (rss, user + sys)
+}
+
+/// (rss bytes, user cpu seconds, kernel cpu seconds) over `pid` and its descendants.
+fn tree_usage_split(pid: u32) -> (u64, f64, f64) {
     let mut kids: HashMap<u32, Vec<u32>> = HashMap::new();
-    let mut stats: HashMap<u32, (u64, f64)> = HashMap::new();
+    let mut stats: HashMap<u32, (u64, f64, f64)> = HashMap::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
         let rest = &s[s.rfind(')').unwrap() + 2..];
         let f: Vec<&str> = rest.split(' ').collect();
         let ppid: u32 = f[1].parse().unwrap();
-        let cpu = (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / clk_tck();
+        let user = f[11].parse::<f64>().unwrap() / clk_tck();
+        let sys = f[12].parse::<f64>().unwrap() / clk_tck();
         let rss = f[21].parse::<u64>().unwrap() * 4096;
         kids.entry(ppid).or_default().push(p);
-        stats.insert(p, (rss, cpu));
+        stats.insert(p, (rss, user, sys));
     }
     let mut todo = vec![pid];
-    let (mut rss, mut cpu) = (0, 0.0);
+    let (mut rss, mut user, mut sys) = (0, 0.0, 0.0);
     while let Some(p) = todo.pop() {
-        if let Some((r, c)) = stats.get(&p) {
+        if let Some((r, u, s)) = stats.get(&p) {
             rss += r;
-            cpu += c;
+            user += u;
+            sys += s;
         }
         todo.extend(kids.get(&p).cloned().unwrap_or_default());
     }
-    (rss, cpu)
+    (rss, user, sys)
 }
 
 fn sink() -> UdpSocket {
@@ -83,6 +91,7 @@ struct Result {
     received: usize,
     events_per_s: f64,
     cpu_us_per_event: f64,
+    user_us_per_event: f64,
     peak_rss_mib: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -132,7 +141,8 @@ fn run_one(name: &str, mut cmd: Command, n: usize) -> Result {
     for i in 0..n {
         text.push_str(&format!("end tcp 127.0.0.1 {} 127.0.0.1 443 2 9\n", 1024 + (i % 60000)));
     }
-    let (_, cpu_before) = tree_usage(pid);
+    let (_, user_before, sys_before) = tree_usage_split(pid);
+    let cpu_before = user_before + sys_before;
     let start = Instant::now();
     let writer = std::thread::spawn(move || {
         let mut w = std::fs::OpenOptions::new().write(true).open(PIPE).unwrap();
@@ -165,7 +175,9 @@ fn run_one(name: &str, mut cmd: Command, n: usize) -> Result {
     }
     writer.join().unwrap();
     let elapsed = last.duration_since(start).as_secs_f64();
-    let (rss_after, cpu_after) = tree_usage(pid);
+    let (rss_after, user_after, sys_after) = tree_usage_split(pid);
+    let cpu_after = user_after + sys_after;
+    let user_us_per_event = (user_after - user_before) * 1e6 / received.max(1) as f64;
     peak_rss = peak_rss.max(rss_after);
     let cpu_us_per_event = (cpu_after - cpu_before) * 1e6 / received.max(1) as f64;
     std::thread::sleep(Duration::from_millis(300));
@@ -216,6 +228,7 @@ fn run_one(name: &str, mut cmd: Command, n: usize) -> Result {
         received,
         events_per_s: received as f64 / elapsed.max(1e-9),
         cpu_us_per_event,
+        user_us_per_event,
         peak_rss_mib: peak_rss as f64 / 1048576.0,
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
@@ -320,6 +333,7 @@ fn main() {
     row("loss", &|r| format!("{} ({:.2} %)", r.events - r.received, (r.events - r.received) as f64 * 100.0 / r.events as f64));
     row("throughput (events/s)", &|r| format!("{:.0}", r.events_per_s));
     row("CPU per event (µs)", &|r| format!("{:.2}", r.cpu_us_per_event));
+    row("  of which user space (µs)", &|r| format!("{:.2}", r.user_us_per_event));
     row("peak RSS under load (MiB)", &|r| format!("{:.1}", r.peak_rss_mib));
     row("latency p50 at 1k ev/s (ms)", &|r| format!("{:.3}", r.p50_ms));
     row("latency p99 at 1k ev/s (ms)", &|r| format!("{:.3}", r.p99_ms));

@@ -12,6 +12,7 @@ pub const DEFAULT_CONFIG: &str = "/etc/flowd/flowd.cfg";
 pub const USAGE: &str = "\
 usage: flowd [-h] [--version] [-c CONFIG] [-d] [-f] [--check]
        flowd label encode EXP ACT | flowd label decode LABEL
+       flowd stun [-c CONFIG] [--timeout SECONDS] [SERVER[:PORT]...]
 
 flowd - flow and packet marking daemon (Scitags)
 
@@ -27,6 +28,8 @@ options:
 subcommands:
   label encode EXP ACT  print the IPv6 flow label and scitag of an experiment/activity
   label decode LABEL    print the experiment/activity carried by a flow label
+  stun [SERVER...]      ask the STUN servers (default: IP_DISCOVERY_STUN_SERVERS of
+                        the config) for this host's public addresses and print them
 
 signals: SIGTERM/SIGINT stop, SIGHUP (or SIGUSR1) reloads config and registry.
 exit status: 0 ok, 1 runtime/startup error, 2 invalid configuration or usage.
@@ -43,6 +46,8 @@ pub enum Command {
     Run(RunArgs),
     /// `flowd label …` with its remaining arguments.
     Label(Vec<String>),
+    /// `flowd stun …` with its remaining arguments.
+    Stun(Vec<String>),
 }
 
 /// Options of the daemon.
@@ -64,6 +69,9 @@ pub struct RunArgs {
 pub fn parse(args: &[String]) -> Result<Command, String> {
     if args.first().map(String::as_str) == Some("label") {
         return Ok(Command::Label(args[1..].to_vec()));
+    }
+    if args.first().map(String::as_str) == Some("stun") {
+        return Ok(Command::Stun(args[1..].to_vec()));
     }
     let mut run = RunArgs { config: PathBuf::from(DEFAULT_CONFIG), config_given: false, debug: false, foreground: false, check: false };
     let mut it = args.iter();
@@ -113,10 +121,11 @@ mod tests {
         assert!(r.config_given && r.debug && r.foreground);
         assert_eq!(r.config, PathBuf::from("/tmp/x.cfg"));
         let Command::Run(r) = p(&["--config=/a", "--fg", "--check"]).unwrap() else { panic!() };
-        assert!(r.check && r.foreground && r.config == PathBuf::from("/a"));
+        assert!(r.check && r.foreground && r.config.as_path() == std::path::Path::new("/a"));
         assert_eq!(p(&["--version"]), Ok(Command::Version));
         assert_eq!(p(&["-f", "-h"]), Ok(Command::Help));
         assert_eq!(p(&["label", "encode", "2", "9"]), Ok(Command::Label(vec!["encode".into(), "2".into(), "9".into()])));
+        assert_eq!(p(&["stun", "-c", "x"]), Ok(Command::Stun(vec!["-c".into(), "x".into()])));
     }
 
     #[test]

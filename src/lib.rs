@@ -9,6 +9,7 @@
 //! - `wire/`: pure parsers/encoders (pipe lines, fireflies, timestamps).
 //! - `config/`: flowd.cfg (Python-compatible) → typed `Config`.
 //! - `sys/`: the thin layer of system calls.
+//! - `discovery/`: public-address discovery (STUN, HTTP fallback) and `flowd stun`.
 //! - `label`: the Scitags IPv6 flow label (pure) and the `flowd label` command.
 
 pub mod backend;
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod daemon;
+pub mod discovery;
 pub mod error;
 pub mod flow;
 pub mod flows;

@@ -29,6 +29,12 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Ok(Command::Stun(rest)) => {
+            logger::init(Target::Stderr, log::LevelFilter::Warn);
+            let r = flowd::discovery::command::stun_command(&rest);
+            print!("{}", r.text);
+            ExitCode::from(r.status)
+        }
         Ok(Command::Run(run)) => run_daemon(&run),
         Err(e) => {
             eprintln!("usage: flowd [-h] [--version] [-c CONFIG] [-d] [-f] [--check]\nflowd: error: {e}");

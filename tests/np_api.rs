@@ -10,7 +10,7 @@ use crate::util::{json_of, Flowd, Sink, TempDir};
 const T: Duration = Duration::from_secs(5);
 
 /// Validates datagrams with the independent Python checker (schema + collector grok).
-fn validate_externally(datagrams: &[String]) {
+pub fn validate_externally(datagrams: &[String]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/validate_firefly.py");
     let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/spec/firefly.schema.json");
     let schema = if std::path::Path::new(schema).exists() { schema.to_string() } else { concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/firefly.schema.json").to_string() };
@@ -47,7 +47,7 @@ fn ipv4_and_ipv6_start_ongoing_end_fireflies_are_valid_and_exact() {
     assert_eq!(states, ["start", "start", "ongoing", "ongoing", "end", "end"]);
     let host = flowd::wire::firefly::syslog_hostname(&flowd::sys::hostname());
     for d in &collected {
-        assert!(d.starts_with(&format!("<134>1 20")), "{d}");
+        assert!(d.starts_with("<134>1 20"), "{d}");
         assert!(d.contains(&format!(" {host} flowd - firefly-json - {{\"version\": 1, ")), "{d}");
         let j = json_of(d);
         assert_eq!(j["context"]["application"], format!("flowd {}", env!("CARGO_PKG_VERSION")));

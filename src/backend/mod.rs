@@ -6,16 +6,21 @@
 //! - `handle(&mut self, ev, cx) -> Result<(), BackendError>`: act on one flow event,
 //!   synchronously, without blocking (a would-block is an error that is counted).
 //! - `poll_at(&self)` / `on_timeout(&mut self, cx)`: optional periodic work.
+//! - `register` / `on_ready` / `on_wake` / `deregister`: optional event sources of its
+//!   own (udp_firefly's STUN and sock_diag sockets), all under the backend's one token.
 //!
 //! An error from `handle` is logged (rate-limited) and counted by the loop; it never
 //! stops the loop or the other backends.
 
 pub mod dummy;
+pub mod firefly_extras;
 pub mod prometheus;
 #[cfg(feature = "ebpf")]
 pub mod marker;
+pub mod tcp_stats;
 pub mod udp_firefly;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::{BackendKind, Config};
@@ -71,7 +76,7 @@ impl BackendError {
 /// One running marking method.
 pub enum Backend {
     /// UDP fireflies.
-    UdpFirefly(udp_firefly::Sender),
+    UdpFirefly(Box<udp_firefly::Sender>),
     /// Logs events.
     Dummy(dummy::Dummy),
     /// Per-flow TCP metrics on the metrics page.
@@ -85,7 +90,7 @@ impl Backend {
     /// Builds the backend `kind` from the config.
     pub fn new(kind: BackendKind, cfg: &Config) -> Result<Backend, BackendInitError> {
         match kind {
-            BackendKind::UdpFirefly => Ok(Backend::UdpFirefly(udp_firefly::Sender::new(cfg)?)),
+            BackendKind::UdpFirefly => Ok(Backend::UdpFirefly(Box::new(udp_firefly::Sender::new(cfg)?))),
             BackendKind::Dummy => Ok(Backend::Dummy(dummy::Dummy)),
             BackendKind::Prometheus => Ok(Backend::Prometheus(prometheus::FlowMetrics::new())),
             #[cfg(feature = "ebpf")]
@@ -122,6 +127,7 @@ impl Backend {
     /// after they are re-created on reload; stateless ones must not see them again).
     pub fn keeps_flow_state(&self) -> bool {
         match self {
+            Backend::UdpFirefly(b) => b.tracks_flows(),
             #[cfg(feature = "ebpf")]
             Backend::Marker(_) => true,
             _ => false,
@@ -135,10 +141,52 @@ impl Backend {
         }
     }
 
+    /// A flow open before the backend was re-created (reload): stateful backends take
+    /// it up again without acting as for a new flow (no firefly is sent again).
+    pub fn replay(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<(), BackendError> {
+        match self {
+            Backend::UdpFirefly(b) => {
+                b.adopt(ev);
+                Ok(())
+            }
+            other => other.handle(ev, cx),
+        }
+    }
+
+    /// Registers the backend's own event sources (if any) under `token`; helper threads
+    /// wake the loop with `waker`. Failures are logged and disable only that feature.
+    pub fn register(&mut self, reg: &mio::Registry, token: mio::Token, waker: &Arc<mio::Waker>, now: Instant) {
+        if let Backend::UdpFirefly(b) = self {
+            b.register(reg, token, Arc::clone(waker), now);
+        }
+    }
+
+    /// Removes the backend's event sources from the poll (before it is dropped).
+    pub fn deregister(&mut self, reg: &mio::Registry) {
+        if let Backend::UdpFirefly(b) = self {
+            b.deregister(reg);
+        }
+    }
+
+    /// The backend's token is ready: read its sources until `WouldBlock`.
+    pub fn on_ready(&mut self, cx: &mut Context<'_>) {
+        if let Backend::UdpFirefly(b) = self {
+            b.on_ready(cx);
+        }
+    }
+
+    /// The loop's waker fired: collect results of the backend's helper threads.
+    pub fn on_wake(&mut self, cx: &mut Context<'_>) {
+        if let Backend::UdpFirefly(b) = self {
+            b.on_wake(cx);
+        }
+    }
+
     /// The backend's next deadline, if it has periodic work.
     pub fn poll_at(&self) -> Option<Instant> {
         match self {
-            Backend::UdpFirefly(_) | Backend::Dummy(_) | Backend::Prometheus(_) => None,
+            Backend::UdpFirefly(b) => b.poll_at(),
+            Backend::Dummy(_) | Backend::Prometheus(_) => None,
             #[cfg(feature = "ebpf")]
             Backend::Marker(b) => b.poll_at(),
         }
@@ -167,11 +215,12 @@ impl Backend {
     }
 
     /// The deadline from `poll_at` has passed.
-    pub fn on_timeout(&mut self, _cx: &mut Context<'_>) {
+    pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
         match self {
-            Backend::UdpFirefly(_) | Backend::Dummy(_) | Backend::Prometheus(_) => {}
+            Backend::UdpFirefly(b) => b.on_timeout(cx),
+            Backend::Dummy(_) | Backend::Prometheus(_) => {}
             #[cfg(feature = "ebpf")]
-            Backend::Marker(b) => b.on_timeout(_cx),
+            Backend::Marker(b) => b.on_timeout(cx),
         }
     }
 }

@@ -6,12 +6,14 @@
 //! IPv6): one system call per 64 datagrams instead of one each. A failed or would-block
 //! send is counted and logged (rate-limited), never retried, so the loop never waits on
 //! the network. Collector host names are resolved once at start (and at
-//! each reload).
+//! each reload). Public addresses, `netlink`/`usage` and `ongoing` fireflies come from
+//! `firefly_extras` (its loop hooks are forwarded from here).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
+use crate::backend::firefly_extras::Extras;
 use crate::backend::BackendError;
 use crate::config::Config;
 use crate::context::Context;
@@ -125,6 +127,8 @@ pub struct Sender {
     /// Queued sends: (destination, arena range, recipient kind).
     queue: Vec<(SocketAddr, std::ops::Range<usize>, &'static str)>,
     warn: RateLimit,
+    /// Public-address discovery, tcp_info and ongoing fireflies.
+    extras: Box<Extras>,
     listen_port: u16,
     own: Vec<IpAddr>,
     own_read_at: Option<Instant>,
@@ -172,15 +176,17 @@ impl Sender {
             arena: Vec::with_capacity(64 * 1024),
             queue: Vec::with_capacity(MAX_QUEUED),
             warn: RateLimit::new(10, Duration::from_secs(10)),
+            extras: Box::new(Extras::new(cfg)),
             listen_port: cfg.firefly_listener_port,
             own: Vec::new(),
             own_read_at: None,
         })
     }
 
-    /// The key as it appears in the firefly: UDP_FIREFLY_IP4_SRC/IP6_SRC replace `src-ip`.
-    fn wire_key(&self, key: &FlowKey) -> FlowKey {
-        let mut k = *key;
+    /// The key as it appears in the firefly: private addresses become public ones (not
+    /// for relayed fireflies), then UDP_FIREFLY_IP4_SRC/IP6_SRC replace `src-ip`.
+    fn wire_key(&self, key: &FlowKey, own: bool) -> FlowKey {
+        let mut k = if own { self.extras.public_key(key) } else { *key };
         match (k.src.ip(), self.ip4_src, self.ip6_src) {
             (IpAddr::V4(_), Some(a), _) => k.src.set_ip(IpAddr::V4(a)),
             (IpAddr::V6(_), _, Some(a)) => k.src.set_ip(IpAddr::V6(a)),
@@ -196,17 +202,19 @@ impl Sender {
             FlowState::End => Some(ev.end_time.unwrap_or(ev.at)),
             _ => None,
         };
+        let key = self.wire_key(&ev.key, relayed.is_none());
+        let (usage, netlink) = if relayed.is_none() { self.extras.enrich(ev) } else { (None, None) };
         let ff = Firefly {
             state: ev.state,
             current_time: cx.wall,
             start_time: ev.start_time.unwrap_or(ev.at),
             end_time,
-            key: self.wire_key(&ev.key),
+            key,
             exp: ev.exp,
             act: ev.act,
             application: relayed.and_then(|r| r.application.as_deref()).unwrap_or(&self.application),
-            usage: relayed.and_then(|r| r.usage),
-            netlink: relayed.and_then(|r| r.netlink.as_deref()),
+            usage: relayed.and_then(|r| r.usage).or(usage),
+            netlink: relayed.and_then(|r| r.netlink.as_deref()).or(netlink),
         };
         let start = self.arena.len();
         firefly::encode(&mut self.arena, &self.hostname, &ff);
@@ -300,6 +308,53 @@ impl Sender {
         let mut queue = queue;
         queue.clear();
         self.queue = queue;
+    }
+}
+
+impl Sender {
+    /// Registers discovery and tcp_info sockets under `token`.
+    pub fn register(&mut self, reg: &mio::Registry, token: mio::Token, waker: std::sync::Arc<mio::Waker>, now: std::time::Instant) {
+        self.extras.register(reg, token, waker, now);
+    }
+
+    /// Removes the sockets from the poll (before the backend is dropped).
+    pub fn deregister(&mut self, reg: &mio::Registry) {
+        self.extras.deregister(reg);
+    }
+
+    /// True when open flows are followed (they are replayed after a reload).
+    pub fn tracks_flows(&self) -> bool {
+        self.extras.tracks_flows()
+    }
+
+    /// Follows a flow that was open before a reload, without sending anything.
+    pub fn adopt(&mut self, ev: &FlowEvent) {
+        self.extras.adopt(ev);
+    }
+
+    /// The next deadline of discovery or of the tcp_info/ongoing period.
+    pub fn poll_at(&self) -> Option<std::time::Instant> {
+        self.extras.poll_at()
+    }
+
+    /// Due timers; sends this turn's share of `ongoing` fireflies.
+    pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
+        self.extras.on_timeout(cx.poll, cx.now, cx.metrics);
+        while let Some(ev) = self.extras.next_ongoing(cx.wall, cx.metrics) {
+            // `handle` never fails for own fireflies: sends are counted at flush.
+            let _ = self.handle(&ev, cx);
+        }
+        self.flush(cx);
+    }
+
+    /// The backend's token is ready (STUN replies, sock_diag dump replies).
+    pub fn on_ready(&mut self, cx: &mut Context<'_>) {
+        self.extras.on_ready(cx.poll, cx.now, cx.metrics);
+    }
+
+    /// The loop's waker fired.
+    pub fn on_wake(&mut self, cx: &mut Context<'_>) {
+        self.extras.on_wake(cx.poll, cx.now, cx.metrics);
     }
 }
 

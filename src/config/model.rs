@@ -143,6 +143,16 @@ pub struct Config {
     pub ip_discovery_enabled: bool,
     /// IP_DISCOVERY_STUN_SERVERS: `host:port` STUN servers.
     pub ip_discovery_stun_servers: Vec<String>,
+    /// IP_DISCOVERY_INTERVAL: period of re-discovery after a success.
+    pub ip_discovery_interval: Duration,
+    /// IP_DISCOVERY_TIMEOUT: first STUN retransmission timeout (doubles per retry).
+    pub ip_discovery_timeout: Duration,
+    /// IP_DISCOVERY_HTTP_URLS: "what is my IP" URLs tried when STUN finds nothing.
+    pub ip_discovery_http_urls: Vec<String>,
+    /// IP_DISCOVERY_MAP: manual private → public address pairs (used with or without discovery).
+    pub ip_discovery_map: Vec<(IpAddr, IpAddr)>,
+    /// UDP_FIREFLY_NETLINK_INTERVAL: tcp_info refresh period when ongoing fireflies are off.
+    pub udp_firefly_netlink_interval: Duration,
     /// NETSTAT_*: netstat plugin settings.
     pub netstat: ScanConfig,
     /// NETLINK_*: netlink plugin settings.
@@ -199,6 +209,11 @@ impl Default for Config {
             udp_firefly_ongoing_interval: None,
             ip_discovery_enabled: false,
             ip_discovery_stun_servers: vec!["stun.l.google.com:19302".into(), "stun.cloudflare.com:3478".into()],
+            ip_discovery_interval: Duration::from_secs(600),
+            ip_discovery_timeout: Duration::from_millis(500),
+            ip_discovery_http_urls: Vec::new(),
+            ip_discovery_map: Vec::new(),
+            udp_firefly_netlink_interval: Duration::from_secs(10),
             netstat: scan.clone(),
             netlink: scan,
             netlink_dump_timeout: Duration::from_secs(5),
@@ -245,6 +260,11 @@ impl Config {
             && self.udp_firefly_ongoing_interval == o.udp_firefly_ongoing_interval
             && self.ip_discovery_enabled == o.ip_discovery_enabled
             && self.ip_discovery_stun_servers == o.ip_discovery_stun_servers
+            && self.ip_discovery_interval == o.ip_discovery_interval
+            && self.ip_discovery_timeout == o.ip_discovery_timeout
+            && self.ip_discovery_http_urls == o.ip_discovery_http_urls
+            && self.ip_discovery_map == o.ip_discovery_map
+            && self.udp_firefly_netlink_interval == o.udp_firefly_netlink_interval
             && self.network_interface == o.network_interface
             && self.ebpf_map_size == o.ebpf_map_size
             && self.prometheus_srv_host == o.prometheus_srv_host

@@ -16,13 +16,7 @@ pub use super::model::{BackendKind, Config, PluginKind, ScanConfig};
 
 /// Keys accepted and understood but whose feature this build does not have yet.
 /// Reported once at startup as "not yet supported" (never silently ignored).
-pub const NOT_YET_SUPPORTED: &[&str] = &[
-    "UDP_FIREFLY_NETLINK",
-    "UDP_FIREFLY_WITH_NETLINK",
-    "UDP_FIREFLY_ONGOING_INTERVAL",
-    "IP_DISCOVERY_ENABLED",
-    "IP_DISCOVERY_STUN_SERVERS",
-];
+pub const NOT_YET_SUPPORTED: &[&str] = &[];
 
 /// Keys accepted for compatibility that have no effect in flowd (with the reason).
 pub const UNUSED: &[(&str, &str)] = &[("PROMETHEUS_SS_PATH", "flowd reads tcp_info from sock_diag, it never runs ss")];
@@ -57,8 +51,13 @@ pub const KEYS: &[&str] = &[
     "UDP_FIREFLY_NETLINK",
     "UDP_FIREFLY_WITH_NETLINK",
     "UDP_FIREFLY_ONGOING_INTERVAL",
+    "UDP_FIREFLY_NETLINK_INTERVAL",
     "IP_DISCOVERY_ENABLED",
     "IP_DISCOVERY_STUN_SERVERS",
+    "IP_DISCOVERY_INTERVAL",
+    "IP_DISCOVERY_TIMEOUT",
+    "IP_DISCOVERY_HTTP_URLS",
+    "IP_DISCOVERY_MAP",
     "NETSTAT_EXPERIMENT",
     "NETSTAT_ACTIVITY",
     "NETSTAT_INTERNAL_NETWORKS",
@@ -405,7 +404,49 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
         }
         "IP_DISCOVERY_STUN_SERVERS" => {
             if let Some(l) = cx.strings(e) {
+                for d in &l {
+                    if let Err(m) = crate::backend::udp_firefly::split_host_port(d, 3478) {
+                        cx.bad(e, m);
+                    }
+                }
                 c.ip_discovery_stun_servers = l;
+            }
+        }
+        "IP_DISCOVERY_INTERVAL" => {
+            if let Some(d) = cx.seconds(e, 10.0) {
+                c.ip_discovery_interval = d;
+            }
+        }
+        "IP_DISCOVERY_TIMEOUT" => {
+            if let Some(d) = cx.seconds(e, 0.01) {
+                c.ip_discovery_timeout = d.min(Duration::from_secs(30));
+            }
+        }
+        "IP_DISCOVERY_HTTP_URLS" => {
+            if let Some(l) = cx.strings(e) {
+                for u in &l {
+                    if !(u.starts_with("http://") || u.starts_with("https://")) {
+                        cx.bad(e, format_args!("{u:?} is not an http(s) URL"));
+                    }
+                }
+                c.ip_discovery_http_urls = l;
+            }
+        }
+        "IP_DISCOVERY_MAP" => {
+            if let Some(l) = cx.strings(e) {
+                let mut out = Vec::new();
+                for pair in &l {
+                    match parse_mapping(pair) {
+                        Ok(p) => out.push(p),
+                        Err(m) => cx.bad(e, m),
+                    }
+                }
+                c.ip_discovery_map = out;
+            }
+        }
+        "UDP_FIREFLY_NETLINK_INTERVAL" => {
+            if let Some(d) = cx.seconds(e, 1.0) {
+                c.udp_firefly_netlink_interval = d;
             }
         }
         "NETSTAT_EXPERIMENT" | "NETLINK_EXPERIMENT" => {
@@ -522,6 +563,17 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
             let _ = cx.opt_string(e);
         }
         other => warnings.push(format!("line {}: unknown key {} is ignored", e.line, other)),
+    }
+}
+
+/// One `private=public` pair of IP_DISCOVERY_MAP (both of the same family).
+pub fn parse_mapping(s: &str) -> Result<(IpAddr, IpAddr), String> {
+    let bad = || format!("{s:?} is not 'private=public' (two IP addresses of the same family)");
+    let (a, b) = s.split_once('=').ok_or_else(bad)?;
+    let strip = |x: &str| x.trim().trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>();
+    match (strip(a), strip(b)) {
+        (Ok(a), Ok(b)) if a.is_ipv4() == b.is_ipv4() => Ok((a, b)),
+        _ => Err(bad()),
     }
 }
 

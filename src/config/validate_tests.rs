@@ -35,7 +35,7 @@ fn test_python_style_config_loads() {
     assert_eq!(c.udp_firefly_dst, vec!["collector.example.org".to_string()]);
     assert_eq!(c.udp_firefly_ip4_src, None);
     assert_eq!(c.np_api_file_mode, 0o620);
-    assert!(w.iter().any(|w| w.contains("IP_DISCOVERY_ENABLED is not yet supported")), "{w:?}");
+    assert!(!w.iter().any(|w| w.contains("not yet supported")), "{w:?}");
     assert!(w.iter().any(|w| w.contains("PLUGIN is set again")), "{w:?}");
     assert!(w.iter().any(|w| w.contains("PROMETHEUS_SS_PATH is accepted but unused")), "{w:?}");
 }
@@ -126,4 +126,25 @@ fn test_scanner_keys_and_dump_timeout() {
     assert!(PLUGINS_NOT_BUILT.is_empty());
     let p = load("NETLINK_DUMP_TIMEOUT=0\n").unwrap_err();
     assert!(p[0].contains("NETLINK_DUMP_TIMEOUT"), "{p:?}");
+}
+
+#[test]
+fn test_discovery_and_netlink_keys() {
+    let text = "IP_DISCOVERY_ENABLED=True\nIP_DISCOVERY_STUN_SERVERS=('127.0.0.1:3478', '[::1]:5', 'stun.example.org')\n\
+                IP_DISCOVERY_INTERVAL=60\nIP_DISCOVERY_TIMEOUT=0.1\nIP_DISCOVERY_HTTP_URLS='https://api4.my-ip.io/ip'\n\
+                IP_DISCOVERY_MAP=('10.0.0.5=192.0.2.5', '[fd00::5]=2001:db8::5')\nUDP_FIREFLY_WITH_NETLINK=True\n\
+                UDP_FIREFLY_ONGOING_INTERVAL=5\nUDP_FIREFLY_NETLINK_INTERVAL=3\n";
+    let (c, w) = load(text).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    assert!(c.ip_discovery_enabled && c.udp_firefly_netlink);
+    assert_eq!(c.ip_discovery_stun_servers.len(), 3);
+    assert_eq!(c.ip_discovery_interval, Duration::from_secs(60));
+    assert_eq!(c.ip_discovery_timeout, Duration::from_millis(100));
+    assert_eq!(c.ip_discovery_http_urls, vec!["https://api4.my-ip.io/ip".to_string()]);
+    assert_eq!(c.ip_discovery_map[1], ("fd00::5".parse().unwrap(), "2001:db8::5".parse().unwrap()));
+    assert_eq!(c.udp_firefly_ongoing_interval, Some(Duration::from_secs(5)));
+    assert_eq!(c.udp_firefly_netlink_interval, Duration::from_secs(3));
+    let p = load("IP_DISCOVERY_MAP='10.0.0.5=2001:db8::5'\nIP_DISCOVERY_STUN_SERVERS='h:0'\nIP_DISCOVERY_HTTP_URLS='ftp://x'\nIP_DISCOVERY_INTERVAL=1\n").unwrap_err();
+    assert_eq!(p.len(), 4, "{p:?}");
+    assert!(p[0].contains("same family"));
 }

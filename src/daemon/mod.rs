@@ -102,10 +102,11 @@ fn build_plugins(cfg: &Config, poll: &Poll) -> Result<Vec<Plugin>, Error> {
     Ok(out)
 }
 
-fn build_backends(cfg: &Config) -> Result<Vec<Backend>, Error> {
+fn build_backends(cfg: &Config, poll: &Poll, waker: &Arc<Waker>) -> Result<Vec<Backend>, Error> {
     let mut out = Vec::new();
-    for kind in &cfg.backends {
-        let b = Backend::new(*kind, cfg)?;
+    for (i, kind) in cfg.backends.iter().enumerate() {
+        let mut b = Backend::new(*kind, cfg)?;
+        b.register(poll.registry(), token::backend(i), waker, Instant::now());
         log::info!("backend {} started", b.name());
         out.push(b);
     }
@@ -153,6 +154,18 @@ fn declare_metrics(m: &mut Metrics, cfg: &Config) {
     if cfg.backends.contains(&crate::config::BackendKind::Prometheus) {
         crate::backend::prometheus::FlowMetrics::declare(m);
     }
+    if cfg.backends.contains(&crate::config::BackendKind::UdpFirefly) {
+        if cfg.ip_discovery_enabled {
+            m.declare(&crate::discovery::PUBLIC_ADDRESS);
+            m.declare(&crate::discovery::FAILURES);
+        }
+        if cfg.udp_firefly_netlink {
+            m.declare(&crate::backend::tcp_stats::DUMPS);
+        }
+        if cfg.udp_firefly_ongoing_interval.is_some() {
+            m.declare(&crate::backend::tcp_stats::ONGOING);
+        }
+    }
     m.clear(&BUILD_INFO);
     let join = |v: Vec<&str>| v.join(",");
     m.set(
@@ -187,7 +200,7 @@ impl Daemon {
         log::info!("registry: {} experiments from {}", registry.experiments.len(), registry.origin);
         let refresher = Refresher::new(config.flow_map_api.clone(), config.flow_map_refresh, config.flow_map_timeout, Arc::clone(&waker), Instant::now());
         let plugins = build_plugins(&config, &poll)?;
-        let backends = build_backends(&config)?;
+        let backends = build_backends(&config, &poll, &waker)?;
         let http = start_http(&config, &poll, &mut metrics)?;
         Ok(Daemon {
             poll,
@@ -268,7 +281,15 @@ impl Daemon {
             for ev in events.iter() {
                 match Slot::from(ev.token()) {
                     Slot::Signals => control = drain_signals(signals).or(control),
-                    Slot::Waker => new_registry = refresher.on_wake(now, cx.metrics),
+                    Slot::Waker => {
+                        new_registry = refresher.on_wake(now, cx.metrics);
+                        backends.iter_mut().for_each(|b| b.on_wake(&mut cx));
+                    }
+                    Slot::Backend(i) => {
+                        if let Some(b) = backends.get_mut(i) {
+                            b.on_ready(&mut cx);
+                        }
+                    }
                     Slot::Plugin(i) => {
                         if let Some(p) = plugins.get_mut(i) {
                             let before = cx.out.len();
@@ -283,7 +304,7 @@ impl Daemon {
                             h.on_ready(cx.poll, conn, now, cx.metrics, &mut render);
                         }
                     }
-                    Slot::Backend(_) | Slot::Unknown => {
+                    Slot::Unknown => {
                         log::debug!("event for unused token {:?}", ev.token());
                     }
                 }
@@ -365,8 +386,8 @@ impl Daemon {
             }
         }
         if backends_changed {
-            self.backends.clear();
-            match build_backends(&new) {
+            self.drop_backends();
+            match build_backends(&new, &self.poll, &self.waker) {
                 Ok(b) => {
                     self.backends = b;
                     self.replay_open_flows();
@@ -428,7 +449,7 @@ impl Daemon {
             let mut ev = FlowEvent::new(crate::flow::FlowState::Start, *key, f.exp, f.act, f.start);
             ev.start_time = Some(f.start);
             for b in backends.iter_mut().filter(|b| b.keeps_flow_state()) {
-                if let Err(e) = b.handle(&ev, &mut cx) {
+                if let Err(e) = b.replay(&ev, &mut cx) {
                     cx.metrics.inc(&BACKEND_ERRORS, &[b.name(), e.reason()]);
                 }
             }
@@ -449,7 +470,7 @@ impl Daemon {
             Err(e) => log::error!("reload: cannot restore plugins: {}", e.chain()),
         }
         if self.backends.is_empty() {
-            match build_backends(&self.config) {
+            match build_backends(&self.config, &self.poll, &self.waker) {
                 Ok(b) => {
                     self.backends = b;
                     self.replay_open_flows();
@@ -466,9 +487,17 @@ impl Daemon {
             p.shutdown();
         }
         self.plugins.clear();
-        self.backends.clear();
+        self.drop_backends();
         log_totals(&self.metrics);
         log::info!("flowd stopped");
+    }
+
+    /// Takes the backends' own sources out of the poll and drops the backends.
+    fn drop_backends(&mut self) {
+        for b in self.backends.iter_mut() {
+            b.deregister(self.poll.registry());
+        }
+        self.backends.clear();
     }
 
     /// The daemon's metrics (for the HTTP listener and tests).

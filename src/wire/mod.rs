@@ -7,7 +7,9 @@
 pub mod firefly;
 pub mod http;
 pub mod np_api;
+pub mod netlink_json;
 pub mod proc_net;
 pub mod prom;
 pub mod sock_diag;
+pub mod stun;
 pub mod time;
