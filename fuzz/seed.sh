@@ -101,3 +101,33 @@ done
 printf '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:0CEA 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0\n' > "$c/proc_net_line/v4-listen"
 printf '   1: 00000000000000000000000001000000:1F90 00000000000000000000000001000000:D431 01 00000000:00000000 00:00000000 00000000  1000        0 99999 1\n' > "$c/proc_net_line/v6-est"
 printf '   2: 0100007F:0CEA 00000000000000000000000001000000:D431 01 0:0 0:0 0 4294967296 0 1\n' > "$c/proc_net_line/mixed-overflow"
+
+# STUN Binding responses (RFC 8489 §14: XOR-MAPPED-ADDRESS v4/v6, MAPPED-ADDRESS, ERROR-CODE, SOFTWARE)
+mkdir -p "$c/stun_response" "$c/tcp_info_json"
+python3 - "$c/stun_response" <<'PY'
+import struct, sys, os
+d = sys.argv[1]
+cookie = 0x2112A442
+tid = bytes(range(1, 13))
+def msg(ty, attrs):
+    body = b"".join(struct.pack("!HH", t, len(v)) + v + b"\0" * (-len(v) % 4) for t, v in attrs)
+    return struct.pack("!HHI", ty, len(body), cookie) + tid + body
+ck = struct.pack("!I", cookie)
+xport = 40000 ^ (cookie >> 16)
+v4 = bytes(a ^ b for a, b in zip(bytes([192, 0, 2, 1]), ck))
+v6 = bytes(a ^ b for a, b in zip(bytes.fromhex("20010db8000000000000000000000001"), ck + tid))
+seeds = {
+    "xor-v4": msg(0x0101, [(0x0020, struct.pack("!BBH", 0, 1, xport) + v4)]),
+    "xor-v6-software": msg(0x0101, [(0x8022, b"flowd test"), (0x0020, struct.pack("!BBH", 0, 2, xport) + v6)]),
+    "mapped-v4": msg(0x0101, [(0x0001, struct.pack("!BBH", 0, 1, 3478) + bytes([198, 51, 100, 7]))]),
+    "error-420": msg(0x0111, [(0x0009, struct.pack("!HBB", 0, 4, 20) + b"Unknown Attribute")]),
+    "rfc3489-extra": msg(0x0101, [(0x0004, struct.pack("!BBH", 0, 1, 1) + bytes(4)), (0x0001, struct.pack("!BBH", 0, 1, 9) + bytes([203, 0, 113, 9]))]),
+    "request": msg(0x0001, []),
+}
+for k, v in seeds.items():
+    open(os.path.join(d, k), "wb").write(v)
+PY
+# tcp_info: all zeros (248 bytes, the kernel's current size), a short old-kernel size, and a pattern
+head -c 248 /dev/zero > "$c/tcp_info_json/zeros-248"
+head -c 104 /dev/zero > "$c/tcp_info_json/zeros-104"
+python3 -c "import sys; sys.stdout.buffer.write(bytes((i * 37 + 11) & 255 for i in range(248)))" > "$c/tcp_info_json/pattern-248"
