@@ -38,6 +38,9 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER ?= $(CURDIR)/scripts/aarch
 
 all: build
 
+include fuzz/Makefile.inc
+include bench/Makefile.inc
+
 ## build: debug build for this machine
 build:
 	$(CARGO) build -j$(JOBS)
@@ -55,9 +58,11 @@ release:
 release-aarch64:
 	$(MAKE) release TARGET=aarch64-unknown-linux-musl
 
-## test: unit + integration tests; first builds the packages the packaging tests inspect
+## test: unit + integration tests (first builds the packages the packaging tests
+## inspect), then a short run of every fuzz target from its seed corpus
 test: test-pkg-build
 	$(CARGO) test -j$(JOBS) -- --test-threads=2
+	$(MAKE) fuzz-smoke
 
 # Builds dist/*.rpm and dist/*.deb, and release-2 copies in target/pkg/upgrade/ for the
 # upgrade tests, when the tools are there (tests/packaging.rs skips otherwise, and fails
