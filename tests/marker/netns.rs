@@ -477,7 +477,7 @@ struct NsFlowd {
 
 impl NsFlowd {
     fn start(ns: &str) -> NsFlowd {
-        let dir = std::env::temp_dir().join(format!("flowd-netns-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("flowd-netns-{}-{ns}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("tmp dir");
         let pipe = dir.join("np");
         let cfg = dir.join("flowd.cfg");
@@ -594,4 +594,50 @@ fn netns_real_flowd_marks_via_pipe_and_kill9_leaves_only_foreign_filters() {
     assert!(tcx_progs(&ns.a).is_empty(), "TCX link must vanish with the killed flowd");
     assert_eq!(count(&ns.egress_filters(), "flowd_mark"), 0);
     assert_foreign_intact(&ns, "after kill -9 of the real flowd");
+}
+
+#[test]
+fn netns_marker_reattaches_to_a_deleted_and_recreated_interface() {
+    if let Some(r) = super::skip_reason() {
+        println!("SKIP: {r}");
+        return;
+    }
+    if let Err(r) = super::load_program(16) {
+        println!("SKIP: {r}");
+        return;
+    }
+    let ns = Netns::new("r").expect("namespaces");
+    let flowd = NsFlowd::start(&ns.a);
+    flowd.wait_log("attached to vethA egress (tcx)", Duration::from_secs(5));
+    flowd.write(&format!("start tcp fd00::1 {SPORT} fd00::2 {PORT} 2 9\n"));
+    flowd.wait_log("marker: marking", Duration::from_secs(5));
+
+    sh(&["ip", "-n", &ns.a, "link", "del", "vethA"]).expect("delete vethA");
+    flowd.wait_log("interface vethA disappeared", Duration::from_secs(15));
+    let (a, b) = (ns.a.as_str(), ns.b.as_str());
+    sh(&["ip", "link", "add", "vethA", "netns", a, "type", "veth", "peer", "name", "vethB", "netns", b]).expect("re-create veth");
+    sh(&["ip", "-n", a, "addr", "add", "fd00::1/64", "dev", "vethA", "nodad"]).expect("addr");
+    sh(&["ip", "-n", b, "addr", "add", "fd00::2/64", "dev", "vethB", "nodad"]).expect("addr");
+    sh(&["ip", "-n", a, "link", "set", "vethA", "up"]).expect("up");
+    sh(&["ip", "-n", b, "link", "set", "vethB", "up"]).expect("up");
+    flowd.wait_log("re-attached to vethA egress", Duration::from_secs(15));
+    assert_eq!(tcx_progs(&ns.a), vec!["flowd_mark".to_string()]);
+
+    // The open flow is marked again on the new interface: its SYN carries the label.
+    let got = Arc::new(Mutex::new(HashMap::new()));
+    let g = Arc::clone(&got);
+    in_ns(&ns.b, move || serve(TcpListener::bind((B2, PORT)).expect("listen"), g));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cap = capture(&ns.b, Arc::clone(&stop), tx);
+    rx.recv_timeout(Duration::from_secs(5)).expect("capture ready");
+    let mut c1 = in_ns(&ns.a, || connect(A1));
+    c1.write_all(&[0x5A; 4096]).expect("write");
+    wait_for(&got, A1, 4096);
+    drop(c1);
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::SeqCst);
+    let seen = cap.join().expect("capture thread");
+    let label = seen.iter().find(|s| s.src == A1 && s.syn).map(|s| s.label).expect("SYN captured");
+    assert_eq!(label::decode(label), (2, 9), "label {label:#07x} after re-attach");
 }

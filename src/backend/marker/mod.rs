@@ -154,6 +154,7 @@ pub struct Marker {
     local: BTreeSet<IpAddr>,
     local_read_at: Option<Instant>,
     next_stats: Instant,
+    attach_mode: AttachMode,
 }
 
 /// The flow as its packets leave this host: swapped when only the destination is local
@@ -198,6 +199,7 @@ impl Marker {
             local: BTreeSet::new(),
             local_read_at: None,
             next_stats: Instant::now() + STATS_PERIOD,
+            attach_mode: mc.attach,
         };
         for i in 0..marker.ifaces.len() {
             let name = marker.ifaces[i].name.clone();
@@ -315,10 +317,50 @@ impl Marker {
         Some(self.next_stats)
     }
 
-    /// Copies the kernel counters (summed over CPUs) into `Metrics`, per interface.
+    /// Checks the interfaces (re-attaching to one that was deleted and re-created), then
+    /// copies the kernel counters (summed over CPUs) into `Metrics`, per interface.
     pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
         self.next_stats = cx.now + STATS_PERIOD;
+        self.watch_interfaces();
         self.export(cx.metrics);
+    }
+
+    /// An interface that disappeared takes our attachment with it; when an interface of
+    /// that name exists again (a new ifindex), attach to it. The flow map is kept, so
+    /// marking resumes for every open flow. Failures are retried at the next period.
+    fn watch_interfaces(&mut self) {
+        for i in 0..self.ifaces.len() {
+            let name = self.ifaces[i].name.clone();
+            let now_index = sysbpf::if_index(&name).ok();
+            if now_index == Some(self.ifaces[i].index) && self.ifaces[i].link.is_some() {
+                continue;
+            }
+            if let Some(link) = self.ifaces[i].link.take() {
+                log::warn!("marker: interface {name} disappeared or was re-created; packets on it are not marked until it is back");
+                // The kernel already dropped a TCX link with its device; this releases our side.
+                if let Ok(c) = self.prog.classifier() {
+                    if let Err(e) = c.detach(link) {
+                        log::debug!("marker: detaching from the old {name}: {e}");
+                    }
+                }
+            }
+            let Some(index) = now_index else { continue };
+            let attached = self
+                .prog
+                .classifier()
+                .map_err(|e| e.to_string())
+                .and_then(|c| attach::attach(c, &name, self.attach_mode).map_err(|e| e.to_string()));
+            match attached {
+                Ok((link, mode)) => {
+                    let iface = &mut self.ifaces[i];
+                    iface.index = index;
+                    iface.link = Some(link);
+                    iface.mode = mode;
+                    log::info!("marker: re-attached to {name} egress ({}), ifindex {index}", mode.as_str());
+                }
+                Err(e) => log::warn!("marker: cannot re-attach to {name} yet: {e}"),
+            }
+        }
     }
 
     /// Writes counters, flow count and attachments into `metrics` now.
@@ -326,7 +368,7 @@ impl Marker {
         let mut slots: Vec<(Cow<'static, str>, u32)> = Vec::new();
         for i in &self.ifaces {
             let slot = if i.index < abi::STATS_SLOTS { i.index } else { 0 };
-            metrics.set(&ATTACHED, vec![Cow::Owned(i.name.clone()), Cow::Borrowed(i.mode.as_str())], 1.0);
+            metrics.set(&ATTACHED, vec![Cow::Owned(i.name.clone()), Cow::Borrowed(i.mode.as_str())], if i.link.is_some() { 1.0 } else { 0.0 });
             if slot == 0 {
                 continue;
             }
