@@ -106,6 +106,8 @@ fn run_one(name: &str, mut cmd: Command, n: usize) -> Result {
     let s = sink();
     let mut buf = vec![0u8; 65536];
     let t0 = Instant::now();
+    // Poll in 1 ms steps while waiting for the first answer (the resolution of "ready").
+    s.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
     let mut child: Child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let pid = child.id();
     // Ready = the first probe event answered with a firefly.
@@ -125,6 +127,7 @@ fn run_one(name: &str, mut cmd: Command, n: usize) -> Result {
             break;
         }
     }
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     while s.recv(&mut buf).is_ok() {}
     // Idle.
