@@ -214,20 +214,23 @@ def bench_wrk(seconds, flows, rate):
     try:
         f.announce(fake_flows(flows))
         wait_for(f.port, "flowd_open_flows", flows)
-        c = http.client.HTTPConnection("127.0.0.1", f.port, timeout=30)
+        # A fresh connection per sample: a kept-alive one would outlive flowd's 10 s idle timeout.
+        def page():
+            return get(http.client.HTTPConnection("127.0.0.1", f.port, timeout=30))
+
         t = threading.Thread(target=pump, daemon=True)
         t.start()
         time.sleep(1)
-        ev0 = metric(get(c), "flowd_events_total")
+        ev0 = metric(page(), "flowd_events_total")
         time.sleep(seconds)
-        ev1 = metric(get(c), "flowd_events_total")
+        ev1 = metric(page(), "flowd_events_total")
         print(f"  np_api at an offered {rate:,} events/s, {flows} open flows, no scraping: {(ev1 - ev0) / seconds:,.0f} events/s handled")
         if not wrk:
             print("  wrk: SKIP (apt-get install wrk)")
             return
-        ev0 = metric(get(c), "flowd_events_total")
+        ev0 = metric(page(), "flowd_events_total")
         out = subprocess.run([wrk, "-t1", "-c4", f"-d{seconds}s", f"http://127.0.0.1:{f.port}/metrics"], capture_output=True, text=True).stdout
-        ev1 = metric(get(c), "flowd_events_total")
+        ev1 = metric(page(), "flowd_events_total")
         rps = next((l.split(":")[1].strip() for l in out.splitlines() if l.startswith("Requests/sec")), "?")
         lat = next((l.split()[1] for l in out.splitlines() if l.strip().startswith("Latency")), "?")
         print(f"  ... while wrk -t1 -c4 -d{seconds}s scrapes /metrics: {rps} requests/s (mean latency {lat}), "
