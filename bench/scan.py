@@ -304,7 +304,7 @@ def bench_scan(impl, exe, plugin, n, api_json):
     try:
         def mk_sink():
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE (root): beyond rmem_max
+            s.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE (root): beyond rmem_max
             s.bind(("100.64.0.2", FIREFLY_PORT))
             return s
         sock = in_ns(ns.b, mk_sink)
