@@ -359,11 +359,20 @@ def bench_scan(impl, exe, plugin, n, api_json):
             "start_ms": 1000 * (last - t_open) if got else None, "bursts": per_scan, "cpu": cpu, "procs": len(pids),
             "rss_mib": rss / 1024, "pss_mib": pss / 1024, "ends": ended,
             "end_ms": 1000 * (ends[-1] - tc) if ends else None,
+            "end_bursts": [round((b - a) * 1000, 1) for a, b in bursts(ends)],
         }
+        if impl == "python":
+            time.sleep(0.5)
+            lines = open(os.path.join(tmp, "stdout.log"), errors="replace").read().splitlines()
+            errs = [l for l in lines if " ERROR " in l or l.startswith("Traceback")]
+            r["errors"] = len(errs)
+            if errs:
+                print(f"python {plugin} n={n}: {len(errs)} error lines in its log, first: {errs[0][:300]}", flush=True)
         fmt = lambda v: "-" if v is None else f"{v:.0f}"
         print(f"{impl} {plugin} n={n}: open {r['open_s']:.2f}s; starts {got}/{n}, last {fmt(r['start_ms'])} ms after the last connect; "
               f"per-scan burst (first->last firefly) ms {per_scan}; idle CPU {cpu:.2f}% of a core at 2 s ({len(pids)} processes); "
-              f"RSS {r['rss_mib']:.1f} MiB (PSS {r['pss_mib']:.1f}); ends {ended}/{n}, last {fmt(r['end_ms'])} ms after close", flush=True)
+              f"RSS {r['rss_mib']:.1f} MiB (PSS {r['pss_mib']:.1f}); ends {ended}/{n}, last {fmt(r['end_ms'])} ms after close, "
+              f"per-scan burst ms {r['end_bursts']}", flush=True)
         return r
     finally:
         if sink:
@@ -388,15 +397,18 @@ def table(results):
     impls = [i for i in ("rust", "python") if any(r["impl"] == i for r in results)]
     names = {"rust": "flowd (Rust)", "python": "flowd 1.1.7 (Python)"}
     ms = lambda v: "never" if v is None else f"{v:,.0f} ms"
+    burst = lambda v: "-" if not v else " + ".join(f"{x:,.1f}" for x in v) + " ms"
     rows = [
         ("start fireflies / expected", lambda r: f"{r['starts']:,}/{r['n']:,}"),
         ("connect -> last start firefly", lambda r: ms(r["start_ms"])),
+        ("start burst: first -> last firefly of a scan", lambda r: burst(r["bursts"])),
         ("idle CPU, % of a core (2 s period)", lambda r: f"{r['cpu']:.2f} %"),
         ("processes", lambda r: str(r["procs"])),
         ("RSS, sum over processes", lambda r: f"{r['rss_mib']:.1f} MiB"),
         ("PSS, sum over processes", lambda r: f"{r['pss_mib']:.1f} MiB"),
         ("end fireflies / expected", lambda r: f"{r['ends']:,}/{r['n']:,}"),
         ("close -> last end firefly", lambda r: ms(r["end_ms"])),
+        ("end burst: first -> last firefly of a scan", lambda r: burst(r["end_bursts"])),
     ]
     print("\n| plugin | N | metric | " + " | ".join(names[i] for i in impls) + " |")
     print("|---|---:|---|" + "---:|" * len(impls))
@@ -404,7 +416,8 @@ def table(results):
         for label, f in rows:
             cells = [f(by[(i, plugin, n)]) if (i, plugin, n) in by else "failed" for i in impls]
             print(f"| {plugin} | {n:,} | {label} | " + " | ".join(cells) + " |")
-    print(flush=True)
+    print("(connect/close -> last firefly includes 0-2 s of waiting for the next scan; the bursts are "
+          "the work per scan)", flush=True)
 
 
 def bench_firefly(flowd, count):
