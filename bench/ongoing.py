@@ -30,6 +30,8 @@ import tempfile
 import threading
 import time
 
+from procstat import cpu_ticks, rss_kib
+
 libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNET = 0x40000000
 TICK = os.sysconf("SC_CLK_TCK")
@@ -40,18 +42,6 @@ def enter(ns):
     if libc.setns(fd, CLONE_NEWNET) != 0:
         raise OSError(ctypes.get_errno(), "setns")
     os.close(fd)
-
-
-def cpu_ticks(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return int(f[11]) + int(f[12])
-
-
-def rss_kib(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 class Sink:

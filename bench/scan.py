@@ -38,6 +38,8 @@ import tempfile
 import threading
 import time
 
+from procstat import cpu_ticks, rss_kib
+
 libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNET = 0x40000000
 
@@ -98,18 +100,6 @@ def start_flowd(flowd, ns, cfg_extra, tmp):
         time.sleep(0.05)
     p.kill()
     sys.exit("flowd did not start:\n" + open(os.path.join(tmp, "stderr.log")).read())
-
-
-def cpu_ticks(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return int(f[11]) + int(f[12])
-
-
-def rss_kib(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 class Sink:

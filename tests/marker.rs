@@ -22,6 +22,17 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
+/// True when the marker program can be loaded here; otherwise prints `SKIP: reason`.
+pub fn can_load_marker() -> bool {
+    match load_program(16) {
+        Ok(_) => true,
+        Err(r) => {
+            println!("SKIP: {r}");
+            false
+        }
+    }
+}
+
 /// Loads the marker program, or returns the SKIP reason when the kernel lacks BPF.
 pub fn load_program(map_size: u32) -> Result<MarkerProgram, String> {
     if let Some(r) = skip_reason() {

@@ -267,12 +267,7 @@ const PHASE2: usize = 1 << 20;
 
 #[test]
 fn netns_marks_announced_flow_only_and_keeps_traffic_class() {
-    if let Some(r) = super::skip_reason() {
-        println!("SKIP: {r}");
-        return;
-    }
-    if let Err(r) = super::load_program(16) {
-        println!("SKIP: {r}");
+    if !super::can_load_marker() {
         return;
     }
     let ns = Netns::new("m").expect("namespaces");
@@ -414,12 +409,7 @@ fn assert_foreign_intact(ns: &Netns, when: &str) {
 
 #[test]
 fn netns_crash_leaves_nothing_with_tcx_and_stale_clsact_is_cleaned() {
-    if let Some(r) = super::skip_reason() {
-        println!("SKIP: {r}");
-        return;
-    }
-    if let Err(r) = super::load_program(16) {
-        println!("SKIP: {r}");
+    if !super::can_load_marker() {
         return;
     }
     let ns = Netns::new("c").expect("namespaces");
@@ -532,12 +522,7 @@ impl Drop for NsFlowd {
 
 #[test]
 fn netns_real_flowd_marks_via_pipe_and_kill9_leaves_only_foreign_filters() {
-    if let Some(r) = super::skip_reason() {
-        println!("SKIP: {r}");
-        return;
-    }
-    if let Err(r) = super::load_program(16) {
-        println!("SKIP: {r}");
+    if !super::can_load_marker() {
         return;
     }
     let ns = Netns::new("f").expect("namespaces");
@@ -598,12 +583,7 @@ fn netns_real_flowd_marks_via_pipe_and_kill9_leaves_only_foreign_filters() {
 
 #[test]
 fn netns_marker_reattaches_to_a_deleted_and_recreated_interface() {
-    if let Some(r) = super::skip_reason() {
-        println!("SKIP: {r}");
-        return;
-    }
-    if let Err(r) = super::load_program(16) {
-        println!("SKIP: {r}");
+    if !super::can_load_marker() {
         return;
     }
     let ns = Netns::new("r").expect("namespaces");

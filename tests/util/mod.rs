@@ -114,14 +114,22 @@ impl Flowd {
     }
 
     pub fn start_with(dir: TempDir, cfg_text: &str, args: &[&str]) -> Flowd {
+        let mut cmd = Command::new(bin());
+        cmd.args(args);
+        Flowd::spawn(cmd, dir, cfg_text)
+    }
+
+    /// Writes the config into `dir`, runs `cmd -f -c CONFIG` (stderr to a log file there)
+    /// and waits until flowd says it is ready. `cmd` is the binary itself or a wrapper
+    /// such as `ip netns exec NS flowd`.
+    pub fn spawn(mut cmd: Command, dir: TempDir, cfg_text: &str) -> Flowd {
         let cfg = dir.path().join("flowd.cfg");
         std::fs::write(&cfg, cfg_text).unwrap();
         let log = dir.path().join("stderr.log");
-        let child = Command::new(bin())
+        let child = cmd
             .arg("-f")
             .arg("-c")
             .arg(&cfg)
-            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -124,24 +124,9 @@ impl NsPair {
     pub fn flowd(ns: &str, extra: &str) -> Flowd {
         let dir = TempDir::new("ns");
         let text = Flowd::config_text(dir.path(), extra);
-        let cfg = dir.path().join("flowd.cfg");
-        std::fs::write(&cfg, &text).unwrap();
-        let log = dir.path().join("stderr.log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(bin())
-            .arg("-f")
-            .arg("-c")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .env_remove("JOURNAL_STREAM")
-            .spawn()
-            .unwrap();
-        let f = Flowd { child, pipe: dir.path().join("np"), cfg, log, dir };
-        f.wait_log("ready", Duration::from_secs(10));
-        f
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).arg(bin());
+        Flowd::spawn(cmd, dir, &text)
     }
 }
 
