@@ -2,16 +2,24 @@
 """Benchmark of the metrics listener and the prometheus backend (issue 6).
 
 Runs the release `flowd` binary against a temp config and measures:
-  1. scrape latency (keep-alive GET /metrics, median / p95 / max over --scrapes) and page
-     size with N open flows announced through the named pipe, no sockets behind them
-     (self metrics + one sock_diag dump that matches nothing);
-  2. the same with N real loopback TCP connections behind the flows (the sock_diag path
-     and the flow_tcp_* families: about 45 series per flow);
+  1. scrape latency and page size with N open flows announced through the named pipe, no
+     sockets behind them (self metrics + one sock_diag dump that matches nothing);
+  2. the same with N real TCP connections behind the flows (the sock_diag path and the
+     flow_tcp_* families: 46 series per flow), twice:
+     - "peers in a netns": the other ends live in a separate network namespace behind a
+       veth pair, so this host has N sockets, as a storage node with N remote transfers
+       (root only);
+     - "loopback": both ends on this host, so the dump has 2N sockets;
   3. np_api events handled at an offered rate (--rate) without scraping, then while wrk
      scrapes /metrics as fast as it can: requests/s and the event rate kept meanwhile.
 
+Scrape latency is what a Prometheus server records as the scrape duration minus its own
+parsing: from sending `GET /metrics` on a kept-alive connection to the last byte of the
+body, read into a preallocated buffer (median / p95 / max over --scrapes).
+
 Usage: bench/metrics.py [--flows 1000,10000] [--scrapes 20] [--wrk-seconds 10] [--rate 20000] [--no-real]
-Needs: target/release/flowd (make bench builds it), python3, wrk (optional).
+Needs: target/release/flowd (make bench builds it), python3, wrk (optional), root and
+iproute2 for the netns runs.
 """
 
 import argparse
@@ -21,6 +29,7 @@ import resource
 import shutil
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -100,15 +109,38 @@ def wait_for(port, name, value, timeout=30):
     raise SystemExit(f"{name} never reached {value}")
 
 
+def raw_get(sock, buf):
+    """One keep-alive GET /metrics; returns the body length once its last byte is in."""
+    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n")
+    view, n, body_at, length = memoryview(buf), 0, None, None
+    while body_at is None or n < body_at + length:
+        k = sock.recv_into(view[n:])
+        if k == 0:
+            raise SystemExit("flowd closed the connection")
+        n += k
+        if body_at is None:
+            end = bytes(view[: min(n, 8192)]).find(b"\r\n\r\n")
+            if end >= 0:
+                body_at = end + 4
+                for line in bytes(view[:end]).split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                if length is None:
+                    raise SystemExit("no Content-Length in the answer")
+    return length
+
+
 def measure(port, scrapes):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    get(c)  # warm up (allocations sized from the first page)
+    page = get(http.client.HTTPConnection("127.0.0.1", port, timeout=60))
+    s = socket.create_connection(("127.0.0.1", port))
+    buf = bytearray(max(1 << 20, 2 * len(page)))
+    raw_get(s, buf)  # warm up: the first page sizes flowd's reusable buffers
     times, size = [], 0
     for _ in range(scrapes):
         t0 = time.perf_counter()
-        page = get(c)
+        size = raw_get(s, buf)
         times.append((time.perf_counter() - t0) * 1000)
-        size = len(page)
+    s.close()
     times.sort()
     p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
     return statistics.median(times), p95, times[-1], size, page
@@ -129,7 +161,7 @@ def bench_fake(n, scrapes):
         wait_for(f.port, "flowd_open_flows", n)
         med, p95, mx, size, page = measure(f.port, scrapes)
         dump = metric(page, "flowd_prometheus_dump_seconds") * 1000
-        print(f"  {n:>6} flows, no sockets : scrape median {med:7.2f} ms  p95 {p95:7.2f} ms  max {mx:7.2f} ms  "
+        print(f"  {n:>6} flows, no sockets      : scrape median {med:7.2f} ms  p95 {p95:7.2f} ms  max {mx:7.2f} ms  "
               f"page {size / 1024:9.1f} KiB  (sock_diag dump {dump:.2f} ms)")
     finally:
         f.stop()
@@ -137,11 +169,11 @@ def bench_fake(n, scrapes):
 
 SERVER = r"""
 import resource, socket, sys
-n = int(sys.argv[1])
+n, host = int(sys.argv[1]), sys.argv[2]
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 100), hard))
 l = socket.socket()
-l.bind(("127.0.0.1", 0))
+l.bind((host, 0))
 l.listen(4096)
 print(l.getsockname()[1], flush=True)
 held = []
@@ -154,22 +186,59 @@ sys.stdin.read()
 """
 
 
-def bench_real(n, scrapes):
-    """N real loopback connections: the client sockets here, the accepted ones in a child
-    process (each process stays under the fd hard limit)."""
+NETNS = "flowd-bench-peers"
+
+
+def peer_netns(up):
+    """A network namespace for the far ends: veth 10.77.0.1 (here) <-> 10.77.0.2 (there)."""
+    run = lambda *a: subprocess.run(list(a), capture_output=True)
+    run("ip", "netns", "del", NETNS)
+    run("ip", "link", "del", "fbench0")
+    if not up:
+        return True
+    steps = [
+        ["ip", "netns", "add", NETNS],
+        ["ip", "link", "add", "fbench0", "type", "veth", "peer", "name", "fbench1", "netns", NETNS],
+        ["ip", "addr", "add", "10.77.0.1/24", "dev", "fbench0"],
+        ["ip", "link", "set", "fbench0", "up"],
+        ["ip", "-n", NETNS, "addr", "add", "10.77.0.2/24", "dev", "fbench1"],
+        ["ip", "-n", NETNS, "link", "set", "fbench1", "up"],
+        ["ip", "-n", NETNS, "link", "set", "lo", "up"],
+    ]
+    for step in steps:
+        r = run(*step)
+        if r.returncode != 0:
+            print(f"  netns setup failed ({' '.join(step)}): {r.stderr.decode().strip()}")
+            peer_netns(False)
+            return False
+    return True
+
+
+def bench_real(n, scrapes, netns):
+    """N real connections: the client sockets here, the accepted ones in a child process
+    (each process stays under the fd hard limit), which runs in a separate network
+    namespace when `netns` is set."""
+    what = "peers in a netns" if netns else "loopback"
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < n + 100:
-        print(f"  {n:>6} real connections: SKIP (fd hard limit {hard} < {n + 100})")
+        print(f"  {n:>6} flows, {what}: SKIP (fd hard limit {hard} < {n + 100})")
         return
+    if netns and (os.geteuid() != 0 or not shutil.which("ip")):
+        print(f"  {n:>6} flows, {what}: SKIP (needs root and iproute2)")
+        return
+    if netns and not peer_netns(True):
+        return
+    here, there = ("10.77.0.1", "10.77.0.2") if netns else ("127.0.0.1", "127.0.0.1")
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 100) if hard != resource.RLIM_INFINITY else n + 100, hard))
-    srv = subprocess.Popen([sys.executable, "-c", SERVER, str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    prefix = ["ip", "netns", "exec", NETNS] if netns else []
+    srv = subprocess.Popen(prefix + [sys.executable, "-c", SERVER, str(n), there], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     lport = int(srv.stdout.readline())
     conns, lines = [], []
     for _ in range(n):
-        c = socket.create_connection(("127.0.0.1", lport))
+        c = socket.create_connection((there, lport))
         c.send(b"x" * 100)
         conns.append(c)
-        lines.append(f"start tcp 127.0.0.1 {c.getsockname()[1]} 127.0.0.1 {lport} cms 14\n")
+        lines.append(f"start tcp {here} {c.getsockname()[1]} {there} {lport} cms 14\n")
     srv.stdout.readline()
     f = Flowd("udp_firefly,prometheus")
     try:
@@ -179,14 +248,18 @@ def bench_real(n, scrapes):
         dump = metric(page, "flowd_prometheus_dump_seconds") * 1000
         socks = int(metric(page, "flowd_prometheus_sockets_dumped"))
         series = sum(1 for l in page.splitlines() if l.startswith("flow_tcp_"))
-        print(f"  {n:>6} real connections: scrape median {med:7.2f} ms  p95 {p95:7.2f} ms  max {mx:7.2f} ms  "
+        print(f"  {n:>6} flows, {what:<16}: scrape median {med:7.2f} ms  p95 {p95:7.2f} ms  max {mx:7.2f} ms  "
               f"page {size / 1024 / 1024:6.1f} MiB, {series} flow series  (dump of {socks} sockets {dump:.2f} ms)")
     finally:
         f.stop()
+        # Reset instead of close: 2N sockets in TIME_WAIT would slow the next runs' dumps.
         for c in conns:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             c.close()
         srv.stdin.close()
         srv.wait(10)
+        if netns:
+            peer_netns(False)
 
 
 def bench_wrk(seconds, flows, rate):
@@ -255,8 +328,9 @@ def main():
     for n in counts:
         bench_fake(n, a.scrapes)
     if not a.no_real:
-        for n in counts:
-            bench_real(n, a.scrapes)
+        for netns in (True, False):
+            for n in counts:
+                bench_real(n, a.scrapes, netns)
     bench_wrk(a.wrk_seconds, counts[0], a.rate)
 
 

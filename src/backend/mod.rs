@@ -29,6 +29,7 @@ use crate::flow::FlowEvent;
 use crate::flows::FlowTable;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::wire::prom::Page;
 
 /// Why a backend could not start.
 #[derive(Debug, thiserror::Error)]
@@ -204,11 +205,11 @@ impl Backend {
         }
     }
 
-    /// Appends this backend's own metric families (after the store's) to the page.
-    pub fn write_metrics(&mut self, flows: &FlowTable, registry: &Registry, out: &mut Vec<u8>) {
+    /// Adds this backend's own metric families (after the store's) to the page.
+    pub fn write_metrics(&mut self, registry: &Registry, out: &mut Page) {
         match self {
             Backend::UdpFirefly(_) | Backend::Dummy(_) => {}
-            Backend::Prometheus(b) => b.write(flows, registry, out),
+            Backend::Prometheus(b) => b.write(registry, out),
             #[cfg(feature = "ebpf")]
             Backend::Marker(_) => {}
         }

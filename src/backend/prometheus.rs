@@ -21,7 +21,7 @@
 //! or the numeric ids when the registry does not know them.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::flow::{FlowKey, Proto};
@@ -30,8 +30,8 @@ use crate::metrics::{Desc, Kind, Metrics, BACKEND_ERRORS};
 use crate::netaddr;
 use crate::registry::Registry;
 use crate::sys::netlink;
-use crate::wire::prom;
-use crate::wire::sock_diag::{Filter, TcpInfo};
+use crate::wire::prom::{self, Page, Value};
+use crate::wire::sock_diag::{Conn, Family, Filter, TcpInfo};
 
 /// Longest a scrape waits for the kernel's socket dump.
 pub const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -69,34 +69,39 @@ struct Field {
     name: &'static str,
     help: &'static str,
     kind: Kind,
-    get: fn(&TcpInfo) -> Option<f64>,
+    get: fn(&TcpInfo) -> Option<Value>,
 }
 
-fn ms(us: Option<u32>) -> Option<f64> {
-    us.map(|v| f64::from(v) / 1000.0)
+#[inline(always)]
+fn ms(us: Option<u32>) -> Option<Value> {
+    us.map(|v| Value::Millis(u64::from(v)))
 }
 
-fn ms64(us: Option<u64>) -> Option<f64> {
-    us.map(|v| v as f64 / 1000.0)
+#[inline(always)]
+fn ms64(us: Option<u64>) -> Option<Value> {
+    us.map(Value::Millis)
 }
 
-fn n32(v: Option<u32>) -> Option<f64> {
-    v.map(f64::from)
+#[inline(always)]
+fn n32(v: Option<u32>) -> Option<Value> {
+    v.map(|v| Value::Int(u64::from(v)))
 }
 
-fn n64(v: Option<u64>) -> Option<f64> {
-    v.map(|v| v as f64)
+#[inline(always)]
+fn n64(v: Option<u64>) -> Option<Value> {
+    v.map(Value::Int)
 }
 
 /// A rate in bytes/s as bits/s; `~0` means "no limit" and is not exported.
-fn bps(v: Option<u64>) -> Option<f64> {
-    v.filter(|&r| r != u64::MAX).map(|r| r as f64 * 8.0)
+fn bps(v: Option<u64>) -> Option<Value> {
+    let r = v.filter(|&r| r != u64::MAX)?;
+    Some(r.checked_mul(8).map_or(Value::Float(r as f64 * 8.0), Value::Int))
 }
 
 /// What `ss` prints as `send`: cwnd × mss × 8 / srtt, in bits/s.
-fn send_rate(t: &TcpInfo) -> Option<f64> {
+fn send_rate(t: &TcpInfo) -> Option<Value> {
     let (cwnd, mss, rtt) = (t.snd_cwnd()?, t.snd_mss()?, t.rtt()?);
-    (rtt > 0).then(|| f64::from(cwnd) * f64::from(mss) * 8.0 * 1e6 / f64::from(rtt))
+    (rtt > 0).then(|| Value::Float(f64::from(cwnd) * f64::from(mss) * 8.0 * 1e6 / f64::from(rtt)))
 }
 
 macro_rules! g {
@@ -146,7 +151,7 @@ static FIELDS: &[Field] = &[
     g!("flow_tcp_snd_wnd", "Peer's advertised receive window (bytes).", |t| n32(t.snd_wnd())),
     g!("flow_tcp_rcv_wnd", "Receive window advertised to the peer (bytes; Linux 6.7+).", |t| n32(t.rcv_wnd())),
     g!("flow_tcp_rcv_rtt", "Receiver-side round-trip time estimate (ms).", |t| ms(t.rcv_rtt())),
-    g!("flow_tcp_backoff", "Retransmission timer backoff exponent.", |t| t.backoff().map(f64::from)),
+    g!("flow_tcp_backoff", "Retransmission timer backoff exponent.", |t| t.backoff().map(|b| Value::Int(u64::from(b)))),
     g!("flow_tcp_unacked", "Segments sent and not yet acknowledged.", |t| n32(t.unacked())),
     g!("flow_tcp_sacked", "Segments selectively acknowledged.", |t| n32(t.sacked())),
     g!("flow_tcp_lost", "Segments considered lost.", |t| n32(t.lost())),
@@ -159,21 +164,33 @@ static FIELDS: &[Field] = &[
     c!("flow_tcp_bytes_retrans_total", "Bytes retransmitted.", |t| n64(t.bytes_retrans())),
 ];
 
-/// The `opts` label of `flow_tcp_ca_info`, in `ss` order: `ts sack ecn ecnseen fastopen
-/// wscale:S,R`.
-fn opts(t: &TcpInfo) -> String {
+/// The family carrying the TCP options as a label.
+const CA_INFO: &str = "flow_tcp_ca_info";
+
+/// Appends the `opts` label value of `flow_tcp_ca_info`, in `ss` order: `ts sack ecn
+/// ecnseen fastopen wscale:S,R`.
+fn write_opts(out: &mut Vec<u8>, t: &TcpInfo) {
     let o = t.options().unwrap_or(0);
-    let mut v: Vec<String> = [(1, "ts"), (2, "sack"), (8, "ecn"), (16, "ecnseen"), (32, "fastopen")]
-        .iter()
-        .filter(|(bit, _)| o & bit != 0)
-        .map(|(_, name)| (*name).to_string())
-        .collect();
-    if o & 4 != 0 {
-        if let (Some(s), Some(r)) = (t.snd_wscale(), t.rcv_wscale()) {
-            v.push(format!("wscale:{s},{r}"));
+    let start = out.len();
+    let word = |out: &mut Vec<u8>, w: &[u8]| {
+        if out.len() > start {
+            out.push(b' ');
+        }
+        out.extend_from_slice(w);
+    };
+    for (bit, name) in [(1, "ts"), (2, "sack"), (8, "ecn"), (16, "ecnseen"), (32, "fastopen")] {
+        if o & bit != 0 {
+            word(out, name.as_bytes());
         }
     }
-    v.join(" ")
+    if o & 4 != 0 {
+        if let (Some(s), Some(r)) = (t.snd_wscale(), t.rcv_wscale()) {
+            word(out, b"wscale:");
+            prom::write_u64(out, u64::from(s));
+            out.push(b',');
+            prom::write_u64(out, u64::from(r));
+        }
+    }
 }
 
 /// A flow key as the flow table holds it: plain addresses, no IPv6 scope or flow info.
@@ -181,11 +198,19 @@ fn plain(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(netaddr::canonical(a.ip()), a.port())
 }
 
+/// A flow matched to a kernel socket in the last scrape.
+#[derive(Debug, Clone, Copy)]
+struct Matched {
+    info: TcpInfo,
+    exp: u32,
+    act: u32,
+}
+
 /// The prometheus backend.
 #[derive(Debug, Default)]
 pub struct FlowMetrics {
-    /// Matches of the last scrape: announced key → (tcp_info, local side is the announced src).
-    matched: HashMap<FlowKey, (TcpInfo, bool)>,
+    /// Matches of the last scrape, by announced key.
+    matched: HashMap<FlowKey, Matched>,
 }
 
 impl FlowMetrics {
@@ -202,6 +227,11 @@ impl FlowMetrics {
     }
 
     /// Dumps the kernel's TCP sockets once and matches them to the open flows.
+    ///
+    /// IPv4 sockets are dumped only when IPv4 flows are open; IPv6 sockets (which include
+    /// IPv4 connections on dual-stack sockets) only when IPv6 flows are open or some IPv4
+    /// flow is still unmatched: each family's dump walks the kernel's whole connection
+    /// hash table.
     pub fn scrape(&mut self, flows: &FlowTable, metrics: &mut Metrics) {
         self.matched.clear();
         if flows.is_empty() {
@@ -209,80 +239,118 @@ impl FlowMetrics {
             return;
         }
         let t0 = Instant::now();
-        let conns = match netlink::dump_blocking(Filter { states: CONNECTED, info: true }, DUMP_TIMEOUT) {
-            Ok(c) => c,
-            Err(e) => {
-                metrics.inc(&BACKEND_ERRORS, &["prometheus", "sock_diag"]);
-                log::warn!("prometheus: cannot read tcp_info: {e}");
-                return;
-            }
+        let v6_flows = flows.iter().filter(|(k, _)| k.is_ipv6()).count();
+        let v4_flows = flows.len() - v6_flows;
+        self.matched.reserve(flows.len());
+        let mut sockets = 0usize;
+        let matched = std::cell::Cell::new(0usize);
+        let next = |family| match family {
+            Family::V4 => v4_flows > 0,
+            Family::V6 => v6_flows > 0 || matched.get() < v4_flows,
         };
-        metrics.set(&DUMP_SECONDS, Vec::new(), t0.elapsed().as_secs_f64());
-        metrics.set(&SOCKETS, Vec::new(), conns.len() as f64);
-        self.matched.reserve(flows.len().min(conns.len()));
-        for c in &conns {
-            let Some(info) = c.tcp_info else { continue };
-            let (local, remote) = (plain(c.src), plain(c.dst));
-            let key = FlowKey { proto: Proto::Tcp, src: local, dst: remote };
-            if flows.get(&key).is_some() {
-                self.matched.insert(key, (info, true));
-            } else {
-                let rev = key.reversed();
-                if flows.get(&rev).is_some() {
-                    // Keep an exact match found earlier (both ends local).
-                    self.matched.entry(rev).or_insert((info, false));
-                }
-            }
+        let dumped = netlink::dump_blocking(Filter { states: CONNECTED, info: true }, &Family::BOTH, DUMP_TIMEOUT, next, |c| {
+            sockets += 1;
+            self.match_conn(flows, &c);
+            matched.set(self.matched.len());
+        });
+        if let Err(e) = dumped {
+            self.matched.clear();
+            metrics.inc(&BACKEND_ERRORS, &["prometheus", "sock_diag"]);
+            log::warn!("prometheus: cannot read tcp_info: {e}");
+            return;
         }
+        metrics.set(&DUMP_SECONDS, Vec::new(), t0.elapsed().as_secs_f64());
+        metrics.set(&SOCKETS, Vec::new(), sockets as f64);
         metrics.set(&MATCHED, Vec::new(), self.matched.len() as f64);
     }
 
-    /// Appends the `flow_tcp_*` families for the flows matched by the last [`scrape`]
-    /// that are still open, then forgets the matches.
+    /// Matches one kernel socket to the open flow it belongs to, if any: the flow announced
+    /// with this socket's local side as src, else the one announced the other way round.
+    /// When both ends are local (loopback) the exact orientation wins.
+    pub fn match_conn(&mut self, flows: &FlowTable, c: &Conn) {
+        let Some(info) = c.tcp_info else { return };
+        let key = FlowKey { proto: Proto::Tcp, src: plain(c.src), dst: plain(c.dst) };
+        if let Some(f) = flows.get(&key) {
+            self.matched.insert(key, Matched { info, exp: f.exp, act: f.act });
+            return;
+        }
+        let rev = key.reversed();
+        if let Some(f) = flows.get(&rev) {
+            // Keep an exact match found earlier (both ends local).
+            self.matched.entry(rev).or_insert(Matched { info, exp: f.exp, act: f.act });
+        }
+    }
+
+    /// Adds the `flow_tcp_*` families for the flows matched by the last [`scrape`] that
+    /// are still open to the page (one part per family, flows in key order), then forgets
+    /// the matches.
+    ///
+    /// The label blocks are built once per flow; then each family is written in one pass
+    /// over the flows, so only one output buffer is being filled at a time (writing 46
+    /// buffers in turn, flow by flow, is more than twice as slow).
     ///
     /// [`scrape`]: FlowMetrics::scrape
-    pub fn write(&mut self, flows: &FlowTable, registry: &Registry, out: &mut Vec<u8>) {
-        let mut rows: Vec<(&FlowKey, &TcpInfo, Vec<u8>)> = Vec::with_capacity(self.matched.len());
-        for (key, (info, _)) in &self.matched {
-            let Some(f) = flows.get(key) else { continue };
-            rows.push((key, info, label_block(key, f.exp, f.act, registry)));
-        }
+    pub fn write(&mut self, registry: &Registry, page: &mut Page) {
+        // Scrape and write run back to back in one loop turn, so every match is still open.
+        let mut rows: Vec<(&FlowKey, &Matched)> = self.matched.iter().collect();
         rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        out.reserve(rows.len() * FIELDS.len() * (rows.first().map_or(0, |r| r.2.len()) + 40));
-        for field in FIELDS {
+        // Every row's label block, and where `,src=` starts in it (for `opts`).
+        let mut labels = Vec::with_capacity(rows.len() * 96);
+        let mut spans = Vec::with_capacity(rows.len());
+        for (key, m) in &rows {
+            let start = labels.len();
+            let src_at = write_label_block(&mut labels, key, m.exp, m.act, registry);
+            spans.push((start, src_at, labels.len()));
+        }
+        let Some((ca_info, families)) = page.add_parts(FIELDS.len() + 1).split_last_mut() else { return };
+        for (out, field) in families.iter_mut().zip(FIELDS) {
+            out.reserve(labels.len() + rows.len() * (field.name.len() + 14) + 256);
             prom::write_header(out, field.name, field.help, field.kind);
-            for (_, info, labels) in &rows {
-                if let Some(v) = (field.get)(info) {
-                    prom::write_sample(out, field.name, labels, v);
+            for ((_, m), &(start, _, end)) in rows.iter().zip(&spans) {
+                if let Some(v) = (field.get)(&m.info) {
+                    prom::write_sample_value(out, field.name, &labels[start..end], v);
                 }
             }
         }
-        prom::write_header(out, "flow_tcp_ca_info", "TCP options in use (value always 1).", Kind::Gauge);
-        let mut labels = Vec::with_capacity(256);
-        for (_, info, block) in &rows {
-            labels.clear();
-            // Same labels plus opts (kept in alphabetical order: act dst exp flow opts src).
-            let cut = block.windows(6).position(|w| w == b",src=\"").unwrap_or(block.len().saturating_sub(1));
-            labels.extend_from_slice(&block[..cut]);
-            labels.extend_from_slice(b",opts=\"");
-            prom::write_label_value(&mut labels, &opts(info));
-            labels.push(b'"');
-            labels.extend_from_slice(&block[cut..]);
-            prom::write_sample(out, "flow_tcp_ca_info", &labels, 1.0);
+        ca_info.reserve(labels.len() + rows.len() * (CA_INFO.len() + 40) + 256);
+        prom::write_header(ca_info, CA_INFO, "TCP options in use (value always 1).", Kind::Gauge);
+        let mut with_opts = Vec::with_capacity(256);
+        for ((_, m), &(start, src_at, end)) in rows.iter().zip(&spans) {
+            // Same labels plus opts, kept in alphabetical order: act dst exp flow opts src.
+            with_opts.clear();
+            with_opts.extend_from_slice(&labels[start..src_at]);
+            with_opts.extend_from_slice(b",opts=\"");
+            write_opts(&mut with_opts, &m.info);
+            with_opts.push(b'"');
+            with_opts.extend_from_slice(&labels[src_at..end]);
+            prom::write_sample_value(ca_info, CA_INFO, &with_opts, Value::Int(1));
         }
         self.matched.clear();
     }
 }
 
-/// `{act="…",dst="…",exp="…",flow="sport:dport",src="…"}` for one flow.
-fn label_block(key: &FlowKey, exp: u32, act: u32, registry: &Registry) -> Vec<u8> {
+/// Appends `{act="…",dst="…",exp="…",flow="sport:dport",src="…"}` for one flow and
+/// returns the offset in `out` of its `,src=` (where `flow_tcp_ca_info` inserts `opts`).
+fn write_label_block(out: &mut Vec<u8>, key: &FlowKey, exp: u32, act: u32, registry: &Registry) -> usize {
+    use std::io::Write;
     let (e, a) = registry.names(exp, act);
-    let (e, a) = (e.map_or_else(|| exp.to_string(), str::to_string), a.map_or_else(|| act.to_string(), str::to_string));
-    let ip = |a: IpAddr| a.to_string();
-    let flow = format!("{}:{}", key.src.port(), key.dst.port());
-    let mut b = Vec::with_capacity(96);
-    prom::write_labels(&mut b, &["act", "dst", "exp", "flow", "src"], &[a, ip(key.dst.ip()), e, flow, ip(key.src.ip())]);
-    b
+    let name_or_id = |out: &mut Vec<u8>, name: Option<&str>, id: u32| match name {
+        Some(n) => prom::write_label_value(out, n),
+        None => prom::write_u64(out, u64::from(id)),
+    };
+    out.extend_from_slice(b"{act=\"");
+    name_or_id(out, a, act);
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "\",dst=\"{}\",exp=\"", key.dst.ip());
+    name_or_id(out, e, exp);
+    out.extend_from_slice(b"\",flow=\"");
+    prom::write_u64(out, u64::from(key.src.port()));
+    out.push(b':');
+    prom::write_u64(out, u64::from(key.dst.port()));
+    out.push(b'"');
+    let src_at = out.len();
+    let _ = write!(out, ",src=\"{}\"}}", key.src.ip());
+    src_at
 }
 
 #[cfg(test)]
@@ -312,17 +380,21 @@ mod tests {
         t
     }
 
+    fn conn(src: &str, dst: &str, rtt_us: u32) -> Conn {
+        Conn { src: src.parse().unwrap(), dst: dst.parse().unwrap(), state: 1, inode: 1, uid: 0, tcp_info: Some(info(rtt_us, 1)) }
+    }
+
     #[test]
     fn test_flow_families_labels_types_and_units() {
         let k = FlowKey::new(Proto::Tcp, "192.0.2.1:1094".parse().unwrap(), "198.51.100.2:40000".parse().unwrap()).unwrap();
         let k2 = FlowKey::new(Proto::Tcp, "[2001:db8::1]:1".parse().unwrap(), "[2001:db8::2]:2".parse().unwrap()).unwrap();
-        let flows = table(&[(k, 2, 9), (k2, 999, 7)]);
         let mut p = FlowMetrics::new();
-        p.matched.insert(k, (info(361, 1_612_210_340), true));
-        p.matched.insert(k2, (info(1500, 5), false));
-        let mut out = Vec::new();
-        p.write(&flows, &Registry::bundled(), &mut out);
-        let page = String::from_utf8(out).unwrap();
+        p.matched.insert(k, Matched { info: info(361, 1_612_210_340), exp: 2, act: 9 });
+        p.matched.insert(k2, Matched { info: info(1500, 5), exp: 999, act: 7 });
+        let mut out = Page::new();
+        p.write(&Registry::bundled(), &mut out);
+        assert_eq!(out.parts().len(), FIELDS.len() + 1, "one part per family");
+        let page = String::from_utf8(out.to_vec()).unwrap();
         let l1 = r#"{act="Debug",dst="198.51.100.2",exp="atlas",flow="1094:40000",src="192.0.2.1"}"#;
         let l2 = r#"{act="7",dst="2001:db8::2",exp="999",flow="1:2",src="2001:db8::1"}"#;
         assert!(page.contains(&format!("flow_tcp_rtt{l1} 0.361\n")), "{page}");
@@ -333,21 +405,46 @@ mod tests {
         assert!(page.contains(&format!("flow_tcp_send{l1} 221606648.199446")), "{page}");
         assert!(!page.contains("flow_tcp_pacing_rate{"), "unlimited pacing is not exported");
         assert!(page.contains(r#"flow_tcp_ca_info{act="Debug",dst="198.51.100.2",exp="atlas",flow="1094:40000",opts="ts sack wscale:7,9",src="192.0.2.1"} 1"#), "{page}");
+        assert!(page.find(l1).unwrap() < page.find(l2).unwrap(), "flows in key order");
         for f in FIELDS {
             assert_eq!(f.kind == Kind::Counter, f.name.ends_with("_total"), "{}", f.name);
             assert_eq!(page.matches(&format!("# TYPE {} ", f.name)).count(), 1);
+            // Both flows or neither (a field beyond this 232-byte tcp_info, or unlimited pacing).
+            assert!([0, 2].contains(&page.matches(&format!("\n{}{{", f.name)).count()), "{}", f.name);
         }
         assert!(p.matched.is_empty());
     }
 
     #[test]
-    fn test_ended_flows_are_not_written() {
-        let k = FlowKey::new(Proto::Tcp, "192.0.2.1:1".parse().unwrap(), "192.0.2.2:2".parse().unwrap()).unwrap();
-        let flows = table(&[]);
+    fn test_sockets_match_flows_in_either_orientation_exact_first() {
+        let key = |s: &str, d: &str| FlowKey::new(Proto::Tcp, s.parse().unwrap(), d.parse().unwrap()).unwrap();
+        // Announced from this host's side, announced from the peer's side, and a loopback
+        // flow whose two sockets are both local.
+        let out = key("192.0.2.1:1094", "198.51.100.2:40000");
+        let inbound = key("198.51.100.3:50000", "192.0.2.1:1094");
+        let lo = key("127.0.0.1:40001", "127.0.0.1:1094");
+        let flows = table(&[(out, 2, 9), (inbound, 3, 1), (lo, 3, 14)]);
         let mut p = FlowMetrics::new();
-        p.matched.insert(k, (info(1, 1), true));
-        let mut out = Vec::new();
-        p.write(&flows, &Registry::bundled(), &mut out);
-        assert!(!String::from_utf8(out).unwrap().contains("flow=\""));
+        for c in [
+            conn("192.0.2.1:1094", "198.51.100.2:40000", 10),
+            conn("192.0.2.1:1094", "198.51.100.3:50000", 20),
+            conn("127.0.0.1:1094", "127.0.0.1:40001", 30),
+            conn("127.0.0.1:40001", "127.0.0.1:1094", 40),
+            conn("[::ffff:192.0.2.1]:1094", "[::ffff:198.51.100.9]:1", 50),
+            Conn { tcp_info: None, ..conn("192.0.2.1:1094", "198.51.100.2:40000", 60) },
+        ] {
+            p.match_conn(&flows, &c);
+        }
+        let rtt = |p: &FlowMetrics, k: &FlowKey| p.matched.get(k).map(|m| (m.info.rtt().unwrap(), m.exp, m.act));
+        assert_eq!(rtt(&p, &out), Some((10, 2, 9)));
+        assert_eq!(rtt(&p, &inbound), Some((20, 3, 1)));
+        assert_eq!(rtt(&p, &lo), Some((40, 3, 14)), "the socket whose local side is the announced src wins");
+        assert_eq!(p.matched.len(), 3, "unknown sockets and sockets without tcp_info are ignored");
+        // An IPv4 flow on a dual-stack (IPv4-mapped) socket matches too.
+        let mapped = key("192.0.2.1:1094", "198.51.100.9:1");
+        let flows = table(&[(mapped, 2, 9)]);
+        p.matched.clear();
+        p.match_conn(&flows, &conn("[::ffff:192.0.2.1]:1094", "[::ffff:198.51.100.9]:1", 70));
+        assert_eq!(rtt(&p, &mapped), Some((70, 2, 9)));
     }
 }

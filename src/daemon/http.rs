@@ -34,6 +34,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::daemon::token;
 use crate::metrics::{Desc, Kind, Metrics};
+use crate::wire::prom::Page;
 use crate::wire::http::{self, Head, Parsed, Route, Status};
 
 /// Most connections served at once.
@@ -97,8 +98,12 @@ pub struct BindError {
     pub source: io::Error,
 }
 
-/// Renders the metrics page into the buffer; may update the store first (process metrics).
-pub type Render<'a> = dyn FnMut(&mut Metrics, &mut Vec<u8>) + 'a;
+/// How long the buffers of the last page are kept for the next scrape.
+pub const SPARE_KEEP: Duration = Duration::from_secs(300);
+
+/// Renders the metrics page (an empty [`Page`]); may update the store first (process
+/// metrics).
+pub type Render<'a> = dyn FnMut(&mut Metrics, &mut Page) + 'a;
 
 /// Where a connection is in its request/response cycle.
 enum Phase {
@@ -106,7 +111,7 @@ enum Phase {
     Reading { buf: Vec<u8> },
     /// Sending `head` then `body`, `pos` bytes of both already sent; `rest` holds bytes
     /// already read after the request (pipelining).
-    Writing { head: Vec<u8>, body: Vec<u8>, pos: usize, rest: Vec<u8>, close: bool },
+    Writing { head: Vec<u8>, body: Page, pos: usize, rest: Vec<u8>, close: bool },
     /// The last answer is sent and our side shut down; unread request bytes are read
     /// and dropped until the peer closes (or [`LINGER`] passes), so closing with unread
     /// data does not reset the connection and destroy the answer in flight.
@@ -130,7 +135,7 @@ struct Conn {
 /// One answer, ready to be sent.
 struct Answer {
     head: Vec<u8>,
-    body: Vec<u8>,
+    body: Page,
     /// Request bytes consumed.
     used: usize,
     /// Close the connection after sending.
@@ -147,8 +152,9 @@ pub struct Http {
     paused_until: Option<Instant>,
     /// The accept budget ran out in the turn at this time, connections may still be queued.
     accept_again: Option<Instant>,
-    /// Size of the last metrics page (the next one is allocated at once).
-    page_hint: usize,
+    /// The buffers of the last page sent, for the next one: a steady scrape then
+    /// allocates (and page-faults) nothing. Dropped after [`SPARE_KEEP`] unused.
+    spare: Option<(Page, Instant)>,
 }
 
 impl Http {
@@ -162,7 +168,7 @@ impl Http {
         }
         metrics.add(&REFUSED, &[], 0);
         metrics.set(&OPEN, Vec::new(), 0.0);
-        Ok(Http { listener, addr, conns: Vec::new(), free: Vec::new(), paused_until: None, accept_again: None, page_hint: 16 * 1024 })
+        Ok(Http { listener, addr, conns: Vec::new(), free: Vec::new(), paused_until: None, accept_again: None, spare: None })
     }
 
     /// The bound address (the real port when 0 was asked for).
@@ -183,7 +189,8 @@ impl Http {
     pub fn poll_at(&self) -> Option<Instant> {
         let conns = self.conns.iter().flatten().map(|c| c.resume.unwrap_or(c.deadline));
         let accept = if self.paused_until.is_some() { self.paused_until } else { self.accept_again };
-        conns.chain(accept).min()
+        let spare = self.spare.as_ref().map(|(_, until)| *until);
+        conns.chain(accept).chain(spare).min()
     }
 
     /// A readiness event for the listener or connection slot `slot` (`None` = listener).
@@ -196,6 +203,9 @@ impl Http {
 
     /// Deadlines: expire idle or stuck connections, resume left-over work, resume accepting.
     pub fn on_timeout(&mut self, registry: &Registry, now: Instant, metrics: &mut Metrics, render: &mut Render<'_>) {
+        if self.spare.as_ref().is_some_and(|(_, until)| *until <= now) {
+            self.spare = None;
+        }
         if self.paused_until.is_some_and(|t| t <= now) {
             self.paused_until = None;
             self.accept_again = Some(now);
@@ -293,7 +303,7 @@ impl Http {
 
     /// Runs connection `i` as far as it can go without blocking.
     fn drive(&mut self, registry: &Registry, i: usize, now: Instant, metrics: &mut Metrics, render: &mut Render<'_>) {
-        let hint = &mut self.page_hint;
+        let spare = &mut self.spare;
         let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else { return };
         c.resume = None;
         let mut budget = REQUEST_BUDGET;
@@ -313,7 +323,7 @@ impl Http {
                         c.phase = Phase::Reading { buf };
                         return;
                     }
-                    let Some(a) = respond(&buf, eof, hint, metrics, render) else {
+                    let Some(a) = respond(&buf, eof, spare, metrics, render) else {
                         if eof {
                             break;
                         }
@@ -341,12 +351,14 @@ impl Http {
                             break;
                         }
                         Ok(()) if close => {
+                            keep_spare(spare, body, now);
                             let _ = c.stream.shutdown(Shutdown::Write);
                             c.deadline = now + LINGER;
                             c.drained = 0;
                             Phase::Draining
                         }
                         Ok(()) => {
+                            keep_spare(spare, body, now);
                             c.deadline = now + IDLE_TIMEOUT;
                             Phase::Reading { buf: rest }
                         }
@@ -365,6 +377,16 @@ impl Http {
         }
         self.release(registry, i, metrics);
     }
+}
+
+/// Keeps the larger of the spare page and `page` (several connections may have had pages
+/// out at once), until `now + SPARE_KEEP`.
+fn keep_spare(spare: &mut Option<(Page, Instant)>, page: Page, now: Instant) {
+    let page = match spare.take() {
+        Some((old, _)) if old.capacity() > page.capacity() => old,
+        _ => page,
+    };
+    *spare = Some((page, now + SPARE_KEEP));
 }
 
 fn conn_token(i: usize) -> Token {
@@ -406,18 +428,25 @@ fn discard(stream: &mut TcpStream) -> io::Result<Option<usize>> {
     }
 }
 
-/// Writes what is left of `head` + `body` (`pos` bytes are sent) until done or
-/// `WouldBlock` (returned as an error). The head goes out with the body in one
-/// vectored write, so a large page is never copied to put the head in front.
-fn flush(stream: &mut TcpStream, head: &[u8], body: &[u8], pos: &mut usize) -> io::Result<()> {
+/// Writes what is left of `head` + the parts of `body` (`pos` bytes are sent) until done
+/// or `WouldBlock` (returned as an error). Everything goes out in vectored writes, so the
+/// page is never copied into one buffer.
+fn flush(stream: &mut TcpStream, head: &[u8], body: &Page, pos: &mut usize) -> io::Result<()> {
     let total = head.len() + body.len();
+    let mut iov = Vec::with_capacity(body.parts().len() + 1);
     while *pos < total {
-        let r = if *pos < head.len() {
-            stream.write_vectored(&[io::IoSlice::new(&head[*pos..]), io::IoSlice::new(body)])
-        } else {
-            stream.write(&body[*pos - head.len()..])
-        };
-        match r {
+        iov.clear();
+        let mut skip = *pos;
+        for part in std::iter::once(head).chain(body.parts().iter().map(Vec::as_slice)) {
+            match part.get(skip..) {
+                Some(rest) if !rest.is_empty() => {
+                    iov.push(io::IoSlice::new(rest));
+                    skip = 0;
+                }
+                _ => skip -= part.len().min(skip),
+            }
+        }
+        match stream.write_vectored(&iov) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => *pos += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -429,14 +458,18 @@ fn flush(stream: &mut TcpStream, head: &[u8], body: &[u8], pos: &mut usize) -> i
 
 /// Answers the first request in `buf`, if there is one. `None` means "wait for more
 /// bytes" (or, at end of stream with nothing but line ends buffered, close).
-/// `hint` is the size of the last metrics page, to allocate the next one at once.
-fn respond(buf: &[u8], eof: bool, hint: &mut usize, metrics: &mut Metrics, render: &mut Render<'_>) -> Option<Answer> {
+/// The answer's body is the spare page if there is one (its buffers are reused).
+fn respond(buf: &[u8], eof: bool, spare: &mut Option<(Page, Instant)>, metrics: &mut Metrics, render: &mut Render<'_>) -> Option<Answer> {
     let mut head = Vec::with_capacity(160);
-    let mut body = Vec::new();
     let mut counted = false;
-    let (status, used, close) = match http::parse(buf) {
-        Parsed::Incomplete if buf.iter().all(|b| matches!(b, b'\r' | b'\n')) => return None,
-        Parsed::Incomplete if !eof => return None,
+    let parsed = http::parse(buf);
+    match parsed {
+        Parsed::Incomplete if !eof || buf.iter().all(|b| matches!(b, b'\r' | b'\n')) => return None,
+        _ => {}
+    }
+    let mut body = spare.take().map(|(page, _)| page).unwrap_or_default();
+    body.clear();
+    let (status, used, close) = match parsed {
         Parsed::Incomplete => {
             // The peer closed in the middle of a request head.
             http::write_error(&mut head, Status::BadRequest, false, false);
@@ -451,26 +484,24 @@ fn respond(buf: &[u8], eof: bool, hint: &mut usize, metrics: &mut Metrics, rende
             let keep_alive = req.keep_alive;
             let (status, content_type) = match http::route(req.method, req.path) {
                 Route::Error(s) => {
-                    body.extend_from_slice(http::error_body(s).as_bytes());
+                    body.add_part().extend_from_slice(http::error_body(s).as_bytes());
                     (s, http::TEXT_CONTENT_TYPE)
                 }
                 Route::Index => {
-                    body.extend_from_slice(INDEX_BODY.as_bytes());
+                    body.add_part().extend_from_slice(INDEX_BODY.as_bytes());
                     (Status::Ok, http::TEXT_CONTENT_TYPE)
                 }
                 Route::Metrics => {
                     // Count this request before rendering, so the page includes it.
                     metrics.inc(&REQUESTS, &[Status::Ok.code_str()]);
                     counted = true;
-                    body.reserve(*hint + *hint / 8);
                     render(metrics, &mut body);
-                    *hint = body.len();
                     (Status::Ok, http::METRICS_CONTENT_TYPE)
                 }
             };
             http::write_head(&mut head, &Head { status, content_type, content_length: body.len(), keep_alive });
             if head_only {
-                body = Vec::new();
+                body.clear();
             }
             (status, used, !keep_alive)
         }

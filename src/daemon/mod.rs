@@ -35,6 +35,7 @@ use crate::plugin::Plugin;
 use crate::registry::Registry;
 use crate::sys::notify::Notifier;
 use crate::sys::{self, PidFile};
+use crate::wire::prom::Page;
 use refresh::Refresher;
 use token::Slot;
 
@@ -125,7 +126,7 @@ fn start_http(cfg: &Config, poll: &Poll, metrics: &mut Metrics) -> Result<Option
 
 /// Renders the `/metrics` page: process usage, then the flow backends' scrape (which may
 /// count its own errors), then the whole store, then the per-flow families.
-fn render_page(metrics: &mut Metrics, backends: &mut [Backend], flows: &FlowTable, registry: &Registry, out: &mut Vec<u8>) {
+fn render_page(metrics: &mut Metrics, backends: &mut [Backend], flows: &FlowTable, registry: &Registry, out: &mut Page) {
     match sys::process::sample() {
         Ok(p) => metrics.set_process(&p),
         Err(e) => log::debug!("process metrics unavailable: {e}"),
@@ -137,9 +138,9 @@ fn render_page(metrics: &mut Metrics, backends: &mut [Backend], flows: &FlowTabl
     for b in backends.iter_mut() {
         b.scrape(flows, metrics);
     }
-    metrics.render(out);
+    metrics.render(out.add_part());
     for b in backends.iter_mut() {
-        b.write_metrics(flows, registry, out);
+        b.write_metrics(registry, out);
     }
 }
 
@@ -300,7 +301,7 @@ impl Daemon {
                     Slot::HttpListener | Slot::HttpConn(_) => {
                         if let Some(h) = http.as_mut() {
                             let conn = if let Slot::HttpConn(i) = Slot::from(ev.token()) { Some(i) } else { None };
-                            let mut render = |m: &mut Metrics, out: &mut Vec<u8>| render_page(m, backends, flows, cx.registry, out);
+                            let mut render = |m: &mut Metrics, out: &mut Page| render_page(m, backends, flows, cx.registry, out);
                             h.on_ready(cx.poll, conn, now, cx.metrics, &mut render);
                         }
                     }
@@ -325,7 +326,7 @@ impl Daemon {
                 refresher.on_timeout(now, cx.metrics);
             }
             if let Some(h) = http.as_mut().filter(|h| h.poll_at().is_some_and(|at| at <= now)) {
-                let mut render = |m: &mut Metrics, out: &mut Vec<u8>| render_page(m, backends, flows, cx.registry, out);
+                let mut render = |m: &mut Metrics, out: &mut Page| render_page(m, backends, flows, cx.registry, out);
                 h.on_timeout(cx.poll, now, cx.metrics, &mut render);
             }
             fan_out(plugins, backends, flows, backend_warn, &mut cx);

@@ -5,7 +5,8 @@
 //! produces the next part of a dump while we `recv` the previous one, so the reader
 //! drains until `WouldBlock` and parses each datagram with `wire::sock_diag::parse`.
 //! [`dump_blocking`] is for callers outside the loop's state machines (the Prometheus
-//! backend's per-scrape dump): it waits with `poll(2)` up to a deadline, never longer.
+//! backend's per-scrape dump): it waits with `poll(2)` up to a deadline, never longer,
+//! and hands sockets over one by one, so a dump of 20,000 sockets is never collected.
 //! Everything goes through nix's safe wrappers: no `unsafe` here.
 
 use std::io;
@@ -121,18 +122,29 @@ pub enum DumpError {
     Timeout(Duration),
 }
 
-/// Dumps the TCP sockets matching `filter` (IPv4 and IPv6), waiting at most `timeout`.
-pub fn dump_blocking(filter: Filter, timeout: Duration) -> Result<Vec<Conn>, DumpError> {
+/// Dumps the TCP sockets of `families` matching `filter`, waiting at most `timeout` in
+/// all, handing each socket to `each` as its reply is parsed (nothing is collected).
+/// `next(family)` is asked before each family's dump and may skip it. On an error, `each`
+/// may already have seen part of the dump.
+pub fn dump_blocking(
+    filter: Filter,
+    families: &[Family],
+    timeout: Duration,
+    mut next: impl FnMut(Family) -> bool,
+    mut each: impl FnMut(Conn),
+) -> Result<(), DumpError> {
     let deadline = Instant::now() + timeout;
     let sock = DiagSocket::open().map_err(|source| DumpError::Io { op: "socket", source })?;
     let mut buf = vec![0u8; RECV_BUF];
-    let mut out = Vec::new();
-    for (seq, family) in (1u32..).zip(Family::BOTH) {
+    for (seq, &family) in (1u32..).zip(families) {
+        if !next(family) {
+            continue;
+        }
         sock.send(&sock_diag::request(family, filter, seq)).map_err(|source| DumpError::Io { op: "send", source })?;
         loop {
             match sock.recv(&mut buf) {
                 Ok(n) => {
-                    let p = sock_diag::parse(&buf[..n], seq, |c| out.push(c)).map_err(|source| DumpError::Reply { family, source })?;
+                    let p = sock_diag::parse(&buf[..n], seq, &mut each).map_err(|source| DumpError::Reply { family, source })?;
                     if p.done {
                         break;
                     }
@@ -142,7 +154,7 @@ pub fn dump_blocking(filter: Filter, timeout: Duration) -> Result<Vec<Conn>, Dum
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn wait_readable(sock: &DiagSocket, deadline: Instant, timeout: Duration) -> Result<(), DumpError> {
@@ -172,7 +184,8 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (s, _) = l.accept().unwrap();
-        let conns = dump_blocking(Filter::established(true), Duration::from_secs(5)).unwrap();
+        let mut conns = Vec::new();
+        dump_blocking(Filter::established(true), &Family::BOTH, Duration::from_secs(5), |_| true, |c| conns.push(c)).unwrap();
         let mine = conns.iter().find(|x| x.src == c.local_addr().unwrap() && x.dst == s.local_addr().unwrap()).expect("client side in dump");
         assert_eq!(mine.state, sock_diag::state::ESTABLISHED);
         assert!(mine.tcp_info.is_some_and(|t| t.rtt().is_some()));

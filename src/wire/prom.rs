@@ -14,6 +14,7 @@
 use crate::metrics::Kind;
 
 /// Formats `v` in decimal into `buf`, returning the digits.
+#[inline(always)]
 pub fn fmt_u64(buf: &mut [u8; 20], mut v: u64) -> &[u8] {
     let mut i = buf.len();
     loop {
@@ -53,9 +54,127 @@ pub fn write_value(out: &mut Vec<u8>, v: f64) {
 }
 
 /// Appends an unsigned integer value.
+#[inline(always)]
 pub fn write_u64(out: &mut Vec<u8>, v: u64) {
     let mut d = [0u8; 20];
     out.extend_from_slice(fmt_u64(&mut d, v));
+}
+
+/// Largest microsecond count written by digit arithmetic in [`write_millis`]; far below the
+/// magnitude where `us / 1000.0` stops having a unique 3-decimal shortest form.
+const MAX_EXACT_MICROS: u64 = 1 << 50;
+
+/// Appends `us` microseconds as milliseconds: exactly what [`write_value`] writes for
+/// `us as f64 / 1000.0` (`"204"`, `"0.361"`, `"1.5"`), without float formatting.
+#[inline(always)]
+pub fn write_millis(out: &mut Vec<u8>, us: u64) {
+    if us >= MAX_EXACT_MICROS {
+        write_value(out, us as f64 / 1000.0);
+        return;
+    }
+    write_u64(out, us / 1000);
+    let frac = us % 1000;
+    if frac != 0 {
+        let digits = [b'.', b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8];
+        let keep = if frac % 100 == 0 { 2 } else if frac % 10 == 0 { 3 } else { 4 };
+        out.extend_from_slice(&digits[..keep]);
+    }
+}
+
+/// A sample value as the per-flow families produce it, so the common cases skip float
+/// formatting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    /// A count, written as an integer.
+    Int(u64),
+    /// Microseconds, written as milliseconds ([`write_millis`]).
+    Millis(u64),
+    /// Anything else ([`write_value`]).
+    Float(f64),
+}
+
+impl Value {
+    /// Appends the value.
+    #[inline(always)]
+    pub fn write(self, out: &mut Vec<u8>) {
+        match self {
+            Value::Int(v) => write_u64(out, v),
+            Value::Millis(us) => write_millis(out, us),
+            Value::Float(v) => write_value(out, v),
+        }
+    }
+
+    /// The value as a float (what a scraper parses).
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Value::Int(v) => v as f64,
+            Value::Millis(us) => us as f64 / 1000.0,
+            Value::Float(v) => v,
+        }
+    }
+}
+
+/// A metrics page as a list of buffers: parts rendered separately (the store, one per
+/// per-flow family) are sent with vectored writes, never concatenated, and a reused page
+/// keeps every buffer's capacity, so a steady scrape allocates nothing.
+#[derive(Debug, Default)]
+pub struct Page {
+    parts: Vec<Vec<u8>>,
+    used: usize,
+}
+
+impl Page {
+    /// An empty page.
+    pub fn new() -> Page {
+        Page::default()
+    }
+
+    /// Empties the page, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.used = 0;
+    }
+
+    /// Appends `n` empty parts and returns them, in page order.
+    pub fn add_parts(&mut self, n: usize) -> &mut [Vec<u8>] {
+        let start = self.used;
+        self.used += n;
+        if self.parts.len() < self.used {
+            self.parts.resize_with(self.used, Vec::new);
+        }
+        let parts = &mut self.parts[start..self.used];
+        parts.iter_mut().for_each(Vec::clear);
+        parts
+    }
+
+    /// Appends one empty part and returns it.
+    pub fn add_part(&mut self) -> &mut Vec<u8> {
+        &mut self.add_parts(1)[0]
+    }
+
+    /// The parts in page order.
+    pub fn parts(&self) -> &[Vec<u8>] {
+        &self.parts[..self.used]
+    }
+
+    /// Bytes on the page.
+    pub fn len(&self) -> usize {
+        self.parts().iter().map(Vec::len).sum()
+    }
+
+    /// Whether the page has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes the page's buffers hold allocated (what keeping it for reuse costs).
+    pub fn capacity(&self) -> usize {
+        self.parts.iter().map(Vec::capacity).sum()
+    }
+
+    /// The whole page in one buffer (tests, tools).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.parts().concat()
+    }
 }
 
 /// Appends a label value with `\`, `"` and newline escaped (no quotes around it).
@@ -117,10 +236,16 @@ pub fn write_header(out: &mut Vec<u8>, name: &str, help: &str, kind: Kind) {
 /// Appends one sample line: `name`, the pre-rendered label block from [`write_labels`]
 /// (may be empty), a space, the value.
 pub fn write_sample(out: &mut Vec<u8>, name: &str, labels: &[u8], value: f64) {
+    write_sample_value(out, name, labels, Value::Float(value));
+}
+
+/// [`write_sample`] for a [`Value`].
+#[inline(always)]
+pub fn write_sample_value(out: &mut Vec<u8>, name: &str, labels: &[u8], value: Value) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(labels);
     out.push(b' ');
-    write_value(out, value);
+    value.write(out);
     out.push(b'\n');
 }
 
@@ -172,6 +297,61 @@ mod tests {
             assert!(!s.contains('+') || s == "+Inf");
             assert_eq!(s.parse::<f64>().unwrap(), v, "{s}");
         }
+    }
+
+    fn millis(us: u64) -> String {
+        let mut out = Vec::new();
+        write_millis(&mut out, us);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn test_millis_match_float_formatting() {
+        assert_eq!(millis(0), "0");
+        assert_eq!(millis(204_000), "204");
+        assert_eq!(millis(361), "0.361");
+        assert_eq!(millis(1_500), "1.5");
+        assert_eq!(millis(1_050), "1.05");
+        assert_eq!(millis(4_294_967_295), "4294967.295");
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let samples = (0..200_000u64).chain((0..200_000).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % (1 << 52)
+        }));
+        for us in samples.chain([MAX_EXACT_MICROS - 1, MAX_EXACT_MICROS, u64::MAX]) {
+            assert_eq!(millis(us), value(us as f64 / 1000.0), "{us} us");
+        }
+    }
+
+    #[test]
+    fn test_typed_values() {
+        let s = |v: Value| {
+            let mut out = Vec::new();
+            v.write(&mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(s(Value::Int(u64::MAX)), "18446744073709551615");
+        assert_eq!(s(Value::Millis(2_500)), "2.5");
+        assert_eq!(s(Value::Float(0.25)), "0.25");
+        assert_eq!(Value::Millis(2_500).as_f64(), 2.5);
+    }
+
+    #[test]
+    fn test_page_parts_are_reused_in_order() {
+        let mut p = Page::new();
+        p.add_part().extend_from_slice(b"a");
+        for (i, part) in p.add_parts(2).iter_mut().enumerate() {
+            part.extend_from_slice(if i == 0 { b"bb" } else { b"ccc" });
+        }
+        assert_eq!((p.to_vec(), p.len(), p.parts().len()), (b"abbccc".to_vec(), 6, 3));
+        let cap = p.capacity();
+        p.clear();
+        assert!(p.is_empty() && p.parts().is_empty());
+        p.add_part().extend_from_slice(b"z");
+        assert_eq!(p.to_vec(), b"z");
+        assert_eq!(p.capacity(), cap, "buffers kept");
     }
 
     #[test]

@@ -125,6 +125,7 @@ macro_rules! tcp_info_fields {
         impl TcpInfo {
             $(
                 $(#[$doc])*
+                #[inline(always)]
                 pub fn $name(&self) -> Option<$ty> {
                     const N: usize = std::mem::size_of::<$ty>();
                     let end = $off + N;
