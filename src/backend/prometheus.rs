@@ -21,7 +21,7 @@
 //! or the numeric ids when the registry does not know them.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::flow::{FlowKey, Proto};
@@ -332,7 +332,6 @@ impl FlowMetrics {
 /// Appends `{act="…",dst="…",exp="…",flow="sport:dport",src="…"}` for one flow and
 /// returns the offset in `out` of its `,src=` (where `flow_tcp_ca_info` inserts `opts`).
 fn write_label_block(out: &mut Vec<u8>, key: &FlowKey, exp: u32, act: u32, registry: &Registry) -> usize {
-    use std::io::Write;
     let (e, a) = registry.names(exp, act);
     let name_or_id = |out: &mut Vec<u8>, name: Option<&str>, id: u32| match name {
         Some(n) => prom::write_label_value(out, n),
@@ -340,8 +339,9 @@ fn write_label_block(out: &mut Vec<u8>, key: &FlowKey, exp: u32, act: u32, regis
     };
     out.extend_from_slice(b"{act=\"");
     name_or_id(out, a, act);
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "\",dst=\"{}\",exp=\"", key.dst.ip());
+    out.extend_from_slice(b"\",dst=\"");
+    write_ip(out, key.dst.ip());
+    out.extend_from_slice(b"\",exp=\"");
     name_or_id(out, e, exp);
     out.extend_from_slice(b"\",flow=\"");
     prom::write_u64(out, u64::from(key.src.port()));
@@ -349,8 +349,29 @@ fn write_label_block(out: &mut Vec<u8>, key: &FlowKey, exp: u32, act: u32, regis
     prom::write_u64(out, u64::from(key.dst.port()));
     out.push(b'"');
     let src_at = out.len();
-    let _ = write!(out, ",src=\"{}\"}}", key.src.ip());
+    out.extend_from_slice(b",src=\"");
+    write_ip(out, key.src.ip());
+    out.extend_from_slice(b"\"}");
     src_at
+}
+
+/// Appends an address as `Display` writes it; IPv4 without the formatting machinery.
+fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                prom::write_u64(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -413,6 +434,16 @@ mod tests {
             assert!([0, 2].contains(&page.matches(&format!("\n{}{{", f.name)).count()), "{}", f.name);
         }
         assert!(p.matched.is_empty());
+    }
+
+    #[test]
+    fn test_addresses_are_written_as_display_writes_them() {
+        for a in ["0.0.0.0", "255.255.255.255", "10.0.100.9", "::", "::1", "2001:db8::2", "::ffff:192.0.2.1", "fe80::1:2:3:4"] {
+            let ip: IpAddr = a.parse().unwrap();
+            let mut out = Vec::new();
+            write_ip(&mut out, ip);
+            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+        }
     }
 
     #[test]
