@@ -98,10 +98,12 @@ fn bps(v: Option<u64>) -> Option<Value> {
     Some(r.checked_mul(8).map_or(Value::Float(r as f64 * 8.0), Value::Int))
 }
 
-/// What `ss` prints as `send`: cwnd × mss × 8 / srtt, in bits/s.
+/// What `ss` prints as `send`: cwnd × mss × 8 / srtt, in whole bits/s (`ss` itself
+/// prints three significant digits).
 fn send_rate(t: &TcpInfo) -> Option<Value> {
     let (cwnd, mss, rtt) = (t.snd_cwnd()?, t.snd_mss()?, t.rtt()?);
-    (rtt > 0).then(|| Value::Float(f64::from(cwnd) * f64::from(mss) * 8.0 * 1e6 / f64::from(rtt)))
+    let bits = u128::from(cwnd) * u128::from(mss) * 8_000_000 / u128::from(rtt.max(1));
+    (rtt > 0).then(|| Value::Int(u64::try_from(bits).unwrap_or(u64::MAX)))
 }
 
 macro_rules! g {
@@ -423,7 +425,7 @@ mod tests {
         assert!(page.contains(&format!("flow_tcp_bytes_sent_total{l1} 1612210340\n")));
         assert!(page.contains("# TYPE flow_tcp_bytes_sent_total counter\nflow_tcp_bytes_sent_total{"), "{page}");
         assert!(page.contains("# TYPE flow_tcp_cwnd gauge\n"));
-        assert!(page.contains(&format!("flow_tcp_send{l1} 221606648.199446")), "{page}");
+        assert!(page.contains(&format!("flow_tcp_send{l1} 221606648\n")), "{page}");
         assert!(!page.contains("flow_tcp_pacing_rate{"), "unlimited pacing is not exported");
         assert!(page.contains(r#"flow_tcp_ca_info{act="Debug",dst="198.51.100.2",exp="atlas",flow="1094:40000",opts="ts sack wscale:7,9",src="192.0.2.1"} 1"#), "{page}");
         assert!(page.find(l1).unwrap() < page.find(l2).unwrap(), "flows in key order");
