@@ -391,3 +391,36 @@ fn real_loopback_flows_get_tcp_info_series_that_vanish_after_end() {
     assert!(!page.lines().any(|l| l.starts_with("flow_tcp_")), "no flow series left:\n{page}");
     promtool_check(&page);
 }
+
+/// An IPv4 flow whose local socket is an IPv4-mapped one on a dual-stack listener (as
+/// XRootD on `[::]`): its tcp_info comes from that socket, not from the peer's plain IPv4
+/// socket found first in the IPv4 dump; pages served on one kept-alive connection (whose
+/// buffers are reused) stay complete.
+#[test]
+fn ipv4_flow_on_a_dual_stack_socket_and_repeated_scrapes_on_one_connection() {
+    let (f, port) = start("BACKEND='prometheus'");
+    let l = TcpListener::bind(("::", 0)).unwrap();
+    let mut client = TcpStream::connect(("127.0.0.1", l.local_addr().unwrap().port())).unwrap();
+    let (mut server, peer) = l.accept().unwrap();
+    assert!(peer.ip().to_string().starts_with("::ffff:"), "dual-stack accept: {peer}");
+    server.write_all(&[1u8; 3000]).unwrap();
+    client.read_exact(&mut [0u8; 3000]).unwrap();
+    let (sport, cport) = (l.local_addr().unwrap().port(), client.local_addr().unwrap().port());
+    // Announced from the server's side, as the storage service would.
+    f.write(&format!("start tcp 127.0.0.1 {sport} 127.0.0.1 {cport} cms 14\n"));
+    let labels = format!(r#"act="Analysis Input",dst="127.0.0.1",exp="cms",flow="{sport}:{cport}",src="127.0.0.1""#);
+    let acked = |page: &str| samples(page, "flow_tcp_bytes_acked_total").into_iter().find(|(l, _)| l == &labels).map(|s| s.1);
+    let page = scrape_until(port, |p| acked(p).is_some());
+    assert!(acked(&page).unwrap() >= 3000.0, "tcp_info of the server's mapped socket, which sent 3000 bytes:\n{page}");
+    let mut s = connect(port);
+    let mut pending = Vec::new();
+    for _ in 0..3 {
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        let page = read_resp(&mut s, &mut pending, false).expect("a response").text();
+        assert!(acked(&page).unwrap() >= 3000.0, "{page}");
+        assert_eq!(page.matches("# TYPE flow_tcp_").count(), 45, "every family once");
+        assert_eq!(page.matches("flowd_open_flows 1\n").count(), 1, "{page}");
+    }
+    promtool_check(&scrape(port));
+    drop((client, server));
+}

@@ -20,7 +20,6 @@
 //! (`sport:dport`), `src`, as the flow was announced; `exp`/`act` are registry names,
 //! or the numeric ids when the registry does not know them.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -211,8 +210,10 @@ struct Matched {
 /// The prometheus backend.
 #[derive(Debug, Default)]
 pub struct FlowMetrics {
-    /// Matches of the last scrape, by announced key.
-    matched: HashMap<FlowKey, Matched>,
+    /// Matches of the last scrape in dump order: announced key, whether the socket's local
+    /// side is the announced src, the match. A loopback flow has two entries (one per
+    /// end); [`FlowMetrics::rows`] keeps one.
+    matched: Vec<(FlowKey, bool, Matched)>,
 }
 
 impl FlowMetrics {
@@ -232,8 +233,8 @@ impl FlowMetrics {
     ///
     /// IPv4 sockets are dumped only when IPv4 flows are open; IPv6 sockets (which include
     /// IPv4 connections on dual-stack sockets) only when IPv6 flows are open or some IPv4
-    /// flow is still unmatched: each family's dump walks the kernel's whole connection
-    /// hash table.
+    /// flow has not been matched by its own socket (local side = announced src): each
+    /// family's dump walks the kernel's whole connection hash table.
     pub fn scrape(&mut self, flows: &FlowTable, metrics: &mut Metrics) {
         self.matched.clear();
         if flows.is_empty() {
@@ -245,15 +246,18 @@ impl FlowMetrics {
         let v4_flows = flows.len() - v6_flows;
         self.matched.reserve(flows.len());
         let mut sockets = 0usize;
-        let matched = std::cell::Cell::new(0usize);
+        // Flows matched by the socket whose local side is the announced src: a flow has at
+        // most one, and once every IPv4 flow has it, no IPv6 socket can change the page.
+        let exact = std::cell::Cell::new(0usize);
         let next = |family| match family {
             Family::V4 => v4_flows > 0,
-            Family::V6 => v6_flows > 0 || matched.get() < v4_flows,
+            Family::V6 => v6_flows > 0 || exact.get() < v4_flows,
         };
         let dumped = netlink::dump_blocking(Filter { states: CONNECTED, info: true }, &Family::BOTH, DUMP_TIMEOUT, next, |c| {
             sockets += 1;
-            self.match_conn(flows, &c);
-            matched.set(self.matched.len());
+            if self.match_conn(flows, &c) == Some(true) {
+                exact.set(exact.get() + 1);
+            }
         });
         if let Err(e) = dumped {
             self.matched.clear();
@@ -263,24 +267,32 @@ impl FlowMetrics {
         }
         metrics.set(&DUMP_SECONDS, Vec::new(), t0.elapsed().as_secs_f64());
         metrics.set(&SOCKETS, Vec::new(), sockets as f64);
-        metrics.set(&MATCHED, Vec::new(), self.matched.len() as f64);
+        metrics.set(&MATCHED, Vec::new(), self.rows().len() as f64);
     }
 
     /// Matches one kernel socket to the open flow it belongs to, if any: the flow announced
-    /// with this socket's local side as src, else the one announced the other way round.
-    /// When both ends are local (loopback) the exact orientation wins.
-    pub fn match_conn(&mut self, flows: &FlowTable, c: &Conn) {
-        let Some(info) = c.tcp_info else { return };
+    /// with this socket's local side as src (`Some(true)`), else the one announced the
+    /// other way round (`Some(false)`).
+    pub fn match_conn(&mut self, flows: &FlowTable, c: &Conn) -> Option<bool> {
+        let info = c.tcp_info?;
         let key = FlowKey { proto: Proto::Tcp, src: plain(c.src), dst: plain(c.dst) };
         if let Some(f) = flows.get(&key) {
-            self.matched.insert(key, Matched { info, exp: f.exp, act: f.act });
-            return;
+            self.matched.push((key, true, Matched { info, exp: f.exp, act: f.act }));
+            return Some(true);
         }
         let rev = key.reversed();
-        if let Some(f) = flows.get(&rev) {
-            // Keep an exact match found earlier (both ends local).
-            self.matched.entry(rev).or_insert(Matched { info, exp: f.exp, act: f.act });
-        }
+        let f = flows.get(&rev)?;
+        self.matched.push((rev, false, Matched { info, exp: f.exp, act: f.act }));
+        Some(false)
+    }
+
+    /// The matches in key order, one per flow: when both ends of a flow are local
+    /// (loopback), the socket whose local side is the announced src wins.
+    fn rows(&self) -> Vec<(&FlowKey, &Matched)> {
+        let mut order: Vec<(&FlowKey, bool, &Matched)> = self.matched.iter().map(|(k, exact, m)| (k, *exact, m)).collect();
+        order.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)));
+        order.dedup_by(|later, first| later.0 == first.0);
+        order.into_iter().map(|(k, _, m)| (k, m)).collect()
     }
 
     /// Adds the `flow_tcp_*` families for the flows matched by the last [`scrape`] that
@@ -294,8 +306,7 @@ impl FlowMetrics {
     /// [`scrape`]: FlowMetrics::scrape
     pub fn write(&mut self, registry: &Registry, page: &mut Page) {
         // Scrape and write run back to back in one loop turn, so every match is still open.
-        let mut rows: Vec<(&FlowKey, &Matched)> = self.matched.iter().collect();
-        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let rows = self.rows();
         // Every row's label block, and where `,src=` starts in it (for `opts`).
         let mut labels = Vec::with_capacity(rows.len() * 96);
         let mut spans = Vec::with_capacity(rows.len());
@@ -412,8 +423,8 @@ mod tests {
         let k = FlowKey::new(Proto::Tcp, "192.0.2.1:1094".parse().unwrap(), "198.51.100.2:40000".parse().unwrap()).unwrap();
         let k2 = FlowKey::new(Proto::Tcp, "[2001:db8::1]:1".parse().unwrap(), "[2001:db8::2]:2".parse().unwrap()).unwrap();
         let mut p = FlowMetrics::new();
-        p.matched.insert(k, Matched { info: info(361, 1_612_210_340), exp: 2, act: 9 });
-        p.matched.insert(k2, Matched { info: info(1500, 5), exp: 999, act: 7 });
+        p.matched.push((k2, false, Matched { info: info(1500, 5), exp: 999, act: 7 }));
+        p.matched.push((k, true, Matched { info: info(361, 1_612_210_340), exp: 2, act: 9 }));
         let mut out = Page::new();
         p.write(&Registry::bundled(), &mut out);
         assert_eq!(out.parts().len(), FIELDS.len() + 1, "one part per family");
@@ -468,16 +479,16 @@ mod tests {
         ] {
             p.match_conn(&flows, &c);
         }
-        let rtt = |p: &FlowMetrics, k: &FlowKey| p.matched.get(k).map(|m| (m.info.rtt().unwrap(), m.exp, m.act));
+        let rtt = |p: &FlowMetrics, k: &FlowKey| p.rows().into_iter().find(|r| r.0 == k).map(|(_, m)| (m.info.rtt().unwrap(), m.exp, m.act));
         assert_eq!(rtt(&p, &out), Some((10, 2, 9)));
         assert_eq!(rtt(&p, &inbound), Some((20, 3, 1)));
         assert_eq!(rtt(&p, &lo), Some((40, 3, 14)), "the socket whose local side is the announced src wins");
-        assert_eq!(p.matched.len(), 3, "unknown sockets and sockets without tcp_info are ignored");
+        assert_eq!(p.rows().len(), 3, "unknown sockets and sockets without tcp_info are ignored");
         // An IPv4 flow on a dual-stack (IPv4-mapped) socket matches too.
         let mapped = key("192.0.2.1:1094", "198.51.100.9:1");
         let flows = table(&[(mapped, 2, 9)]);
         p.matched.clear();
-        p.match_conn(&flows, &conn("[::ffff:192.0.2.1]:1094", "[::ffff:198.51.100.9]:1", 70));
+        assert_eq!(p.match_conn(&flows, &conn("[::ffff:192.0.2.1]:1094", "[::ffff:198.51.100.9]:1", 70)), Some(true));
         assert_eq!(rtt(&p, &mapped), Some((70, 2, 9)));
     }
 }
