@@ -26,6 +26,10 @@ DEBROOT    := target/pkg/deb-$(DEB_ARCH)
 # The release binary must stay small enough to copy around: 3 MiB.
 MAX_SIZE   := 3145728
 IMAGE      ?= flowd:$(VERSION)
+# The Python flowd 1.1.7 for side-by-side metrics benchmarks (pip install scitags==1.1.7
+# into this venv); skipped when absent.
+PYFLOWD    ?= /work/pyflowd
+PYFLOWD_ARGS := $(if $(wildcard $(PYFLOWD)/bin/python),--python $(PYFLOWD)/bin/python $(firstword $(wildcard $(PYFLOWD)/lib/python3*/site-packages/usr/sbin/flowd)))
 
 # aarch64 cross build: Debian's gcc-aarch64-linux-gnu with musl-dev:arm64 through
 # scripts/aarch64-linux-musl-gcc (C code of aws-lc-sys, and the final link).
@@ -88,7 +92,8 @@ bench:
 	python3 bench/scan.py --flowd target/release/flowd scan --plugin netlink --n 1000 10000
 	python3 bench/scan.py --flowd target/release/flowd scan --plugin netstat --n 1000 10000
 	python3 bench/scan.py --flowd target/release/flowd firefly --count 100000
-	python3 bench/metrics.py --flows 1000,10000 --scrapes 20 --wrk-seconds 10
+	$(CARGO) run -j$(JOBS) --release --example bench_render -- --flows 10000
+	python3 bench/metrics.py --flows 1000,10000 --scrapes 20 --wrk-seconds 10 $(PYFLOWD_ARGS)
 	python3 bench/ongoing.py --flowd target/release/flowd --n 10000 --interval 2 --periods 10
 
 ## bench-scan: scan plugins (1,000/10,000 connections) and firefly relay throughput, as root
@@ -101,7 +106,8 @@ bench-scan:
 ## bench-metrics: scrape latency/size with 1k and 10k flows (fake and real sockets), wrk on /metrics under np_api load
 bench-metrics:
 	$(CARGO) build -j$(JOBS) --release
-	python3 bench/metrics.py --flows 1000,10000 --scrapes 20 --wrk-seconds 10
+	$(CARGO) run -j$(JOBS) --release --example bench_render -- --flows 10000
+	python3 bench/metrics.py --flows 1000,10000 --scrapes 20 --wrk-seconds 10 $(PYFLOWD_ARGS)
 
 ## bench-ongoing: 10,000 open loopback TCP flows, ongoing fireflies with/without tcp_info: CPU per period (root)
 bench-ongoing:

@@ -40,6 +40,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "flowd")
 
 
+def set_bin(path):
+    global BIN
+    BIN = os.path.abspath(path)
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -262,6 +267,119 @@ def bench_real(n, scrapes, netns):
             peer_netns(False)
 
 
+def get_until_close(port):
+    """One GET /metrics with `Connection: close`, read to the end; (ms, body bytes)."""
+    t0 = time.perf_counter()
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+    chunks = []
+    while True:
+        b = s.recv(1 << 20)
+        if not b:
+            break
+        chunks.append(b)
+    s.close()
+    ms = (time.perf_counter() - t0) * 1000
+    data = b"".join(chunks)
+    return ms, data[data.find(b"\r\n\r\n") + 4 :]
+
+
+def bench_python(n, scrapes, python):
+    """The Python flowd 1.1.7 (prometheus backend, np_api) on the same N connections with
+    the peers in a netns. It keeps its pipe and PID file at fixed paths (/var/run/flowd,
+    /var/run/flowd.pid) and refreshes its `ss` cache after 5 s without events; a scrape
+    renders that cache."""
+    py, script = python
+    label = "Python flowd 1.1.7"
+    if n > 2000:
+        # It runs `ss` (all sockets) once per start event: quadratic, hours for 10,000.
+        print(f"  {n:>6} flows, {label}: SKIP (it runs ss over all sockets once per start event; "
+              f"1,000 starts already take about 100 s)")
+        return
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        print(f"  {n:>6} flows, {label}: SKIP (needs root and iproute2)")
+        return
+    if os.path.exists("/var/run/flowd") or os.path.exists("/var/run/flowd.pid"):
+        print(f"  {n:>6} flows, {label}: SKIP (/var/run/flowd or its PID file exists: another flowd runs)")
+        return
+    if not peer_netns(True):
+        return
+    import http.server
+
+    class Registry(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a):
+            super().__init__(*a, directory=os.path.join(ROOT, "etc"))
+
+        def log_message(self, *a):
+            pass
+
+    reg = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=reg.serve_forever, daemon=True).start()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 100) if hard != resource.RLIM_INFINITY else n + 100, hard))
+    srv = subprocess.Popen(["ip", "netns", "exec", NETNS, sys.executable, "-c", SERVER, str(n), "10.77.0.2"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    lport = int(srv.stdout.readline())
+    conns, lines = [], []
+    for _ in range(n):
+        c = socket.create_connection(("10.77.0.2", lport))
+        c.send(b"x" * 100)
+        conns.append(c)
+        # The Python np_api takes numeric ids only (cms = 3, Analysis Input = 14).
+        lines.append(f"start tcp 10.77.0.1 {c.getsockname()[1]} 10.77.0.2 {lport} 3 14\n")
+    srv.stdout.readline()
+    d = tempfile.mkdtemp(prefix="flowd-bench-py-")
+    port = free_port()
+    cfg = os.path.join(d, "flowd.cfg")
+    with open(cfg, "w") as f:
+        f.write(f"PLUGIN='np_api'\nBACKEND='prometheus'\nPROMETHEUS_SRV_PORT={port}\nFLOW_MAP_API='http://127.0.0.1:{reg.server_address[1]}/api.json'\n"
+                f"PROMETHEUS_SS_PATH='{shutil.which('ss') or '/usr/sbin/ss'}'\n")
+    log = open(os.path.join(d, "stderr.log"), "w")
+    proc = subprocess.Popen([py, script, "-f", "-c", cfg], stderr=log, stdout=log)
+    try:
+        deadline = time.time() + 30
+        while not os.path.exists("/var/run/flowd") and time.time() < deadline:
+            time.sleep(0.1)
+        with open("/var/run/flowd", "w") as w:
+            for i in range(0, n, 500):
+                w.write("".join(lines[i : i + 500]))
+                w.flush()
+        # Wait for the ss cache: every flow's rtt series on the page.
+        deadline, series, page = time.time() + 300, 0, b""
+        while time.time() < deadline:
+            time.sleep(1)
+            try:
+                _, page = get_until_close(port)
+            except OSError:
+                continue
+            series = page.count(b"\nflow_tcp_rtt{")
+            if series >= n:
+                break
+        if series < n:
+            print(f"  {n:>6} flows, {label}: only {series} flows on the page after 300 s")
+            return
+        times = sorted(get_until_close(port)[0] for _ in range(scrapes))
+        all_series = sum(1 for l in page.splitlines() if l.startswith(b"flow_tcp_"))
+        print(f"  {n:>6} flows, {label}: scrape median {statistics.median(times):7.2f} ms  min {times[0]:7.2f} ms  max {times[-1]:7.2f} ms  "
+              f"page {len(page) / 1024 / 1024:6.1f} MiB, {all_series} flow series")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        for c in conns:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+        srv.stdin.close()
+        srv.wait(10)
+        reg.shutdown()
+        peer_netns(False)
+        for leftover in ("/var/run/flowd", "/var/run/flowd.pid"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def bench_wrk(seconds, flows, rate):
     """Offered np_api load of `rate` events/s (start+end pairs), first alone, then while wrk
     scrapes /metrics as fast as it can."""
@@ -320,7 +438,10 @@ def main():
     ap.add_argument("--wrk-seconds", type=int, default=10)
     ap.add_argument("--rate", type=int, default=20000, help="offered np_api events/s during the wrk run")
     ap.add_argument("--no-real", action="store_true", help="skip the real-connection runs")
+    ap.add_argument("--python", nargs=2, metavar=("PYTHON", "FLOWD_SCRIPT"), help="also run the Python flowd (prometheus backend) on the netns scenario")
+    ap.add_argument("--flowd", default=BIN, help="the flowd binary (default: target/release/flowd)")
     a = ap.parse_args()
+    set_bin(a.flowd)
     if not os.path.exists(BIN):
         raise SystemExit(f"{BIN} missing: cargo build --release")
     counts = [int(x) for x in a.flows.split(",")]
@@ -331,6 +452,9 @@ def main():
         for netns in (True, False):
             for n in counts:
                 bench_real(n, a.scrapes, netns)
+        if a.python:
+            for n in counts:
+                bench_python(n, min(a.scrapes, 5), a.python)
     bench_wrk(a.wrk_seconds, counts[0], a.rate)
 
 

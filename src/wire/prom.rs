@@ -12,6 +12,7 @@
 //! sample writer takes a pre-rendered label block (`{…}`) and formats integers by hand.
 
 use crate::metrics::Kind;
+use crate::sys::mem::append;
 
 /// Formats `v` in decimal into `buf`, returning the digits.
 #[inline(always)]
@@ -57,7 +58,7 @@ pub fn write_value(out: &mut Vec<u8>, v: f64) {
 #[inline(always)]
 pub fn write_u64(out: &mut Vec<u8>, v: u64) {
     let mut d = [0u8; 20];
-    out.extend_from_slice(fmt_u64(&mut d, v));
+    append(out, fmt_u64(&mut d, v));
 }
 
 /// Largest microsecond count written by digit arithmetic in [`write_millis`]; far below the
@@ -242,8 +243,8 @@ pub fn write_sample(out: &mut Vec<u8>, name: &str, labels: &[u8], value: f64) {
 /// [`write_sample`] for a [`Value`].
 #[inline(always)]
 pub fn write_sample_value(out: &mut Vec<u8>, name: &str, labels: &[u8], value: Value) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(labels);
+    append(out, name.as_bytes());
+    append(out, labels);
     out.push(b' ');
     value.write(out);
     out.push(b'\n');
