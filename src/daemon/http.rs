@@ -511,3 +511,47 @@ fn respond(buf: &[u8], eof: bool, spare: &mut Option<(Page, Instant)>, metrics: 
     }
     Some(Answer { head, body, used, close })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(bytes: usize) -> Page {
+        let mut p = Page::new();
+        p.add_part().reserve_exact(bytes);
+        p
+    }
+
+    #[test]
+    fn test_the_larger_page_is_kept_for_reuse_with_a_fresh_deadline() {
+        let t0 = Instant::now();
+        let mut spare = None;
+        keep_spare(&mut spare, page(100), t0);
+        assert_eq!(spare.as_ref().map(|(p, until)| (p.capacity() >= 100, *until)), Some((true, t0 + SPARE_KEEP)));
+        // A smaller page coming back (a second connection) does not evict the larger one.
+        let t1 = t0 + Duration::from_secs(1);
+        keep_spare(&mut spare, page(10), t1);
+        assert_eq!(spare.as_ref().map(|(p, until)| (p.capacity() >= 100, *until)), Some((true, t1 + SPARE_KEEP)));
+        keep_spare(&mut spare, page(1_000), t1);
+        assert!(spare.as_ref().is_some_and(|(p, _)| p.capacity() >= 1_000));
+    }
+
+    #[test]
+    fn test_a_request_is_answered_from_the_spare_page_and_a_partial_one_keeps_it() {
+        let mut metrics = Metrics::new();
+        let mut rendered = 0;
+        let mut render = |_: &mut Metrics, p: &mut Page| {
+            rendered += 1;
+            p.add_part().extend_from_slice(b"flowd_open_flows 0\n");
+        };
+        let mut spare = Some((page(4096), Instant::now()));
+        // Half a request: nothing answered, the spare page stays.
+        assert!(respond(b"GET /metrics HTTP/1.1\r\n", false, &mut spare, &mut metrics, &mut render).is_none());
+        assert!(spare.is_some());
+        let a = respond(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n", false, &mut spare, &mut metrics, &mut render).unwrap();
+        assert!(spare.is_none(), "the answer took the spare page");
+        assert!(a.body.capacity() >= 4096 && a.body.to_vec() == b"flowd_open_flows 0\n");
+        assert!(String::from_utf8(a.head).unwrap().contains("Content-Length: 19\r\n"));
+        assert_eq!(rendered, 1);
+    }
+}

@@ -327,6 +327,27 @@ mod tests {
     }
 
     #[test]
+    fn test_sample_lines_of_typed_values_match_the_plain_writers() {
+        let line = |v: Value| {
+            let mut out = Vec::new();
+            write_sample_value(&mut out, "flow_tcp_x", b"{a=\"b\"}", v);
+            String::from_utf8(out).unwrap()
+        };
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for i in (0..100_000u64).chain([999, 1_000, 1_001, 1_010, 1_100, u64::MAX, MAX_EXACT_MICROS - 1, MAX_EXACT_MICROS]) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for v in [i, x, x % 1_000_000] {
+                assert_eq!(line(Value::Millis(v)), format!("flow_tcp_x{{a=\"b\"}} {}\n", millis(v)), "{v} us");
+                assert_eq!(line(Value::Int(v)), format!("flow_tcp_x{{a=\"b\"}} {v}\n"));
+            }
+        }
+        assert_eq!(line(Value::Float(0.25)), "flow_tcp_x{a=\"b\"} 0.25\n");
+        assert_eq!(line(Value::Float(f64::NAN)), "flow_tcp_x{a=\"b\"} NaN\n");
+    }
+
+    #[test]
     fn test_typed_values() {
         let s = |v: Value| {
             let mut out = Vec::new();
