@@ -28,6 +28,7 @@ use crate::flows::FlowTable;
 use crate::metrics::{Desc, Kind, Metrics, BACKEND_ERRORS};
 use crate::netaddr;
 use crate::registry::Registry;
+use crate::sys::mem::append;
 use crate::sys::netlink;
 use crate::wire::prom::{self, Page, Value};
 use crate::wire::sock_diag::{Conn, Family, Filter, TcpInfo};
@@ -331,11 +332,11 @@ impl FlowMetrics {
         for ((_, m), &(start, src_at, end)) in rows.iter().zip(&spans) {
             // Same labels plus opts, kept in alphabetical order: act dst exp flow opts src.
             with_opts.clear();
-            with_opts.extend_from_slice(&labels[start..src_at]);
-            with_opts.extend_from_slice(b",opts=\"");
+            append(&mut with_opts, &labels[start..src_at]);
+            append(&mut with_opts, b",opts=\"");
             write_opts(&mut with_opts, &m.info);
             with_opts.push(b'"');
-            with_opts.extend_from_slice(&labels[src_at..end]);
+            append(&mut with_opts, &labels[src_at..end]);
             prom::write_sample_value(ca_info, CA_INFO, &with_opts, Value::Int(1));
         }
         self.matched.clear();
@@ -350,21 +351,21 @@ fn write_label_block(out: &mut Vec<u8>, key: &FlowKey, exp: u32, act: u32, regis
         Some(n) => prom::write_label_value(out, n),
         None => prom::write_u64(out, u64::from(id)),
     };
-    out.extend_from_slice(b"{act=\"");
+    append(out, b"{act=\"");
     name_or_id(out, a, act);
-    out.extend_from_slice(b"\",dst=\"");
+    append(out, b"\",dst=\"");
     write_ip(out, key.dst.ip());
-    out.extend_from_slice(b"\",exp=\"");
+    append(out, b"\",exp=\"");
     name_or_id(out, e, exp);
-    out.extend_from_slice(b"\",flow=\"");
+    append(out, b"\",flow=\"");
     prom::write_u64(out, u64::from(key.src.port()));
     out.push(b':');
     prom::write_u64(out, u64::from(key.dst.port()));
     out.push(b'"');
     let src_at = out.len();
-    out.extend_from_slice(b",src=\"");
+    append(out, b",src=\"");
     write_ip(out, key.src.ip());
-    out.extend_from_slice(b"\"}");
+    append(out, b"\"}");
     src_at
 }
 

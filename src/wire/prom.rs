@@ -45,7 +45,7 @@ pub fn write_value(out: &mut Vec<u8>, v: f64) {
             out.push(b'-');
         }
         let mut d = [0u8; 20];
-        out.extend_from_slice(fmt_u64(&mut d, v.abs() as u64));
+        append(out, fmt_u64(&mut d, v.abs() as u64));
     } else {
         use std::io::Write;
         let a = v.abs();
@@ -78,7 +78,7 @@ pub fn write_millis(out: &mut Vec<u8>, us: u64) {
     if frac != 0 {
         let digits = [b'.', b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8];
         let keep = if frac % 100 == 0 { 2 } else if frac % 10 == 0 { 3 } else { 4 };
-        out.extend_from_slice(&digits[..keep]);
+        append(out, &digits[..keep]);
     }
 }
 
@@ -182,7 +182,7 @@ impl Page {
 pub fn write_label_value(out: &mut Vec<u8>, v: &str) {
     let b = v.as_bytes();
     if !b.iter().any(|&c| matches!(c, b'\\' | b'"' | b'\n')) {
-        out.extend_from_slice(b);
+        append(out, b);
         return;
     }
     for &c in b {
