@@ -1,7 +1,7 @@
 //! Open flows of the udp_firefly backend with their latest `tcp_info`, and the periodic
 //! `ongoing` fireflies (UDP_FIREFLY_NETLINK, UDP_FIREFLY_ONGOING_INTERVAL).
 //!
-//! One period is an explicit state machine ([`Phase`]): `Idle { next }` → `Dumping`
+//! One period is an explicit state machine (`Phase`): `Idle { next }` → `Dumping`
 //! (one sock_diag dump per family on a non-blocking netlink socket registered in the
 //! loop's `Poll`; replies are parsed as they arrive, never waited for) → `Emitting`
 //! (the `ongoing` fireflies, at most [`EMIT_PER_TURN`] per loop turn so a period with

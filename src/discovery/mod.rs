@@ -1,7 +1,7 @@
 //! Public-address discovery: STUN Binding requests inside the loop, an optional HTTP
 //! "what is my IP" fallback on a helper thread, and manual private → public pairs.
 //!
-//! Each address family (IPv4, IPv6) has its own explicit state machine ([`Phase`]):
+//! Each address family (IPv4, IPv6) has its own explicit state machine (`Phase`):
 //! `Resolving` (server names are being resolved on a helper thread) → `Idle { next }` →
 //! `Probing` (one non-blocking UDP socket connected to one server, one request in
 //! flight, a deadline) → back to `Idle`. A request is retransmitted unchanged after

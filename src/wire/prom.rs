@@ -9,7 +9,10 @@
 //! Counter names end in `_total` (checked by the callers' tests, reported by promtool).
 //!
 //! Hot path: a scrape of 10,000 flows writes several hundred thousand samples, so the
-//! sample writer takes a pre-rendered label block (`{…}`) and formats integers by hand.
+//! sample writer takes a pre-rendered label block (`{…}`), formats integers and
+//! milliseconds ([`Value`]) by hand and copies short pieces with `sys::mem::append`. A
+//! page is a [`Page`]: one buffer per part, reused from scrape to scrape and sent with
+//! vectored writes.
 
 use crate::metrics::Kind;
 use crate::sys::mem::append;
