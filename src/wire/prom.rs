@@ -268,10 +268,15 @@ pub fn write_family<V: AsRef<str>>(out: &mut Vec<u8>, name: &str, help: &str, ki
 mod tests {
     use super::*;
 
-    fn value(v: f64) -> String {
+    /// What `write` appends to an empty buffer, as text.
+    fn text(write: impl FnOnce(&mut Vec<u8>)) -> String {
         let mut out = Vec::new();
-        write_value(&mut out, v);
+        write(&mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    fn value(v: f64) -> String {
+        text(|out| write_value(out, v))
     }
 
     #[test]
@@ -304,9 +309,7 @@ mod tests {
     }
 
     fn millis(us: u64) -> String {
-        let mut out = Vec::new();
-        write_millis(&mut out, us);
-        String::from_utf8(out).unwrap()
+        text(|out| write_millis(out, us))
     }
 
     #[test]
@@ -331,11 +334,7 @@ mod tests {
 
     #[test]
     fn test_sample_lines_of_typed_values_match_the_plain_writers() {
-        let line = |v: Value| {
-            let mut out = Vec::new();
-            write_sample_value(&mut out, "flow_tcp_x", b"{a=\"b\"}", v);
-            String::from_utf8(out).unwrap()
-        };
+        let line = |v: Value| text(|out| write_sample_value(out, "flow_tcp_x", b"{a=\"b\"}", v));
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         for i in (0..100_000u64).chain([999, 1_000, 1_001, 1_010, 1_100, u64::MAX, MAX_EXACT_MICROS - 1, MAX_EXACT_MICROS]) {
             x ^= x << 13;
@@ -352,11 +351,7 @@ mod tests {
 
     #[test]
     fn test_typed_values() {
-        let s = |v: Value| {
-            let mut out = Vec::new();
-            v.write(&mut out);
-            String::from_utf8(out).unwrap()
-        };
+        let s = |v: Value| text(|out| v.write(out));
         assert_eq!(s(Value::Int(u64::MAX)), "18446744073709551615");
         assert_eq!(s(Value::Millis(2_500)), "2.5");
         assert_eq!(s(Value::Float(0.25)), "0.25");
