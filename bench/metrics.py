@@ -219,35 +219,62 @@ def peer_netns(up):
     return True
 
 
-def bench_real(n, scrapes, netns):
-    """N real connections: the client sockets here, the accepted ones in a child process
-    (each process stays under the fd hard limit), which runs in a separate network
-    namespace when `netns` is set."""
-    what = "peers in a netns" if netns else "loopback"
+class Peers:
+    """N connected TCP pairs: the client sockets in this process, the accepted ones in a
+    child process (each process stays under the fd hard limit), which runs in the peer
+    network namespace when `netns` is set. `lines(ids)` are their np_api start lines."""
+
+    def __init__(self, n, netns):
+        self.netns = netns
+        self.here, self.there = ("10.77.0.1", "10.77.0.2") if netns else ("127.0.0.1", "127.0.0.1")
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 100) if hard != resource.RLIM_INFINITY else n + 100, hard))
+        prefix = ["ip", "netns", "exec", NETNS] if netns else []
+        self.srv = subprocess.Popen(prefix + [sys.executable, "-c", SERVER, str(n), self.there], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.lport = int(self.srv.stdout.readline())
+        self.conns = []
+        for _ in range(n):
+            c = socket.create_connection((self.there, self.lport))
+            c.send(b"x" * 100)
+            self.conns.append(c)
+        self.srv.stdout.readline()
+
+    def lines(self, ids):
+        return [f"start tcp {self.here} {c.getsockname()[1]} {self.there} {self.lport} {ids}\n" for c in self.conns]
+
+    def close(self):
+        # Reset instead of close: 2N sockets in TIME_WAIT would slow the next runs' dumps.
+        for c in self.conns:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+        self.srv.stdin.close()
+        self.srv.wait(10)
+        if self.netns:
+            peer_netns(False)
+
+
+def too_few_fds(n, what):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < n + 100:
         print(f"  {n:>6} flows, {what}: SKIP (fd hard limit {hard} < {n + 100})")
+        return True
+    return False
+
+
+def bench_real(n, scrapes, netns):
+    """N flows with real connections behind them, the peers in a netns or on loopback."""
+    what = "peers in a netns" if netns else "loopback"
+    if too_few_fds(n, what):
         return
     if netns and (os.geteuid() != 0 or not shutil.which("ip")):
         print(f"  {n:>6} flows, {what}: SKIP (needs root and iproute2)")
         return
     if netns and not peer_netns(True):
         return
-    here, there = ("10.77.0.1", "10.77.0.2") if netns else ("127.0.0.1", "127.0.0.1")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 100) if hard != resource.RLIM_INFINITY else n + 100, hard))
-    prefix = ["ip", "netns", "exec", NETNS] if netns else []
-    srv = subprocess.Popen(prefix + [sys.executable, "-c", SERVER, str(n), there], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    lport = int(srv.stdout.readline())
-    conns, lines = [], []
-    for _ in range(n):
-        c = socket.create_connection((there, lport))
-        c.send(b"x" * 100)
-        conns.append(c)
-        lines.append(f"start tcp {here} {c.getsockname()[1]} {there} {lport} cms 14\n")
-    srv.stdout.readline()
+    peers = Peers(n, netns)
     f = Flowd("udp_firefly,prometheus")
     try:
-        f.announce(lines)
+        f.announce(peers.lines("cms 14"))
         wait_for(f.port, "flowd_prometheus_flows_matched", n, timeout=60)
         med, p95, mx, size, page = measure(f.port, scrapes)
         dump = metric(page, "flowd_prometheus_dump_seconds") * 1000
@@ -257,14 +284,7 @@ def bench_real(n, scrapes, netns):
               f"page {size / 1024 / 1024:6.1f} MiB, {series} flow series  (dump of {socks} sockets {dump:.2f} ms)")
     finally:
         f.stop()
-        # Reset instead of close: 2N sockets in TIME_WAIT would slow the next runs' dumps.
-        for c in conns:
-            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            c.close()
-        srv.stdin.close()
-        srv.wait(10)
-        if netns:
-            peer_netns(False)
+        peers.close()
 
 
 def get_until_close(port):
@@ -302,7 +322,7 @@ def bench_python(n, scrapes, python):
     if os.path.exists("/var/run/flowd") or os.path.exists("/var/run/flowd.pid"):
         print(f"  {n:>6} flows, {label}: SKIP (/var/run/flowd or its PID file exists: another flowd runs)")
         return
-    if not peer_netns(True):
+    if too_few_fds(n, label) or not peer_netns(True):
         return
     import http.server
 
@@ -315,18 +335,9 @@ def bench_python(n, scrapes, python):
 
     reg = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
     threading.Thread(target=reg.serve_forever, daemon=True).start()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 100) if hard != resource.RLIM_INFINITY else n + 100, hard))
-    srv = subprocess.Popen(["ip", "netns", "exec", NETNS, sys.executable, "-c", SERVER, str(n), "10.77.0.2"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    lport = int(srv.stdout.readline())
-    conns, lines = [], []
-    for _ in range(n):
-        c = socket.create_connection(("10.77.0.2", lport))
-        c.send(b"x" * 100)
-        conns.append(c)
-        # The Python np_api takes numeric ids only (cms = 3, Analysis Input = 14).
-        lines.append(f"start tcp 10.77.0.1 {c.getsockname()[1]} 10.77.0.2 {lport} 3 14\n")
-    srv.stdout.readline()
+    peers = Peers(n, True)
+    # The Python np_api takes numeric ids only (cms = 3, Analysis Input = 14).
+    lines = peers.lines("3 14")
     d = tempfile.mkdtemp(prefix="flowd-bench-py-")
     port = free_port()
     cfg = os.path.join(d, "flowd.cfg")
@@ -367,13 +378,8 @@ def bench_python(n, scrapes, python):
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
-        for c in conns:
-            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            c.close()
-        srv.stdin.close()
-        srv.wait(10)
+        peers.close()
         reg.shutdown()
-        peer_netns(False)
         for leftover in ("/var/run/flowd", "/var/run/flowd.pid"):
             if os.path.exists(leftover):
                 os.unlink(leftover)
