@@ -235,6 +235,27 @@ fn connect(src: Ipv6Addr) -> TcpStream {
 }
 
 /// Server in B: accepts connections and counts bytes per peer address.
+/// A TCP server on `[B2]:PORT` counting bytes per client, and a packet capture, both in
+/// namespace `b`; the capture is ready when this returns.
+struct Observed {
+    got: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    stop: Arc<AtomicBool>,
+    cap: std::thread::JoinHandle<Vec<Seen>>,
+}
+
+impl Observed {
+    fn start(b: &str) -> Observed {
+        let got = Arc::new(Mutex::new(HashMap::new()));
+        let g = Arc::clone(&got);
+        in_ns(b, move || serve(TcpListener::bind((B2, PORT)).expect("listen"), g));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let cap = capture(b, Arc::clone(&stop), tx);
+        rx.recv_timeout(Duration::from_secs(5)).expect("capture ready");
+        Observed { got, stop, cap }
+    }
+}
+
 fn serve(listener: TcpListener, got: Arc<Mutex<HashMap<IpAddr, usize>>>) {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
@@ -271,13 +292,7 @@ fn netns_marks_announced_flow_only_and_keeps_traffic_class() {
         return;
     }
     let ns = Netns::new("m").expect("namespaces");
-    let got = Arc::new(Mutex::new(HashMap::new()));
-    let g = Arc::clone(&got);
-    in_ns(&ns.b, move || serve(TcpListener::bind((B2, PORT)).expect("listen"), g));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let cap = capture(&ns.b, Arc::clone(&stop), tx);
-    rx.recv_timeout(Duration::from_secs(5)).expect("capture ready");
+    let Observed { got, stop, cap } = Observed::start(&ns.b);
 
     let g = Arc::clone(&got);
     let (marked_metric, announced_label, mode) = in_ns(&ns.a, move || {
@@ -527,13 +542,7 @@ fn netns_real_flowd_marks_via_pipe_and_kill9_leaves_only_foreign_filters() {
     }
     let ns = Netns::new("f").expect("namespaces");
     add_foreign_filters(&ns);
-    let got = Arc::new(Mutex::new(HashMap::new()));
-    let g = Arc::clone(&got);
-    in_ns(&ns.b, move || serve(TcpListener::bind((B2, PORT)).expect("listen"), g));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let cap = capture(&ns.b, Arc::clone(&stop), tx);
-    rx.recv_timeout(Duration::from_secs(5)).expect("capture ready");
+    let Observed { got, stop, cap } = Observed::start(&ns.b);
 
     let mut flowd = NsFlowd::start(&ns.a);
     flowd.wait_log("attached to vethA egress (tcx)", Duration::from_secs(5));
@@ -604,13 +613,7 @@ fn netns_marker_reattaches_to_a_deleted_and_recreated_interface() {
     assert_eq!(tcx_progs(&ns.a), vec!["flowd_mark".to_string()]);
 
     // The open flow is marked again on the new interface: its SYN carries the label.
-    let got = Arc::new(Mutex::new(HashMap::new()));
-    let g = Arc::clone(&got);
-    in_ns(&ns.b, move || serve(TcpListener::bind((B2, PORT)).expect("listen"), g));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let cap = capture(&ns.b, Arc::clone(&stop), tx);
-    rx.recv_timeout(Duration::from_secs(5)).expect("capture ready");
+    let Observed { got, stop, cap } = Observed::start(&ns.b);
     let mut c1 = in_ns(&ns.a, || connect(A1));
     c1.write_all(&[0x5A; 4096]).expect("write");
     wait_for(&got, A1, 4096);
