@@ -220,17 +220,7 @@ pub struct FlowEvent {
 impl FlowEvent {
     /// A fresh event as a plugin makes it: no start/end time yet, nothing relayed.
     pub fn new(state: FlowState, key: FlowKey, exp: u32, act: u32, at: Micros) -> FlowEvent {
-        FlowEvent {
-            state,
-            key,
-            exp,
-            act,
-            at,
-            start_time: None,
-            end_time: None,
-            plugin: 0,
-            relayed: None,
-        }
+        FlowEvent { state, key, exp, act, at, start_time: None, end_time: None, plugin: 0, relayed: None }
     }
 }
 

@@ -19,12 +19,7 @@ pub static UNTRACKED: Desc = Desc {
 };
 
 /// Open flows.
-pub static OPEN: Desc = Desc {
-    name: "flowd_open_flows",
-    help: "Flows currently open (started and not yet ended).",
-    kind: Kind::Gauge,
-    labels: &[],
-};
+pub static OPEN: Desc = Desc { name: "flowd_open_flows", help: "Flows currently open (started and not yet ended).", kind: Kind::Gauge, labels: &[] };
 
 /// What is remembered about an open flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -120,11 +120,7 @@ fn bit_groups(label: u32) -> String {
 
 fn describe(registry: &Registry, exp: u32, act: u32) -> String {
     let (e, a) = registry.names(exp, act);
-    format!(
-        "experiment {exp} ({}), activity {act} ({})",
-        e.unwrap_or("not in registry"),
-        a.unwrap_or("not in registry")
-    )
+    format!("experiment {exp} ({}), activity {act} ({})", e.unwrap_or("not in registry"), a.unwrap_or("not in registry"))
 }
 
 const EXPLAIN: &str = "\
@@ -155,9 +151,7 @@ fn encode_text(registry: &Registry, exp: u32, act: u32) -> Result<String, String
 
 fn decode_text(registry: &Registry, label: u32) -> Result<String, String> {
     if label > LABEL_MASK {
-        return Err(format!(
-            "{label:#x} is wider than the 20-bit flow label; give the label only (word0 & 0xFFFFF)"
-        ));
+        return Err(format!("{label:#x} is wider than the 20-bit flow label; give the label only (word0 & 0xFFFFF)"));
     }
     let (exp, act) = decode(label);
     let base = label & SEMANTIC_MASK;
@@ -185,12 +179,8 @@ pub fn label_command(args: &[String]) -> Result<String, String> {
     let registry = Registry::bundled();
     match args {
         [cmd, exp, act] if cmd == "encode" => {
-            let e = registry
-                .exp_id(&IdOrName::parse(exp))
-                .ok_or_else(|| format!("unknown experiment {exp:?} (not in the bundled registry)"))?;
-            let a = registry
-                .act_id(e, &IdOrName::parse(act))
-                .ok_or_else(|| format!("unknown activity {act:?} for experiment {e}"))?;
+            let e = registry.exp_id(&IdOrName::parse(exp)).ok_or_else(|| format!("unknown experiment {exp:?} (not in the bundled registry)"))?;
+            let a = registry.act_id(e, &IdOrName::parse(act)).ok_or_else(|| format!("unknown activity {act:?} for experiment {e}"))?;
             encode_text(&registry, e, a)
         }
         [cmd, label] if cmd == "decode" => {

@@ -67,12 +67,7 @@ impl SyslogSink {
     /// Connects if not connected; true when connected.
     pub fn connect(&mut self) -> bool {
         if self.conn.is_none() {
-            let f = syslog::Formatter3164 {
-                facility: syslog::Facility::LOG_DAEMON,
-                hostname: None,
-                process: "flowd".into(),
-                pid: std::process::id(),
-            };
+            let f = syslog::Formatter3164 { facility: syslog::Facility::LOG_DAEMON, hostname: None, process: "flowd".into(), pid: std::process::id() };
             self.conn = match &self.path {
                 Some(p) => syslog::unix_custom(f, p).ok(),
                 None => syslog::unix(f).ok(),

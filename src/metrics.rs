@@ -154,12 +154,8 @@ pub static REGISTRY_AGE: Desc = Desc {
 };
 
 /// CPU time used by the daemon.
-pub static PROCESS_CPU: Desc = Desc {
-    name: "process_cpu_seconds_total",
-    help: "Total user and system CPU time spent in seconds.",
-    kind: Kind::Counter,
-    labels: &[],
-};
+pub static PROCESS_CPU: Desc =
+    Desc { name: "process_cpu_seconds_total", help: "Total user and system CPU time spent in seconds.", kind: Kind::Counter, labels: &[] };
 
 /// Resident memory.
 pub static PROCESS_RSS: Desc = Desc { name: "process_resident_memory_bytes", help: "Resident memory size in bytes.", kind: Kind::Gauge, labels: &[] };
@@ -168,12 +164,8 @@ pub static PROCESS_RSS: Desc = Desc { name: "process_resident_memory_bytes", hel
 pub static PROCESS_VSIZE: Desc = Desc { name: "process_virtual_memory_bytes", help: "Virtual memory size in bytes.", kind: Kind::Gauge, labels: &[] };
 
 /// Start time.
-pub static PROCESS_START: Desc = Desc {
-    name: "process_start_time_seconds",
-    help: "Start time of the process since unix epoch in seconds.",
-    kind: Kind::Gauge,
-    labels: &[],
-};
+pub static PROCESS_START: Desc =
+    Desc { name: "process_start_time_seconds", help: "Start time of the process since unix epoch in seconds.", kind: Kind::Gauge, labels: &[] };
 
 /// Open file descriptors.
 pub static PROCESS_FDS: Desc = Desc { name: "process_open_fds", help: "Number of open file descriptors.", kind: Kind::Gauge, labels: &[] };
@@ -182,12 +174,8 @@ pub static PROCESS_FDS: Desc = Desc { name: "process_open_fds", help: "Number of
 pub static PROCESS_MAX_FDS: Desc = Desc { name: "process_max_fds", help: "Maximum number of open file descriptors.", kind: Kind::Gauge, labels: &[] };
 
 /// Events received, by plugin and state.
-pub static EVENTS: Desc = Desc {
-    name: "flowd_events_total",
-    help: "Flow events received from plugins, by plugin and state.",
-    kind: Kind::Counter,
-    labels: &["plugin", "state"],
-};
+pub static EVENTS: Desc =
+    Desc { name: "flowd_events_total", help: "Flow events received from plugins, by plugin and state.", kind: Kind::Counter, labels: &["plugin", "state"] };
 
 /// Input rejected, by where it came from and why.
 pub static BAD_INPUT: Desc = Desc {

@@ -99,22 +99,11 @@ const PRIVATE_V4: &[(&str, u8)] = &[
     ("255.255.255.255", 32),
 ];
 
-const PRIVATE_V6: &[(&str, u8)] = &[
-    ("::1", 128),
-    ("::", 128),
-    ("::ffff:0:0", 96),
-    ("100::", 64),
-    ("2001::", 23),
-    ("2001:db8::", 32),
-    ("2001:10::", 28),
-    ("fc00::", 7),
-    ("fe80::", 10),
-];
+const PRIVATE_V6: &[(&str, u8)] =
+    &[("::1", 128), ("::", 128), ("::ffff:0:0", 96), ("100::", 64), ("2001::", 23), ("2001:db8::", 32), ("2001:10::", 28), ("fc00::", 7), ("fe80::", 10)];
 
 fn in_table(ip: IpAddr, table: &[(&str, u8)]) -> bool {
-    table.iter().any(|(a, p)| {
-        a.parse::<IpAddr>().map(|addr| Cidr { addr, prefix: *p }.contains(ip)).unwrap_or(false)
-    })
+    table.iter().any(|(a, p)| a.parse::<IpAddr>().map(|addr| Cidr { addr, prefix: *p }.contains(ip)).unwrap_or(false))
 }
 
 /// Python 3.11 `ipaddress.ip_address(ip).is_private` (IPv4-mapped addresses use the IPv4 table).
@@ -129,9 +118,7 @@ pub fn is_private(ip: IpAddr) -> bool {
 pub fn is_local_scope(ip: IpAddr) -> bool {
     match canonical(ip) {
         IpAddr::V4(v) => v.is_loopback() || v.is_link_local() || v.is_unspecified() || v.is_multicast(),
-        IpAddr::V6(v) => {
-            v.is_loopback() || v.is_unspecified() || v.is_multicast() || (v.segments()[0] & 0xffc0) == 0xfe80
-        }
+        IpAddr::V6(v) => v.is_loopback() || v.is_unspecified() || v.is_multicast() || (v.segments()[0] & 0xffc0) == 0xfe80,
     }
 }
 

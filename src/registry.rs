@@ -153,12 +153,7 @@ impl Registry {
     pub fn act_id(&self, exp: u32, v: &IdOrName) -> Option<u32> {
         match v {
             IdOrName::Id(n) => Some(*n),
-            IdOrName::Name(s) => self
-                .experiment(exp)?
-                .activities
-                .iter()
-                .find(|(name, _)| name_eq(name, s))
-                .map(|(_, id)| *id),
+            IdOrName::Name(s) => self.experiment(exp)?.activities.iter().find(|(name, _)| name_eq(name, s)).map(|(_, id)| *id),
         }
     }
 

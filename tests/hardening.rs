@@ -345,7 +345,8 @@ fn a_hanging_registry_refresh_never_stalls_the_loop() {
     let col = Collector::start();
     let body = r#"{"experiments":[{"expName":"one","expId":101,"activities":[{"activityName":"a","activityId":1}]}]}"#;
     let (url, accepted) = http_server(move |i| (i == 0).then(|| body.to_string()));
-    let mut f = Flowd::start(&format!("UDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'\nFLOW_MAP_API='{url}'\nFLOW_MAP_REFRESH=1\nFLOW_MAP_TIMEOUT=60", col.addr));
+    let mut f =
+        Flowd::start(&format!("UDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'\nFLOW_MAP_API='{url}'\nFLOW_MAP_REFRESH=1\nFLOW_MAP_TIMEOUT=60", col.addr));
     assert_eq!(accepted.recv_timeout(T), Ok(0));
     // The first refresh connects and hangs (for up to 60 s); events must keep flowing.
     assert_eq!(accepted.recv_timeout(T), Ok(1));

@@ -6,12 +6,12 @@ mod util;
 
 mod cli;
 mod firefly;
+mod hardening;
+mod manpage;
+mod marker;
 mod metrics;
 mod np_api;
-mod marker;
-mod hardening;
-mod scan;
-mod manpage;
 mod packaging;
+mod scan;
 mod stun;
 mod systemd;

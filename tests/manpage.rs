@@ -86,10 +86,8 @@ fn options_match_usage() {
 #[test]
 fn configuration_lists_every_key_and_nothing_else() {
     let page = page();
-    let documented: BTreeSet<String> = tags(&section(&page, "CONFIGURATION"))
-        .into_iter()
-        .filter_map(|t| t.strip_prefix(".B ").map(|k| k.trim().to_string()))
-        .collect();
+    let documented: BTreeSet<String> =
+        tags(&section(&page, "CONFIGURATION")).into_iter().filter_map(|t| t.strip_prefix(".B ").map(|k| k.trim().to_string())).collect();
     let known: BTreeSet<String> = KEYS.iter().map(|k| k.to_string()).collect();
     let missing: Vec<_> = known.difference(&documented).collect();
     let stale: Vec<_> = documented.difference(&known).collect();
@@ -119,8 +117,7 @@ fn page_renders_without_warnings() {
         eprintln!("SKIP: groff not installed");
         return;
     }
-    let (ok, out, err) = crate::systemd::run_cmd(
-        std::process::Command::new("groff").args(["-man", "-ww", "-z"]).arg(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/flowd.8")),
-    );
+    let (ok, out, err) =
+        crate::systemd::run_cmd(std::process::Command::new("groff").args(["-man", "-ww", "-z"]).arg(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/flowd.8")));
     assert!(ok && out.is_empty() && err.is_empty(), "groff: {out}{err}");
 }

@@ -51,9 +51,8 @@ pub fn load_program(map_size: u32) -> Result<MarkerProgram, String> {
                 }
                 src = s.source();
             }
-            let lacks_bpf = matches!(os, Some(libc::ENOSYS | libc::EPERM))
-                || chain.contains("Operation not permitted")
-                || chain.contains("Function not implemented");
+            let lacks_bpf =
+                matches!(os, Some(libc::ENOSYS | libc::EPERM)) || chain.contains("Operation not permitted") || chain.contains("Function not implemented");
             if lacks_bpf && !matches!(e, ProgramLoadError::Missing { .. }) {
                 Err(format!("kernel lacks BPF for us: {chain}"))
             } else {

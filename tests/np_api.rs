@@ -13,8 +13,13 @@ const T: Duration = Duration::from_secs(5);
 pub fn validate_externally(datagrams: &[String]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/validate_firefly.py");
     let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/spec/firefly.schema.json");
-    let schema = if std::path::Path::new(schema).exists() { schema.to_string() } else { concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/firefly.schema.json").to_string() };
-    let mut child = Command::new("python3").arg(script).arg(schema).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("python3 is needed for schema validation");
+    let schema = if std::path::Path::new(schema).exists() {
+        schema.to_string()
+    } else {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/firefly.schema.json").to_string()
+    };
+    let mut child =
+        Command::new("python3").arg(script).arg(schema).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("python3 is needed for schema validation");
     let mut stdin = child.stdin.take().unwrap();
     for d in datagrams {
         assert!(!d.contains('\n'));
@@ -83,7 +88,15 @@ fn bad_lines_are_rejected_and_counted_without_losing_neighbours() {
     let ports: Vec<u64> = got.iter().map(|d| json_of(d)["flow-id"]["src-port"].as_u64().unwrap()).collect();
     assert_eq!(ports, [1, 6]);
     let log = f.stderr();
-    for why in ["expected 8 fields", "state must be", "line too long", "port must be", "experiment is not in the registry", "activity is not in the registry", "different address families"] {
+    for why in [
+        "expected 8 fields",
+        "state must be",
+        "line too long",
+        "port must be",
+        "experiment is not in the registry",
+        "activity is not in the registry",
+        "different address families",
+    ] {
         assert!(log.contains(why), "missing {why:?} in log:\n{log}");
     }
 }
@@ -186,7 +199,8 @@ fn registry_names_from_a_file_and_from_http_with_refresh() {
 #[test]
 fn unreachable_registry_at_start_falls_back_to_the_bundled_one() {
     let sink = Sink::v4();
-    let f = Flowd::start(&format!("UDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'\nFLOW_MAP_API='http://127.0.0.1:9/api.json'\nFLOW_MAP_TIMEOUT=1", sink.addr()));
+    let f =
+        Flowd::start(&format!("UDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'\nFLOW_MAP_API='http://127.0.0.1:9/api.json'\nFLOW_MAP_TIMEOUT=1", sink.addr()));
     assert!(f.stderr().contains("using the bundled registry"), "{}", f.stderr());
     f.write("start tcp 192.0.2.1 1 198.51.100.1 2 lhcb default\n");
     assert_eq!(json_of(&sink.recv(1, T)[0])["context"]["experiment-id"], 4);
@@ -211,7 +225,10 @@ fn deleted_or_replaced_pipe_is_recreated() {
 #[test]
 fn source_address_override() {
     let sink = Sink::v4();
-    let f = Flowd::start(&format!("UDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'\nUDP_FIREFLY_IP4_SRC='203.0.113.9'\nUDP_FIREFLY_IP6_SRC='2001:db8::99'", sink.addr()));
+    let f = Flowd::start(&format!(
+        "UDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'\nUDP_FIREFLY_IP4_SRC='203.0.113.9'\nUDP_FIREFLY_IP6_SRC='2001:db8::99'",
+        sink.addr()
+    ));
     f.write("start tcp 192.0.2.1 1 198.51.100.1 2 2 9\nstart tcp 2001:db8::1 1 2001:db8::2 2 2 9\n");
     let got = sink.recv(2, T);
     assert_eq!(json_of(&got[0])["flow-id"]["src-ip"], "203.0.113.9");

@@ -68,7 +68,11 @@ fn check_installed_binary(root: &Path, cfg_rel: &str) {
 
 /// The packaged files are the ones in the tree (catches a stale dist/).
 fn check_same_as_tree(root: &Path, unitdir: &str) {
-    for (src, dst) in [("etc/flowd.cfg", "etc/flowd/flowd.cfg".to_string()), ("etc/flowd.service", format!("{unitdir}/flowd.service")), ("etc/flowd@.service", format!("{unitdir}/flowd@.service"))] {
+    for (src, dst) in [
+        ("etc/flowd.cfg", "etc/flowd/flowd.cfg".to_string()),
+        ("etc/flowd.service", format!("{unitdir}/flowd.service")),
+        ("etc/flowd@.service", format!("{unitdir}/flowd@.service")),
+    ] {
         let a = std::fs::read(repo().join(src)).unwrap();
         let b = std::fs::read(root.join(&dst)).unwrap_or_else(|e| panic!("{dst}: {e}"));
         assert!(a == b, "packaged {dst} differs from {src}: rebuild the packages (make rpm deb)");
@@ -116,7 +120,9 @@ fn rpm_metadata_requires_and_files() {
         return;
     }
     let info = ok(Command::new("rpm").arg("-qip").arg(&rpm));
-    for want in ["Name        : flowd", &format!("Version     : {VERSION}"), "Release     : 1", &format!("Architecture: {}", rpm_arch()), "License     : Apache-2.0"] {
+    for want in
+        ["Name        : flowd", &format!("Version     : {VERSION}"), "Release     : 1", &format!("Architecture: {}", rpm_arch()), "License     : Apache-2.0"]
+    {
         assert!(info.contains(want), "rpm -qip lacks {want:?}:\n{info}");
     }
     // Static: no library or loader requirements. What remains: /bin/sh for the
@@ -231,7 +237,9 @@ fn deb_metadata_and_contents() {
         return;
     }
     let info = ok(Command::new("dpkg-deb").arg("-I").arg(&deb));
-    for want in [" Package: flowd", &format!(" Version: {VERSION}-1"), &format!(" Architecture: {}", deb_arch()), " conffiles", " postinst", " prerm", " postrm"] {
+    for want in
+        [" Package: flowd", &format!(" Version: {VERSION}-1"), &format!(" Architecture: {}", deb_arch()), " conffiles", " postinst", " prerm", " postrm"]
+    {
         assert!(info.contains(want), "dpkg-deb -I lacks {want:?}:\n{info}");
     }
     assert!(!info.contains(" Depends:"), "a static binary depends on nothing:\n{info}");
@@ -288,7 +296,12 @@ fn deb_installs_upgrades_removes_and_purges_in_a_root() {
     assert_eq!(fake.take(), ["daemon-reload"], "fresh install: reload only, never start");
     check_installed_binary(r, "etc/flowd/flowd.cfg");
     check_same_as_tree(r, "lib/systemd/system");
-    let status = ok(Command::new("dpkg-query").arg(format!("--admindir={}", r.join("var/lib/dpkg").display())).args(["-W", "-f", "${Status} ${Version} ${Conffiles}", "flowd"]));
+    let status = ok(Command::new("dpkg-query").arg(format!("--admindir={}", r.join("var/lib/dpkg").display())).args([
+        "-W",
+        "-f",
+        "${Status} ${Version} ${Conffiles}",
+        "flowd",
+    ]));
     assert!(status.starts_with(&format!("install ok installed {VERSION}-1")) && status.contains("/etc/flowd/flowd.cfg"), "{status}");
     if require("systemd-analyze") {
         add_host_units(r);
@@ -313,7 +326,10 @@ fn deb_installs_upgrades_removes_and_purges_in_a_root() {
     std::os::unix::fs::symlink("/lib/systemd/system/flowd@.service", wants.join("flowd@tags.service")).unwrap();
     ok(dpkg(r, &fake).args(["--remove", "flowd"]));
     let calls = fake.take();
-    assert_eq!(calls, [format!("--root={} --no-reload disable flowd@tags.service", r.display()), "stop flowd.service flowd@*.service".into(), "daemon-reload".into()]);
+    assert_eq!(
+        calls,
+        [format!("--root={} --no-reload disable flowd@tags.service", r.display()), "stop flowd.service flowd@*.service".into(), "daemon-reload".into()]
+    );
     assert!(!r.join("usr/sbin/flowd").exists());
     assert_eq!(std::fs::read_to_string(&cfg).unwrap(), edited, "remove keeps the config");
     ok(dpkg(r, &fake).args(["--purge", "flowd"]));

@@ -193,7 +193,9 @@ fn iperf_reports_only_iperf3_flows_with_round_robin_ids() {
     let sink = NsPair::udp(&ns.a, "127.0.0.1:0");
     let other = NsPair::listen(&ns.b, "100.64.0.2:6000");
     let by_port = NsPair::listen(&ns.b, "100.64.0.2:6001");
-    let _server = Proc(Command::new("ip").args(["netns", "exec", &ns.b, "iperf3", "-s", "-p", "5301", "-1"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let _server = Proc(
+        Command::new("ip").args(["netns", "exec", &ns.b, "iperf3", "-s", "-p", "5301", "-1"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
+    );
     std::thread::sleep(Duration::from_millis(300));
     let extra = "IPERF_FLOW_ID=[(2, 2), (3, 2)]\nIPERF_ROUND_ROBIN=True\nIPERF_PORTS=(6001,)\nNETSTAT_TIMEOUT=0.2\n";
     let f = NsPair::flowd(&ns.a, &format!("PLUGIN='iperf'\nUDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'\n{extra}", sink.local_addr().unwrap()));

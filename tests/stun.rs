@@ -104,7 +104,8 @@ fn discovered_public_address_replaces_the_internal_one_in_src_and_dst() {
     let got = sink.recv(3, T);
     assert_eq!(got.len(), 3, "{}", f.stderr());
     validate_externally(&got);
-    let ips: Vec<(String, String)> = got.iter().map(|d| json_of(d)["flow-id"].clone()).map(|j| (j["src-ip"].as_str().unwrap().into(), j["dst-ip"].as_str().unwrap().into())).collect();
+    let ips: Vec<(String, String)> =
+        got.iter().map(|d| json_of(d)["flow-id"].clone()).map(|j| (j["src-ip"].as_str().unwrap().into(), j["dst-ip"].as_str().unwrap().into())).collect();
     assert_eq!(ips[0], ("203.0.113.7".into(), "198.51.100.1".into()));
     assert_eq!(ips[1], ("198.51.100.1".into(), "203.0.113.7".into()), "dst is rewritten too, as the Python flowd does");
     assert_eq!(ips[2], ("198.51.100.55".into(), "192.0.2.9".into()), "manual pair");
@@ -189,7 +190,10 @@ fn ongoing_fireflies_carry_tcp_info_of_real_connections_in_a_namespace() {
     let ns = NsPair::new();
     let sink = NsPair::udp(&ns.a, "127.0.0.1:0");
     sink.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-    let f = NsPair::flowd(&ns.a, &format!("UDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'\nUDP_FIREFLY_NETLINK=True\nUDP_FIREFLY_ONGOING_INTERVAL=1", sink.local_addr().unwrap()));
+    let f = NsPair::flowd(
+        &ns.a,
+        &format!("UDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'\nUDP_FIREFLY_NETLINK=True\nUDP_FIREFLY_ONGOING_INTERVAL=1", sink.local_addr().unwrap()),
+    );
     let l = NsPair::listen(&ns.b, "100.64.0.2:0");
     let mut c = NsPair::connect(&ns.a, l.local_addr().unwrap());
     let (mut s, _) = l.accept().unwrap();

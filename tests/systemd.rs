@@ -218,8 +218,10 @@ fn units_have_the_required_settings_and_justify_each_capability() {
         assert_eq!(one("ProtectSystem"), "strict");
         assert_eq!(one("ReadWritePaths"), "/run");
         assert_eq!(one("RestrictAddressFamilies"), "AF_UNIX AF_INET AF_INET6 AF_NETLINK");
-        let caps: Vec<String> = unit_values(&text, "CapabilityBoundingSet").iter().flat_map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>()).collect();
-        let ambient: Vec<String> = unit_values(&text, "AmbientCapabilities").iter().flat_map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>()).collect();
+        let caps: Vec<String> =
+            unit_values(&text, "CapabilityBoundingSet").iter().flat_map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>()).collect();
+        let ambient: Vec<String> =
+            unit_values(&text, "AmbientCapabilities").iter().flat_map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>()).collect();
         assert_eq!(caps, ambient, "{file}: ambient set = bounding set");
         let mut sorted = caps.clone();
         sorted.sort();
@@ -246,9 +248,8 @@ fn capabilities_chown_and_dac_override_are_needed_for_the_pipe() {
     let pipe = dir.path().join("np");
     let cfg = dir.path().join("f.cfg");
     std::fs::write(&cfg, format!("NP_API_FILE='{}'\nNP_API_FILE_OWNER='nobody'\nNP_API_FILE_MODE=0o600\nPID_FILE=''\n", pipe.display())).unwrap();
-    let flowd_without = |cap: &str| {
-        run_cmd(Command::new("setpriv").arg(format!("--bounding-set=-{cap}")).arg(bin()).args(["--fg", "-c"]).arg(&cfg).stdin(Stdio::null()))
-    };
+    let flowd_without =
+        |cap: &str| run_cmd(Command::new("setpriv").arg(format!("--bounding-set=-{cap}")).arg(bin()).args(["--fg", "-c"]).arg(&cfg).stdin(Stdio::null()));
     let (ok, _, err) = flowd_without("chown");
     assert!(!ok && err.contains("Operation not permitted"), "{err}");
     let _ = std::fs::remove_file(&pipe);

@@ -14,9 +14,9 @@
 
 pub mod dummy;
 pub mod firefly_extras;
-pub mod prometheus;
 #[cfg(feature = "ebpf")]
 pub mod marker;
+pub mod prometheus;
 pub mod tcp_stats;
 pub mod udp_firefly;
 

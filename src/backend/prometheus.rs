@@ -62,12 +62,8 @@ pub static SOCKETS: Desc = Desc {
 };
 
 /// Duration of the last dump.
-pub static DUMP_SECONDS: Desc = Desc {
-    name: "flowd_prometheus_dump_seconds",
-    help: "Time the last sock_diag dump took, in seconds.",
-    kind: Kind::Gauge,
-    labels: &[],
-};
+pub static DUMP_SECONDS: Desc =
+    Desc { name: "flowd_prometheus_dump_seconds", help: "Time the last sock_diag dump took, in seconds.", kind: Kind::Gauge, labels: &[] };
 
 /// One exported `tcp_info` field.
 struct Field {
@@ -444,7 +440,10 @@ mod tests {
         assert!(page.contains("# TYPE flow_tcp_cwnd gauge\n"));
         assert!(page.contains(&format!("flow_tcp_send{l1} 221606648\n")), "{page}");
         assert!(!page.contains("flow_tcp_pacing_rate{"), "unlimited pacing is not exported");
-        assert!(page.contains(r#"flow_tcp_ca_info{act="Debug",dst="198.51.100.2",exp="atlas",flow="1094:40000",opts="ts sack wscale:7,9",src="192.0.2.1"} 1"#), "{page}");
+        assert!(
+            page.contains(r#"flow_tcp_ca_info{act="Debug",dst="198.51.100.2",exp="atlas",flow="1094:40000",opts="ts sack wscale:7,9",src="192.0.2.1"} 1"#),
+            "{page}"
+        );
         assert!(page.find(l1).unwrap() < page.find(l2).unwrap(), "flows in key order");
         for f in FIELDS {
             assert_eq!(f.kind == Kind::Counter, f.name.ends_with("_total"), "{}", f.name);

@@ -268,8 +268,7 @@ impl Sender {
         }
         let queue = std::mem::take(&mut self.queue);
         for v6 in [false, true] {
-            let msgs: Vec<(SocketAddr, &[u8])> =
-                queue.iter().filter(|(to, _, _)| to.is_ipv6() == v6).map(|(to, r, _)| (*to, &self.arena[r.clone()])).collect();
+            let msgs: Vec<(SocketAddr, &[u8])> = queue.iter().filter(|(to, _, _)| to.is_ipv6() == v6).map(|(to, r, _)| (*to, &self.arena[r.clone()])).collect();
             if msgs.is_empty() {
                 continue;
             }

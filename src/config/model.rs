@@ -181,13 +181,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Config {
-        let scan = ScanConfig {
-            experiment: None,
-            activity: None,
-            internal_networks: Vec::new(),
-            interval: Duration::from_secs(2),
-            include_private: false,
-        };
+        let scan = ScanConfig { experiment: None, activity: None, internal_networks: Vec::new(), interval: Duration::from_secs(2), include_private: false };
         Config {
             plugins: vec![PluginKind::NpApi],
             backends: vec![BackendKind::UdpFirefly],
@@ -271,4 +265,3 @@ impl Config {
             && self.prometheus_srv_port == o.prometheus_srv_port
     }
 }
-

@@ -92,7 +92,10 @@ fn test_shipped_config_documents_every_key_with_its_default() {
     assert!(w.is_empty(), "{w:?}");
     assert_eq!(c, Config::default(), "the active lines of etc/flowd.cfg must be the defaults");
     for key in KEYS {
-        assert!(text.contains(&format!("{key}=")) || text.contains(&format!("{key} is an alias")) || text.contains(&format!("({key} is an alias")), "{key} missing from etc/flowd.cfg");
+        assert!(
+            text.contains(&format!("{key}=")) || text.contains(&format!("{key} is an alias")) || text.contains(&format!("({key} is an alias")),
+            "{key} missing from etc/flowd.cfg"
+        );
     }
     // Every commented setting is itself valid when uncommented.
     let uncommented: String = text
@@ -144,7 +147,8 @@ fn test_discovery_and_netlink_keys() {
     assert_eq!(c.ip_discovery_map[1], ("fd00::5".parse().unwrap(), "2001:db8::5".parse().unwrap()));
     assert_eq!(c.udp_firefly_ongoing_interval, Some(Duration::from_secs(5)));
     assert_eq!(c.udp_firefly_netlink_interval, Duration::from_secs(3));
-    let p = load("IP_DISCOVERY_MAP='10.0.0.5=2001:db8::5'\nIP_DISCOVERY_STUN_SERVERS='h:0'\nIP_DISCOVERY_HTTP_URLS='ftp://x'\nIP_DISCOVERY_INTERVAL=1\n").unwrap_err();
+    let p = load("IP_DISCOVERY_MAP='10.0.0.5=2001:db8::5'\nIP_DISCOVERY_STUN_SERVERS='h:0'\nIP_DISCOVERY_HTTP_URLS='ftp://x'\nIP_DISCOVERY_INTERVAL=1\n")
+        .unwrap_err();
     assert_eq!(p.len(), 4, "{p:?}");
     assert!(p[0].contains("same family"));
 }

@@ -34,8 +34,8 @@ use mio::{Interest, Registry, Token};
 
 use crate::daemon::token;
 use crate::metrics::{Desc, Kind, Metrics};
-use crate::wire::prom::Page;
 use crate::wire::http::{self, Head, Parsed, Route, Status};
+use crate::wire::prom::Page;
 
 /// Most connections served at once.
 pub const MAX_CONNS: usize = 64;
@@ -56,12 +56,8 @@ pub const REQUEST_BUDGET: usize = 8;
 pub const INDEX_BODY: &str = "flowd metrics exporter: scrape /metrics\n";
 
 /// Requests answered, by status code.
-pub static REQUESTS: Desc = Desc {
-    name: "flowd_http_requests_total",
-    help: "HTTP requests answered by the metrics listener, by status code.",
-    kind: Kind::Counter,
-    labels: &["code"],
-};
+pub static REQUESTS: Desc =
+    Desc { name: "flowd_http_requests_total", help: "HTTP requests answered by the metrics listener, by status code.", kind: Kind::Counter, labels: &["code"] };
 
 /// Connections refused because [`MAX_CONNS`] were open.
 pub static REFUSED: Desc = Desc {
@@ -80,12 +76,7 @@ pub static ACCEPT_ERRORS: Desc = Desc {
 };
 
 /// Open connections.
-pub static OPEN: Desc = Desc {
-    name: "flowd_http_connections_open",
-    help: "Metrics listener connections currently open.",
-    kind: Kind::Gauge,
-    labels: &[],
-};
+pub static OPEN: Desc = Desc { name: "flowd_http_connections_open", help: "Metrics listener connections currently open.", kind: Kind::Gauge, labels: &[] };
 
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]

@@ -48,12 +48,8 @@ pub static BUILD_INFO: Desc = Desc {
 };
 
 /// Config reloads, by result.
-pub static RELOADS: Desc = Desc {
-    name: "flowd_config_reloads_total",
-    help: "Configuration reloads (SIGHUP), by result.",
-    kind: Kind::Counter,
-    labels: &["result"],
-};
+pub static RELOADS: Desc =
+    Desc { name: "flowd_config_reloads_total", help: "Configuration reloads (SIGHUP), by result.", kind: Kind::Counter, labels: &["result"] };
 
 /// Where the configuration came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -191,9 +187,7 @@ impl Daemon {
         // Block signals before any helper thread exists, so threads inherit the mask.
         let signals = sys::signal_fd().map_err(Error::Setup)?;
         let poll = Poll::new().map_err(Error::Setup)?;
-        poll.registry()
-            .register(&mut SourceFd(&signals.as_raw_fd()), token::SIGNALS, Interest::READABLE)
-            .map_err(Error::Setup)?;
+        poll.registry().register(&mut SourceFd(&signals.as_raw_fd()), token::SIGNALS, Interest::READABLE).map_err(Error::Setup)?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER).map_err(Error::Setup)?);
         let mut metrics = Metrics::new();
         declare_metrics(&mut metrics, &config);

@@ -34,9 +34,8 @@ pub fn resolve(names: Vec<(usize, String)>, waker: Arc<Waker>) -> io::Result<Rec
         let out: Resolved = names
             .into_iter()
             .map(|(i, name)| {
-                let r = split_host_port(&name, STUN_PORT).and_then(|(h, p)| {
-                    (h.as_str(), p).to_socket_addrs().map(|a| a.collect::<Vec<_>>()).map_err(|e| e.to_string())
-                });
+                let r = split_host_port(&name, STUN_PORT)
+                    .and_then(|(h, p)| (h.as_str(), p).to_socket_addrs().map(|a| a.collect::<Vec<_>>()).map_err(|e| e.to_string()));
                 (i, r)
             })
             .collect();
@@ -77,7 +76,11 @@ pub fn parse_body(b: &[u8]) -> Option<IpAddr> {
 /// `connect` sends nothing.
 pub fn route_source(v6: bool, towards: impl Iterator<Item = SocketAddr>) -> Option<IpAddr> {
     let mut dst: Vec<SocketAddr> = towards.filter(|a| a.is_ipv6() == v6).take(1).collect();
-    dst.push(if v6 { SocketAddr::new(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0).into(), 1) } else { SocketAddr::new(Ipv4Addr::new(10, 255, 255, 255).into(), 1) });
+    dst.push(if v6 {
+        SocketAddr::new(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0).into(), 1)
+    } else {
+        SocketAddr::new(Ipv4Addr::new(10, 255, 255, 255).into(), 1)
+    });
     let any: IpAddr = if v6 { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() };
     dst.into_iter().find_map(|d| {
         let s = UdpSocket::bind(SocketAddr::new(any, 0)).ok()?;

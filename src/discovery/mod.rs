@@ -418,7 +418,10 @@ impl Discovery {
         let any_server = self.servers.iter().any(|s| s.addrs.iter().any(|a| a.is_ipv6() == self.fams[k].v6));
         if any_server {
             metrics.inc(&FAILURES, &[label, "no_answer"]);
-            log::warn!("ip discovery: no STUN server answered for {label}; keeping {}", self.fams[k].found.as_ref().map(|f| f.public.to_string()).unwrap_or_else(|| "no public address".into()));
+            log::warn!(
+                "ip discovery: no STUN server answered for {label}; keeping {}",
+                self.fams[k].found.as_ref().map(|f| f.public.to_string()).unwrap_or_else(|| "no public address".into())
+            );
         }
         self.fams[k].phase = Phase::Idle { next: now + if any_server { self.interval.min(RETRY_AFTER_FAILURE) } else { self.interval } };
         self.fams[k].rounds += 1;

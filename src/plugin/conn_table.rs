@@ -33,12 +33,7 @@ pub static SCAN_FAILURES: Desc = Desc {
 };
 
 /// Completed scans, by plugin.
-pub static SCANS: Desc = Desc {
-    name: "flowd_scans_total",
-    help: "Connection scans completed, by plugin.",
-    kind: Kind::Counter,
-    labels: &["plugin"],
-};
+pub static SCANS: Desc = Desc { name: "flowd_scans_total", help: "Connection scans completed, by plugin.", kind: Kind::Counter, labels: &["plugin"] };
 
 /// Connections tracked after the last scan, by plugin.
 pub static TRACKED: Desc = Desc {
@@ -275,7 +270,21 @@ mod tests {
     #[test]
     fn test_filters() {
         let f = ConnFilter { internal: vec!["100.64.9.0/24".parse().unwrap(), "3fff:9::/32".parse().unwrap()], include_private: false };
-        for d in ["127.0.0.1:1", "[::1]:1", "[fe80::1]:1", "169.254.1.1:1", "192.0.2.1:1", "198.51.100.1:1", "10.0.0.1:1", "[2001:db8::1]:1", "[fd00::1]:1", "100.64.9.9:1", "[3fff:9::1]:1", "[::ffff:10.0.0.1]:1", "100.64.0.1:0"] {
+        for d in [
+            "127.0.0.1:1",
+            "[::1]:1",
+            "[fe80::1]:1",
+            "169.254.1.1:1",
+            "192.0.2.1:1",
+            "198.51.100.1:1",
+            "10.0.0.1:1",
+            "[2001:db8::1]:1",
+            "[fd00::1]:1",
+            "100.64.9.9:1",
+            "[3fff:9::1]:1",
+            "[::ffff:10.0.0.1]:1",
+            "100.64.0.1:0",
+        ] {
             assert!(!f.accepts(sa(d)), "{d}");
         }
         for d in ["100.64.0.1:1", "[3fff::1]:1", "8.8.8.8:53", "[::ffff:100.64.0.1]:1", "[2a00:1450::1]:443"] {

@@ -47,13 +47,7 @@ impl Listener {
         let std = crate::sys::udp_listener(addr, RCVBUF)?;
         let local = std.local_addr()?;
         log::info!("firefly: listening on {local}");
-        Ok(Listener {
-            sock: UdpSocket::from_std(std),
-            local,
-            buf: vec![0; 65536],
-            backlog: None,
-            warn: RateLimit::new(10, Duration::from_secs(10)),
-        })
+        Ok(Listener { sock: UdpSocket::from_std(std), local, buf: vec![0; 65536], backlog: None, warn: RateLimit::new(10, Duration::from_secs(10)) })
     }
 
     /// The address the socket is bound to.
@@ -120,12 +114,7 @@ impl Listener {
         let mut ev = FlowEvent::new(d.state, d.key, d.exp, d.act, cx.wall);
         ev.start_time = Some(d.start_time);
         ev.end_time = d.end_time;
-        ev.relayed = Some(Box::new(Relayed {
-            from: Some(netaddr::canonical(from.ip())),
-            application: d.application,
-            usage: d.usage,
-            netlink: d.netlink,
-        }));
+        ev.relayed = Some(Box::new(Relayed { from: Some(netaddr::canonical(from.ip())), application: d.application, usage: d.usage, netlink: d.netlink }));
         cx.out.push(ev);
     }
 }

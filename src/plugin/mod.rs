@@ -79,15 +79,21 @@ impl Plugin {
     pub fn new(kind: PluginKind, cfg: &Config) -> Result<Plugin, PluginError> {
         match kind {
             PluginKind::NpApi => Ok(Plugin::NpApi(np_api::NpApi::new(cfg)?)),
-            PluginKind::Netlink => netlink::Scanner::new(cfg)
-                .map(Plugin::Netlink)
-                .map_err(|source| PluginError::Open { plugin: "netlink", what: "cannot open a NETLINK_SOCK_DIAG socket".into(), source }),
-            PluginKind::Netstat => netstat::Scanner::new(cfg)
-                .map(Plugin::Netstat)
-                .map_err(|source| PluginError::Open { plugin: "netstat", what: "cannot read /proc/net/tcp".into(), source }),
-            PluginKind::Iperf => iperf::Scanner::new(cfg)
-                .map(Plugin::Iperf)
-                .map_err(|source| PluginError::Open { plugin: "iperf", what: "cannot read /proc/net/tcp".into(), source }),
+            PluginKind::Netlink => netlink::Scanner::new(cfg).map(Plugin::Netlink).map_err(|source| PluginError::Open {
+                plugin: "netlink",
+                what: "cannot open a NETLINK_SOCK_DIAG socket".into(),
+                source,
+            }),
+            PluginKind::Netstat => netstat::Scanner::new(cfg).map(Plugin::Netstat).map_err(|source| PluginError::Open {
+                plugin: "netstat",
+                what: "cannot read /proc/net/tcp".into(),
+                source,
+            }),
+            PluginKind::Iperf => iperf::Scanner::new(cfg).map(Plugin::Iperf).map_err(|source| PluginError::Open {
+                plugin: "iperf",
+                what: "cannot read /proc/net/tcp".into(),
+                source,
+            }),
             PluginKind::Firefly => firefly::Listener::new(cfg).map(Plugin::Firefly).map_err(|source| PluginError::Open {
                 plugin: "firefly",
                 what: format!("cannot listen on UDP [{}]:{}", cfg.firefly_listener_host, cfg.firefly_listener_port),

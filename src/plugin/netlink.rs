@@ -20,12 +20,12 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
 use super::conn_table::{ConnFilter, ConnTable, SCANS, SCAN_FAILURES, SCAN_SECONDS, TRACKED};
+use super::netstat::{unknown, warn};
 use crate::config::validate::ScanConfig;
 use crate::config::Config;
 use crate::context::Context;
 use crate::logger::RateLimit;
 use crate::metrics::BAD_INPUT;
-use super::netstat::{unknown, warn};
 use crate::registry::IdOrName;
 use crate::sys::netlink::{DiagSocket, RECV_BUF};
 use crate::wire::sock_diag::{self, Family, Filter};

@@ -60,14 +60,7 @@ pub fn prog_test_run(prog: BorrowedFd<'_>, data: &[u8], out: &mut [u8], repeat: 
     // SAFETY: `attr` is a properly initialised `bpf_attr.test` prefix whose pointers refer
     // to `data` (read-only, `data_size_in` bytes) and `out` (writable, `data_size_out`
     // bytes); both outlive the call. The kernel writes only into `attr` and `out`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
-            std::mem::size_of::<TestRunAttr>() as libc::c_uint,
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &mut attr as *mut TestRunAttr, std::mem::size_of::<TestRunAttr>() as libc::c_uint) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -110,11 +103,7 @@ pub fn fill_random(buf: &mut [u8]) -> io::Result<()> {
 /// unspecified or IPv4-mapped).
 pub fn is_global_v6(a: &Ipv6Addr) -> bool {
     let s = a.segments();
-    !(a.is_loopback()
-        || a.is_unspecified()
-        || a.is_multicast()
-        || (s[0] & 0xffc0) == 0xfe80
-        || a.to_ipv4_mapped().is_some())
+    !(a.is_loopback() || a.is_unspecified() || a.is_multicast() || (s[0] & 0xffc0) == 0xfe80 || a.to_ipv4_mapped().is_some())
 }
 
 /// The names of the interfaces that carry at least one global IPv6 address, sorted.

@@ -146,10 +146,7 @@ impl PidFile {
             Ok(l) => l,
             Err((_, nix::Error::EWOULDBLOCK)) => {
                 let other = std::fs::read_to_string(path).unwrap_or_default();
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("another flowd (pid {}) holds it", other.trim()),
-                ));
+                return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("another flowd (pid {}) holds it", other.trim())));
             }
             Err((_, e)) => return Err(errno(e)),
         };

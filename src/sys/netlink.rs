@@ -36,13 +36,8 @@ pub struct DiagSocket {
 impl DiagSocket {
     /// Opens and binds the socket (non-blocking).
     pub fn open() -> io::Result<DiagSocket> {
-        let fd = socket::socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkSockDiag,
-        )
-        .map_err(errno)?;
+        let fd = socket::socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkSockDiag)
+            .map_err(errno)?;
         socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(errno)?;
         // A bigger buffer only reduces wake-ups; failing to get it is harmless.
         let _ = socket::setsockopt(&fd, socket::sockopt::RcvBuf, &SO_RCVBUF_BYTES);

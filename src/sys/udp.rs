@@ -48,8 +48,7 @@ pub fn send_batch<S: AsRawFd>(sock: &S, msgs: &[(SocketAddr, &[u8])], mut done: 
     while next < msgs.len() {
         let chunk = &msgs[next..msgs.len().min(next + BATCH)];
         let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> = chunk.iter().map(|(a, _)| sockaddr(a)).collect();
-        let mut iovs: Vec<libc::iovec> =
-            chunk.iter().map(|(_, p)| libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() }).collect();
+        let mut iovs: Vec<libc::iovec> = chunk.iter().map(|(_, p)| libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() }).collect();
         let mut hdrs: Vec<libc::mmsghdr> = addrs
             .iter_mut()
             .zip(iovs.iter_mut())

@@ -196,11 +196,7 @@ fn parse_header(d: &[u8]) -> Result<(Header, &[u8]), FireflyError> {
         return Err(FireflyError::Header("PRI/VERSION"));
     }
     let (ts, rest) = field(rest, "TIMESTAMP")?;
-    let timestamp = if ts == b"-" {
-        None
-    } else {
-        Some(std::str::from_utf8(ts).ok().and_then(parse_rfc3339).ok_or(FireflyError::Header("TIMESTAMP"))?)
-    };
+    let timestamp = if ts == b"-" { None } else { Some(std::str::from_utf8(ts).ok().and_then(parse_rfc3339).ok_or(FireflyError::Header("TIMESTAMP"))?) };
     let (host, rest) = field(rest, "HOSTNAME")?;
     let (app, rest) = field(rest, "APP-NAME")?;
     let (_procid, rest) = field(rest, "PROCID")?;
@@ -213,11 +209,7 @@ fn parse_header(d: &[u8]) -> Result<(Header, &[u8]), FireflyError> {
     } else {
         return Err(FireflyError::Header("STRUCTURED-DATA"));
     };
-    let header = Header {
-        timestamp,
-        hostname: String::from_utf8_lossy(host).into_owned(),
-        app_name: String::from_utf8_lossy(app).into_owned(),
-    };
+    let header = Header { timestamp, hostname: String::from_utf8_lossy(host).into_owned(), app_name: String::from_utf8_lossy(app).into_owned() };
     Ok((header, body))
 }
 
@@ -272,7 +264,11 @@ pub fn decode(d: &[u8], strictness: Strictness) -> Result<Decoded, FireflyError>
         Some(n) if n.as_i64() == Some(1) => {}
         _ => return Err(schema("version must be the integer 1")),
     }
-    let lc = object(top.get("flow-lifecycle").ok_or_else(|| schema("missing flow-lifecycle"))?, "flow-lifecycle", &["state", "start-time", "end-time", "current-time"])?;
+    let lc = object(
+        top.get("flow-lifecycle").ok_or_else(|| schema("missing flow-lifecycle"))?,
+        "flow-lifecycle",
+        &["state", "start-time", "end-time", "current-time"],
+    )?;
     let state = match lc.get("state").and_then(Value::as_str) {
         Some("start") => FlowState::Start,
         Some("end") => FlowState::End,
@@ -286,7 +282,8 @@ pub fn decode(d: &[u8], strictness: Strictness) -> Result<Decoded, FireflyError>
     }
     let current_time = time(lc, "current-time")?;
 
-    let fid = object(top.get("flow-id").ok_or_else(|| schema("missing flow-id"))?, "flow-id", &["afi", "src-ip", "dst-ip", "protocol", "src-port", "dst-port"])?;
+    let fid =
+        object(top.get("flow-id").ok_or_else(|| schema("missing flow-id"))?, "flow-id", &["afi", "src-ip", "dst-ip", "protocol", "src-port", "dst-port"])?;
     let v6 = match fid.get("afi").and_then(Value::as_str) {
         Some("ipv4") => false,
         Some("ipv6") => true,
@@ -308,8 +305,7 @@ pub fn decode(d: &[u8], strictness: Strictness) -> Result<Decoded, FireflyError>
     };
     let sport = int(fid, "src-port", 1, 65535)? as u16;
     let dport = int(fid, "dst-port", 1, 65535)? as u16;
-    let key = FlowKey::new(proto, SocketAddr::new(src_ip, sport), SocketAddr::new(dst_ip, dport))
-        .ok_or_else(|| schema("address families differ"))?;
+    let key = FlowKey::new(proto, SocketAddr::new(src_ip, sport), SocketAddr::new(dst_ip, dport)).ok_or_else(|| schema("address families differ"))?;
 
     let cx = object(top.get("context").ok_or_else(|| schema("missing context"))?, "context", &["experiment-id", "activity-id", "application"])?;
     let exp = int(cx, "experiment-id", 0, i64::from(u32::MAX))? as u32;

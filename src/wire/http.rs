@@ -316,9 +316,7 @@ fn request_line_parts(l: &[u8]) -> Result<(Method, &[u8], Version), Status> {
     let version = match version {
         b"HTTP/1.1" => Version::Http11,
         b"HTTP/1.0" => Version::Http10,
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit() => {
-            return Err(Status::VersionNotSupported)
-        }
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit() => return Err(Status::VersionNotSupported),
         [b'H', b'T', b'T', b'P', b'/', major] if major.is_ascii_digit() => return Err(Status::VersionNotSupported),
         _ => return Err(Status::BadRequest),
     };
@@ -529,10 +527,7 @@ mod tests {
     fn test_response_heads() {
         let mut out = Vec::new();
         write_head(&mut out, &Head { status: Status::Ok, content_type: METRICS_CONTENT_TYPE, content_length: 1234, keep_alive: true });
-        assert_eq!(
-            out,
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: 1234\r\nConnection: keep-alive\r\n\r\n"
-        );
+        assert_eq!(out, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: 1234\r\nConnection: keep-alive\r\n\r\n");
         out.clear();
         write_error(&mut out, Status::MethodNotAllowed, false, false);
         assert_eq!(

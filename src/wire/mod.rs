@@ -6,8 +6,8 @@
 
 pub mod firefly;
 pub mod http;
-pub mod np_api;
 pub mod netlink_json;
+pub mod np_api;
 pub mod proc_net;
 pub mod prom;
 pub mod sock_diag;

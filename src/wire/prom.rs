@@ -80,7 +80,13 @@ pub fn write_millis(out: &mut Vec<u8>, us: u64) {
     let frac = us % 1000;
     if frac != 0 {
         let digits = [b'.', b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8];
-        let keep = if frac % 100 == 0 { 2 } else if frac % 10 == 0 { 3 } else { 4 };
+        let keep = if frac % 100 == 0 {
+            2
+        } else if frac % 10 == 0 {
+            3
+        } else {
+            4
+        };
         append(out, &digits[..keep]);
     }
 }

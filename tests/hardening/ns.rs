@@ -62,13 +62,7 @@ struct Wrapped {
 
 impl Wrapped {
     fn spawn(cmd: &mut Command, log: &Path) -> Wrapped {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .env_remove("JOURNAL_STREAM")
-            .spawn()
-            .unwrap();
+        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(log).unwrap()).env_remove("JOURNAL_STREAM").spawn().unwrap();
         Wrapped { child, log: log.to_path_buf() }
     }
     fn stderr(&self) -> String {
@@ -181,10 +175,8 @@ fn syslog_socket_gone_falls_back_to_stderr_and_comes_back() {
     let pipe = dir.path().join("np");
     // No -f and stderr is a file: flowd logs to /dev/log, which here is our socket.
     let script = "mount --make-rprivate / && mount --bind \"$1\" /dev && exec \"$2\" -c \"$3\"";
-    let mut f = Wrapped::spawn(
-        Command::new("unshare").args(["--mount", "sh", "-c", script, "sh"]).arg(&dev).arg(bin()).arg(&cfg),
-        &dir.path().join("stderr.log"),
-    );
+    let mut f =
+        Wrapped::spawn(Command::new("unshare").args(["--mount", "sh", "-c", script, "sh"]).arg(&dev).arg(bin()).arg(&cfg), &dir.path().join("stderr.log"));
     assert!(recv(&syslog, "ready"), "flowd logs to syslog; stderr:\n{}", f.stderr());
     assert!(!f.stderr().contains("ready"));
     // syslogd goes away: the socket is closed and its path removed.

@@ -52,10 +52,7 @@ impl Netns {
         sh(&["ip", "netns", "add", &ns.b])?;
         let (a, b) = (ns.a.as_str(), ns.b.as_str());
         sh(&["ip", "link", "add", "vethA", "netns", a, "type", "veth", "peer", "name", "vethB", "netns", b])?;
-        for (n, cmds) in [
-            (a, vec!["sysctl -qw net.ipv6.auto_flowlabels=0", "sysctl -qw net.ipv4.tcp_ecn=1"]),
-            (b, vec!["sysctl -qw net.ipv4.tcp_ecn=1"]),
-        ] {
+        for (n, cmds) in [(a, vec!["sysctl -qw net.ipv6.auto_flowlabels=0", "sysctl -qw net.ipv4.tcp_ecn=1"]), (b, vec!["sysctl -qw net.ipv4.tcp_ecn=1"])] {
             for c in cmds {
                 let mut v = vec!["ip", "netns", "exec", n];
                 v.extend(c.split(' '));
@@ -98,12 +95,8 @@ pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static
 }
 
 fn event(state: FlowState, src: Ipv6Addr, dst: Ipv6Addr, exp: u32, act: u32) -> FlowEvent {
-    let key = FlowKey::new(
-        Proto::Tcp,
-        SocketAddr::V6(SocketAddrV6::new(src, SPORT, 0, 0)),
-        SocketAddr::V6(SocketAddrV6::new(dst, PORT, 0, 0)),
-    )
-    .expect("same family");
+    let key =
+        FlowKey::new(Proto::Tcp, SocketAddr::V6(SocketAddrV6::new(src, SPORT, 0, 0)), SocketAddr::V6(SocketAddrV6::new(dst, PORT, 0, 0))).expect("same family");
     FlowEvent::new(state, key, exp, act, Micros::now())
 }
 
@@ -111,8 +104,7 @@ fn feed(m: &mut Marker, metrics: &mut Metrics, ev: &FlowEvent) -> Result<(), Str
     let registry = Registry::bundled();
     let mut out = Vec::new();
     let poll = mio::Poll::new().map_err(|e| e.to_string())?;
-    let mut cx =
-        Context { now: Instant::now(), wall: Micros::now(), out: &mut out, metrics, registry: &registry, poll: poll.registry() };
+    let mut cx = Context { now: Instant::now(), wall: Micros::now(), out: &mut out, metrics, registry: &registry, poll: poll.registry() };
     m.handle(ev, &mut cx).map_err(|e| e.to_string())
 }
 
@@ -156,8 +148,7 @@ fn capture(ns: &str, stop: Arc<AtomicBool>, ready: std::sync::mpsc::Sender<()>) 
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).expect("netns file");
         nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let fd = sk::socket(sk::AddressFamily::Packet, sk::SockType::Raw, sk::SockFlag::empty(), sk::SockProtocol::EthAll)
-            .expect("AF_PACKET socket");
+        let fd = sk::socket(sk::AddressFamily::Packet, sk::SockType::Raw, sk::SockFlag::empty(), sk::SockProtocol::EthAll).expect("AF_PACKET socket");
         sk::setsockopt(&fd, sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(0, 100_000)).expect("timeout");
         sk::setsockopt(&fd, sockopt::RcvBuf, &(8 << 20)).expect("rcvbuf");
         let _ = ready.send(());
@@ -227,10 +218,8 @@ fn connect(src: Ipv6Addr) -> TcpStream {
     let fd = sk::socket(sk::AddressFamily::Inet6, sk::SockType::Stream, sk::SockFlag::empty(), None).expect("socket");
     sk::setsockopt(&fd, sockopt::Ipv6TClass, &i32::from(DSCP << 2)).expect("IPV6_TCLASS");
     sk::setsockopt(&fd, sockopt::ReuseAddr, &true).expect("SO_REUSEADDR");
-    sk::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &sk::SockaddrIn6::from(SocketAddrV6::new(src, SPORT, 0, 0)))
-        .expect("bind");
-    sk::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &sk::SockaddrIn6::from(SocketAddrV6::new(B2, PORT, 0, 0)))
-        .expect("connect");
+    sk::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &sk::SockaddrIn6::from(SocketAddrV6::new(src, SPORT, 0, 0))).expect("bind");
+    sk::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &sk::SockaddrIn6::from(SocketAddrV6::new(B2, PORT, 0, 0))).expect("connect");
     TcpStream::from(fd)
 }
 
@@ -301,12 +290,8 @@ fn netns_marks_announced_flow_only_and_keeps_traffic_class() {
         let mut m = Marker::with_config(&mc).expect("marker attaches to vethA");
         let mode = m.interfaces().next().map(|(_, a)| a);
         // Announced the other way round (remote → local): the marker must swap it.
-        let remote_view = FlowKey::new(
-            Proto::Tcp,
-            SocketAddr::V6(SocketAddrV6::new(B2, PORT, 0, 0)),
-            SocketAddr::V6(SocketAddrV6::new(A1, SPORT, 0, 0)),
-        )
-        .expect("same family");
+        let remote_view = FlowKey::new(Proto::Tcp, SocketAddr::V6(SocketAddrV6::new(B2, PORT, 0, 0)), SocketAddr::V6(SocketAddrV6::new(A1, SPORT, 0, 0)))
+            .expect("same family");
         let start = FlowEvent::new(FlowState::Start, remote_view, 2, 9, Micros::now());
         feed(&mut m, &mut metrics, &start).expect("start");
         let announced_label = m.label_of(&event(FlowState::Start, A1, B2, 2, 9).key);
@@ -383,8 +368,7 @@ fn run_and_kill_child(ns: &str, mode: &str, while_alive: impl FnOnce()) {
 
 fn tcx_progs(ns: &str) -> Vec<String> {
     in_ns(ns, || {
-        let (_, progs) = aya::programs::SchedClassifier::query_tcx("vethA", aya::programs::TcAttachType::Egress)
-            .expect("query TCX");
+        let (_, progs) = aya::programs::SchedClassifier::query_tcx("vethA", aya::programs::TcAttachType::Egress).expect("query TCX");
         progs.iter().map(|p| p.name_as_str().unwrap_or("?").to_string()).collect()
     })
 }
@@ -402,8 +386,7 @@ fn add_foreign_filters(ns: &Netns) {
     )
     .expect("write foreign.bpf.c");
     let o = obj.to_str().expect("utf-8 path");
-    sh(&["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c", src.to_str().unwrap(), "-o", o])
-        .expect("compile foreign filter");
+    sh(&["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c", src.to_str().unwrap(), "-o", o]).expect("compile foreign filter");
     let a = ns.a.as_str();
     sh(&["ip", "netns", "exec", a, "tc", "qdisc", "add", "dev", "vethA", "clsact"]).expect("clsact");
     sh(&["ip", "netns", "exec", a, "tc", "filter", "add", "dev", "vethA", "egress", "prio", "1", "protocol", "all", "u32", "match", "u32", "0", "0"])
@@ -489,10 +472,7 @@ impl NsFlowd {
         let log = dir.join("stderr.log");
         std::fs::write(
             &cfg,
-            format!(
-                "PLUGIN='np_api'\nBACKEND='ebpf'\nNETWORK_INTERFACE='vethA'\nNP_API_FILE='{}'\nPID_FILE=''\nPROMETHEUS_SRV_PORT=0\n",
-                pipe.display()
-            ),
+            format!("PLUGIN='np_api'\nBACKEND='ebpf'\nNETWORK_INTERFACE='vethA'\nNP_API_FILE='{}'\nPID_FILE=''\nPROMETHEUS_SRV_PORT=0\n", pipe.display()),
         )
         .expect("write config");
         let child = Command::new("ip")

@@ -47,14 +47,7 @@ unsafe impl aya::Pod for RawKey {}
 impl RawKey {
     /// The key of packets sent from `src` to `dst` (IPv6 only).
     pub fn new(proto: Proto, src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16) -> RawKey {
-        RawKey {
-            saddr: src.octets(),
-            daddr: dst.octets(),
-            sport: sport.to_be(),
-            dport: dport.to_be(),
-            proto: proto.number(),
-            pad: [0; 3],
-        }
+        RawKey { saddr: src.octets(), daddr: dst.octets(), sport: sport.to_be(), dport: dport.to_be(), proto: proto.number(), pad: [0; 3] }
     }
 
     /// The key of `key`'s packets as sent from `key.src` to `key.dst`; `None` for IPv4.

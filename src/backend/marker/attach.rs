@@ -87,26 +87,18 @@ pub fn remove_stale_filter(iface: &str) -> Result<bool, TcError> {
     }
 }
 
-fn attach_clsact(
-    prog: &mut SchedClassifier,
-    iface: &str,
-) -> Result<aya::programs::tc::SchedClassifierLinkId, AttachError> {
+fn attach_clsact(prog: &mut SchedClassifier, iface: &str) -> Result<aya::programs::tc::SchedClassifierLinkId, AttachError> {
     match qdisc_add_clsact(iface) {
         Ok(()) => log::info!("marker: added clsact qdisc on {iface}"),
         Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
         Err(e) => return Err(AttachError::Qdisc(e)),
     }
-    prog.attach_with_options(iface, TcAttachType::Egress, TcAttachOptions::Netlink(NlOptions::default()))
-        .map_err(AttachError::Filter)
+    prog.attach_with_options(iface, TcAttachType::Egress, TcAttachOptions::Netlink(NlOptions::default())).map_err(AttachError::Filter)
 }
 
 /// Attaches `prog` at egress of `iface`. Stale flowd filters are removed first in every
 /// mode, so a crashed clsact-mode flowd never leaves two markers behind.
-pub fn attach(
-    prog: &mut SchedClassifier,
-    iface: &str,
-    mode: AttachMode,
-) -> Result<(aya::programs::tc::SchedClassifierLinkId, Attached), AttachError> {
+pub fn attach(prog: &mut SchedClassifier, iface: &str, mode: AttachMode) -> Result<(aya::programs::tc::SchedClassifierLinkId, Attached), AttachError> {
     match remove_stale_filter(iface) {
         Ok(true) => log::warn!("marker: removed a stale {PROG_NAME} filter from {iface} (earlier flowd crashed?)"),
         Ok(false) => {}

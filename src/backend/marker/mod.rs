@@ -53,19 +53,10 @@ pub static PACKETS_MARKED: Desc = Desc {
     labels: &["interface"],
 };
 /// `flowd_marker_flows`.
-pub static FLOWS: Desc = Desc {
-    name: "flowd_marker_flows",
-    help: "Flows currently in the eBPF marker's flow map",
-    kind: Kind::Gauge,
-    labels: &[],
-};
+pub static FLOWS: Desc = Desc { name: "flowd_marker_flows", help: "Flows currently in the eBPF marker's flow map", kind: Kind::Gauge, labels: &[] };
 /// `flowd_marker_refused_total{reason}`.
-pub static REFUSED: Desc = Desc {
-    name: "flowd_marker_refused_total",
-    help: "Start events the eBPF marker could not mark",
-    kind: Kind::Counter,
-    labels: &["reason"],
-};
+pub static REFUSED: Desc =
+    Desc { name: "flowd_marker_refused_total", help: "Start events the eBPF marker could not mark", kind: Kind::Counter, labels: &["reason"] };
 /// `flowd_marker_attached{interface,mode}`.
 pub static ATTACHED: Desc = Desc {
     name: "flowd_marker_attached",
@@ -186,8 +177,7 @@ impl Marker {
         };
         let mut ifaces = Vec::with_capacity(names.len());
         for name in names {
-            let index = sysbpf::if_index(&name)
-                .map_err(|source| MarkerError::UnknownInterface { iface: name.clone(), source })?;
+            let index = sysbpf::if_index(&name).map_err(|source| MarkerError::UnknownInterface { iface: name.clone(), source })?;
             ifaces.push(Iface { name, index, mode: Attached::Tcx, link: None });
         }
         let prog = MarkerProgram::load(mc.map_size)?;
@@ -204,8 +194,7 @@ impl Marker {
         for i in 0..marker.ifaces.len() {
             let name = marker.ifaces[i].name.clone();
             let classifier = marker.prog.classifier()?;
-            let (link, mode) = attach::attach(classifier, &name, mc.attach)
-                .map_err(|source| MarkerError::Attach { iface: name.clone(), source })?;
+            let (link, mode) = attach::attach(classifier, &name, mc.attach).map_err(|source| MarkerError::Attach { iface: name.clone(), source })?;
             marker.ifaces[i].link = Some(link);
             marker.ifaces[i].mode = mode;
             log::info!("marker: attached to {name} egress ({})", mode.as_str());
@@ -345,11 +334,8 @@ impl Marker {
                 }
             }
             let Some(index) = now_index else { continue };
-            let attached = self
-                .prog
-                .classifier()
-                .map_err(|e| e.to_string())
-                .and_then(|c| attach::attach(c, &name, self.attach_mode).map_err(|e| e.to_string()));
+            let attached =
+                self.prog.classifier().map_err(|e| e.to_string()).and_then(|c| attach::attach(c, &name, self.attach_mode).map_err(|e| e.to_string()));
             match attached {
                 Ok((link, mode)) => {
                     let iface = &mut self.ifaces[i];
@@ -411,8 +397,7 @@ mod tests {
     #[test]
     fn test_orient_swaps_only_when_just_dst_is_local() {
         let local: IpAddr = "2001:db8::1".parse().unwrap();
-        let k = FlowKey::new(Proto::Tcp, "[2001:db8::1]:1094".parse().unwrap(), "[2001:db8:1::2]:5000".parse().unwrap())
-            .unwrap();
+        let k = FlowKey::new(Proto::Tcp, "[2001:db8::1]:1094".parse().unwrap(), "[2001:db8:1::2]:5000".parse().unwrap()).unwrap();
         let is_local = |a: IpAddr| a == local;
         assert_eq!(orient(&k, is_local), k);
         assert_eq!(orient(&k.reversed(), is_local), k);

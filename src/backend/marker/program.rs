@@ -74,31 +74,20 @@ impl MarkerProgram {
         if let Err(e) = sysbpf::raise_memlock_limit() {
             log::debug!("marker: cannot raise RLIMIT_MEMLOCK: {e}");
         }
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(FLOWS_MAP, map_size)
-            .load(OBJECT)
-            .map_err(|source| ProgramLoadError::Object { map_size, source })?;
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(PROG_NAME)
-            .ok_or(ProgramLoadError::Missing { what: "program", name: PROG_NAME })?
-            .try_into()
-            .map_err(ProgramLoadError::Program)?;
+        let mut ebpf = EbpfLoader::new().map_max_entries(FLOWS_MAP, map_size).load(OBJECT).map_err(|source| ProgramLoadError::Object { map_size, source })?;
+        let prog: &mut SchedClassifier =
+            ebpf.program_mut(PROG_NAME).ok_or(ProgramLoadError::Missing { what: "program", name: PROG_NAME })?.try_into().map_err(ProgramLoadError::Program)?;
         prog.load().map_err(ProgramLoadError::Program)?;
         let flows = ebpf.take_map(FLOWS_MAP).ok_or(ProgramLoadError::Missing { what: "map", name: FLOWS_MAP })?;
         let flows = HashMap::try_from(flows).map_err(|source| ProgramLoadError::MapType { name: FLOWS_MAP, source })?;
         let stats = ebpf.take_map(STATS_MAP).ok_or(ProgramLoadError::Missing { what: "map", name: STATS_MAP })?;
-        let stats =
-            PerCpuArray::try_from(stats).map_err(|source| ProgramLoadError::MapType { name: STATS_MAP, source })?;
+        let stats = PerCpuArray::try_from(stats).map_err(|source| ProgramLoadError::MapType { name: STATS_MAP, source })?;
         Ok(MarkerProgram { ebpf, flows, stats })
     }
 
     /// The classifier (for attaching).
     pub(crate) fn classifier(&mut self) -> Result<&mut SchedClassifier, ProgramLoadError> {
-        self.ebpf
-            .program_mut(PROG_NAME)
-            .ok_or(ProgramLoadError::Missing { what: "program", name: PROG_NAME })?
-            .try_into()
-            .map_err(ProgramLoadError::Program)
+        self.ebpf.program_mut(PROG_NAME).ok_or(ProgramLoadError::Missing { what: "program", name: PROG_NAME })?.try_into().map_err(ProgramLoadError::Program)
     }
 
     /// Marks packets matching `key` with `label` (inserts or replaces the entry).
@@ -124,10 +113,7 @@ impl MarkerProgram {
     /// Counters of slot `slot` (an ifindex below `STATS_SLOTS`, or 0), summed over CPUs.
     pub fn counters(&self, slot: u32) -> Result<Counters, MapError> {
         let per_cpu = self.stats.get(&slot, 0)?;
-        Ok(per_cpu.iter().fold(Counters::default(), |acc, s| Counters {
-            seen: acc.seen.wrapping_add(s.seen),
-            marked: acc.marked.wrapping_add(s.marked),
-        }))
+        Ok(per_cpu.iter().fold(Counters::default(), |acc, s| Counters { seen: acc.seen.wrapping_add(s.seen), marked: acc.marked.wrapping_add(s.marked) }))
     }
 
     /// Counters of every slot, summed over CPUs and slots.
