@@ -1,11 +1,11 @@
 #!/bin/sh
-# Regenerates the checked-in seed corpora fuzz/corpus/<target>/ from shared/spec (the
+# Regenerates the checked-in seed corpora fuzz/corpus/<target>/ from tests/data/spec (the
 # SPEC vectors and sample fireflies), etc/ and a few hand-written edge cases.
-# Usage: sh fuzz/seed.sh [SPEC_DIR]   (default ../shared/spec next to the repository)
+# Usage: sh fuzz/seed.sh [SPEC_DIR]   (default tests/data/spec, copies of ../shared/spec)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-spec=${1:-$root/../shared/spec}
+spec=${1:-$root/tests/data/spec}
 c=$here/corpus
 mkdir -p "$c/np_api_line" "$c/firefly_decode" "$c/config_text" "$c/registry_json" "$c/rfc3339"
 
@@ -69,7 +69,7 @@ printf "PLUGIN='netstat'\nBACKEND='udp_firefly,prometheus'\nNETSTAT_EXPERIMENT='
 printf "A = 'ok'\nB = unquoted\nnot an assignment\nC = 'open\nD = (1, 2\n9X = 1\nE = 1 2\nF = ((((((((((1))))))))))\nG = 1e400\nH = 0x_ff\n" > "$c/config_text/bad-lines.cfg"
 
 # registry: the published api.json and small documents
-cp "$spec/api.json" "$c/registry_json/api.json"
+cp "$root/etc/api.json" "$c/registry_json/api.json"
 printf '{"experiments":[{"expName":"x","expId":77,"activities":[{"activityName":"Bulk Copy","activityId":5}]}],"modified":"2025-01-01"}' > "$c/registry_json/small.json"
 printf '{"experiments":[]}' > "$c/registry_json/empty.json"
 printf '<html>' > "$c/registry_json/html"

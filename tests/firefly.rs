@@ -10,7 +10,7 @@ use crate::util::{json_of, Flowd, Sink};
 const T: Duration = Duration::from_secs(5);
 
 fn vectors(name: &str) -> Vec<String> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/spec").join(name);
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/spec").join(name);
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect()
 }

@@ -12,12 +12,7 @@ const T: Duration = Duration::from_secs(5);
 /// Validates datagrams with the independent Python checker (schema + collector grok).
 pub fn validate_externally(datagrams: &[String]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/validate_firefly.py");
-    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/spec/firefly.schema.json");
-    let schema = if std::path::Path::new(schema).exists() {
-        schema.to_string()
-    } else {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/firefly.schema.json").to_string()
-    };
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/spec/firefly.schema.json");
     let mut child =
         Command::new("python3").arg(script).arg(schema).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("python3 is needed for schema validation");
     let mut stdin = child.stdin.take().unwrap();

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent check of firefly datagrams (one per stdin line) for the integration tests.
 
-1. The JSON body validates against ../shared/spec/firefly.schema.json (draft 2020-12,
+1. The JSON body validates against tests/data/spec/firefly.schema.json (draft 2020-12,
    with the format checker on; the schema's trailing commas are removed first).
 2. The datagram matches an emulation of the firefly-collector logstash grok (SPEC §4):
    a datagram that does not match is dropped by the collector.
@@ -16,7 +16,7 @@ import sys
 import jsonschema
 
 here = pathlib.Path(__file__).resolve().parent
-schema_path = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else here.parent.parent / "shared/spec/firefly.schema.json"
+schema_path = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else here / "data/spec/firefly.schema.json"
 raw = schema_path.read_text()
 schema = json.loads(re.sub(r",(\s*[}\]])", r"\1", raw))
 validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)

@@ -338,7 +338,7 @@ pub fn decode(d: &[u8], strictness: Strictness) -> Result<Decoded, FireflyError>
 mod tests {
     use super::*;
 
-    const SPEC: &str = "../shared/spec/";
+    const SPEC: &str = "tests/data/spec/";
 
     fn lines(name: &str) -> Vec<String> {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(SPEC).join(name);
