@@ -26,6 +26,10 @@ DEBROOT    := target/pkg/deb-$(DEB_ARCH)
 # The release binary must stay small enough to copy around: 3 MiB.
 MAX_SIZE   := 3145728
 IMAGE      ?= flowd:$(VERSION)
+CLANG      ?= clang
+LLVM_STRIP ?= llvm-strip
+# <asm/types.h> lives in the multiarch directory on Debian/Ubuntu.
+BPF_INCLUDE := $(addprefix -I,$(wildcard /usr/include/$(shell uname -m)-linux-gnu))
 # The Python flowd 1.1.7 for side-by-side metrics benchmarks (pip install scitags==1.1.7
 # into this venv); skipped when absent.
 PYFLOWD    ?= /work/pyflowd
@@ -37,7 +41,7 @@ export CC_aarch64_unknown_linux_musl ?= $(CURDIR)/scripts/aarch64-linux-musl-gcc
 export AR_aarch64_unknown_linux_musl ?= aarch64-linux-gnu-ar
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER ?= $(CURDIR)/scripts/aarch64-linux-musl-gcc
 
-.PHONY: all build release release-aarch64 test test-pkg-build bench install install-files \
+.PHONY: all build release ebpf test-deps lint release-aarch64 test test-pkg-build bench install install-files \
 	rpm deb packages docker clean bench-ebpf bench-scan bench-metrics bench-ongoing test-ebpf test-stun
 
 all: build
@@ -48,6 +52,15 @@ include bench/Makefile.inc
 ## build: debug build for this machine
 build:
 	$(CARGO) build -j$(JOBS)
+
+## ebpf: rebuild the committed eBPF object ebpf/flowd.bpf.o (clang, libbpf headers) and
+## record the sha256 of the sources it was built from in ebpf/flowd.bpf.o.sha256. Commit
+## both: builds without clang embed that object, and a test fails when it is stale.
+ebpf:
+	$(CLANG) -O2 -g -target bpf -Wall -fdebug-prefix-map=$(CURDIR)=. -Iebpf $(BPF_INCLUDE) -c ebpf/flowd.bpf.c -o ebpf/flowd.bpf.o
+	$(LLVM_STRIP) -g ebpf/flowd.bpf.o
+	sha256sum $(sort $(wildcard ebpf/*.c ebpf/*.h)) ebpf/flowd.bpf.o > ebpf/flowd.bpf.o.sha256
+	@cat ebpf/flowd.bpf.o.sha256
 
 ## release: fully static musl binary (eBPF objects embedded) at target/$(TARGET)/release/flowd;
 ## fails unless it is statically linked and at most 3 MiB

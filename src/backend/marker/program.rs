@@ -69,12 +69,18 @@ impl MarkerProgram {
     /// Loads the embedded object with a flow map of `map_size` entries and loads the
     /// classifier into the kernel (not attached anywhere yet).
     pub fn load(map_size: u32) -> Result<MarkerProgram, ProgramLoadError> {
+        MarkerProgram::load_object(OBJECT, map_size)
+    }
+
+    /// As [`MarkerProgram::load`], from another build of the object (tests compare the
+    /// committed `ebpf/flowd.bpf.o` with the embedded one).
+    pub fn load_object(object: &[u8], map_size: u32) -> Result<MarkerProgram, ProgramLoadError> {
         // Failing to raise the limit is not fatal: kernels ≥ 5.11 account BPF memory to
         // the cgroup instead, and the load error below is the one worth reporting.
         if let Err(e) = sysbpf::raise_memlock_limit() {
             log::debug!("marker: cannot raise RLIMIT_MEMLOCK: {e}");
         }
-        let mut ebpf = EbpfLoader::new().map_max_entries(FLOWS_MAP, map_size).load(OBJECT).map_err(|source| ProgramLoadError::Object { map_size, source })?;
+        let mut ebpf = EbpfLoader::new().map_max_entries(FLOWS_MAP, map_size).load(object).map_err(|source| ProgramLoadError::Object { map_size, source })?;
         let prog: &mut SchedClassifier =
             ebpf.program_mut(PROG_NAME).ok_or(ProgramLoadError::Missing { what: "program", name: PROG_NAME })?.try_into().map_err(ProgramLoadError::Program)?;
         prog.load().map_err(ProgramLoadError::Program)?;
