@@ -75,11 +75,22 @@ release:
 release-aarch64:
 	$(MAKE) release TARGET=aarch64-unknown-linux-musl
 
-## test: unit + integration tests (first builds the packages the packaging tests
-## inspect), then a short run of every fuzz target from its seed corpus
-test: test-pkg-build
+## test: the whole suite. Installs what the tests need when it can (scripts/test-deps:
+## apt-get/dnf as root, rustup components, pip) and prints one SKIP line per group it
+## cannot run; then the gates (rustfmt, clippy), the release build and packages the
+## packaging tests inspect, unit + integration tests, and a short run of every fuzz target
+test: test-deps lint test-pkg-build
 	$(CARGO) test -j$(JOBS) -- --test-threads=2
 	$(MAKE) fuzz-smoke
+
+## test-deps: install the test suite's tools when possible; print what stays skipped
+test-deps:
+	@bash scripts/test-deps
+
+## lint: the gates: cargo fmt --check and clippy with warnings as errors
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy -j$(JOBS) --all-targets -- -D warnings
 
 # Builds dist/*.rpm and dist/*.deb, and release-2 copies in target/pkg/upgrade/ for the
 # upgrade tests, when the tools are there (tests/packaging.rs skips otherwise, and fails

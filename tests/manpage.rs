@@ -114,7 +114,7 @@ fn exit_status_and_signals() {
 #[test]
 fn page_renders_without_warnings() {
     if !crate::systemd::have("groff") {
-        eprintln!("SKIP: groff not installed");
+        crate::util::skip("groff not installed (apt-get install man-db)");
         return;
     }
     let (ok, out, err) =

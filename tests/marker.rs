@@ -27,7 +27,7 @@ pub fn can_load_marker() -> bool {
     match load_program(16) {
         Ok(_) => true,
         Err(r) => {
-            println!("SKIP: {r}");
+            crate::util::skip(&r);
             false
         }
     }
@@ -68,7 +68,7 @@ macro_rules! with_program {
         let mut $p = match load_program(1024) {
             Ok(p) => p,
             Err(reason) => {
-                println!("SKIP: {reason}");
+                crate::util::skip(&reason);
                 return;
             }
         };

@@ -133,7 +133,7 @@ fn promtool_check(page: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
     else {
-        eprintln!("SKIP: promtool not installed (apt-get install prometheus)");
+        crate::util::skip("promtool not installed (apt-get install prometheus)");
         return;
     };
     child.stdin.take().unwrap().write_all(page.as_bytes()).unwrap();

@@ -186,7 +186,7 @@ impl Drop for Proc {
 fn iperf_reports_only_iperf3_flows_with_round_robin_ids() {
     require_root!();
     if Command::new("iperf3").arg("-v").stdout(Stdio::null()).status().is_err() {
-        eprintln!("SKIP: iperf3 is not installed");
+        crate::util::skip("iperf3 is not installed (apt-get install iperf3)");
         return;
     }
     let ns = NsPair::new();

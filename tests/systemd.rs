@@ -238,7 +238,7 @@ fn units_have_the_required_settings_and_justify_each_capability() {
 #[test]
 fn capabilities_chown_and_dac_override_are_needed_for_the_pipe() {
     if !nix_is_root() {
-        eprintln!("SKIP: not root");
+        crate::util::skip("not root");
         return;
     }
     if !require("setpriv") {
@@ -275,12 +275,12 @@ fn nix_is_root() -> bool {
 #[test]
 fn capabilities_needed_by_the_ebpf_marker() {
     if !nix_is_root() {
-        eprintln!("SKIP: not root");
+        crate::util::skip("not root");
         return;
     }
     let cap_last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
     if cap_last < 39 {
-        eprintln!("SKIP: kernel has no CAP_BPF");
+        crate::util::skip("kernel has no CAP_BPF");
         return;
     }
     if !(require("setpriv") && require("unshare") && require("ip")) {

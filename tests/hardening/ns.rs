@@ -106,7 +106,7 @@ fn lines(first_port: u32, n: u32, dst: &str) -> String {
 #[test]
 fn blackholed_and_unroutable_destinations_are_counted_and_recover() {
     if !is_root() {
-        eprintln!("SKIP: blackhole routes need root (network namespace)");
+        crate::util::skip("blackhole routes need root (network namespace)");
         return;
     }
     let ns = Netns::new();
@@ -147,7 +147,7 @@ fn blackholed_and_unroutable_destinations_are_counted_and_recover() {
 #[test]
 fn syslog_socket_gone_falls_back_to_stderr_and_comes_back() {
     if !is_root() {
-        eprintln!("SKIP: a private /dev needs root (mount namespace)");
+        crate::util::skip("a private /dev needs root (mount namespace)");
         return;
     }
     let sink = crate::util::Sink::v4();
@@ -197,7 +197,7 @@ fn syslog_socket_gone_falls_back_to_stderr_and_comes_back() {
 #[test]
 fn full_disk_for_the_pid_file_is_one_clear_startup_error() {
     if !is_root() {
-        eprintln!("SKIP: a tiny tmpfs needs root (mount namespace)");
+        crate::util::skip("a tiny tmpfs needs root (mount namespace)");
         return;
     }
     let dir = TempDir::new("full");

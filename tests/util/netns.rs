@@ -27,7 +27,7 @@ pub fn skip_reason() -> Option<String> {
 macro_rules! require_root {
     () => {
         if let Some(r) = $crate::util::netns::skip_reason() {
-            eprintln!("SKIP: {r}");
+            $crate::util::skip(&r);
             return;
         }
     };
