@@ -42,7 +42,11 @@ fn committed_object_was_built_from_the_current_sources() {
     assert_eq!(listed, sources(), "ebpf/flowd.bpf.o.sha256 must list exactly the eBPF sources: run `make ebpf` and commit ebpf/flowd.bpf.o*");
     assert!(rec.iter().any(|(f, _)| f == "ebpf/flowd.bpf.o"), "the record must list ebpf/flowd.bpf.o itself");
     for (file, sum) in &rec {
-        assert_eq!(&sha256(file), sum, "{file} changed since ebpf/flowd.bpf.o was built: run `make ebpf` (needs clang and libbpf headers) and commit ebpf/flowd.bpf.o*");
+        assert_eq!(
+            &sha256(file),
+            sum,
+            "{file} changed since ebpf/flowd.bpf.o was built: run `make ebpf` (needs clang and libbpf headers) and commit ebpf/flowd.bpf.o*"
+        );
     }
 }
 
