@@ -8,14 +8,8 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-/// Whether a series is a counter (only goes up) or a gauge.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// Monotonic counter; rendered with `# TYPE … counter`.
-    Counter,
-    /// Gauge; rendered with `# TYPE … gauge`.
-    Gauge,
-}
+/// Whether a series is a counter or a gauge (its `# TYPE` on the page).
+pub use crate::wire::prom::Kind;
 
 /// Description of one metric family.
 #[derive(Debug)]

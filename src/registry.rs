@@ -71,33 +71,8 @@ pub struct Registry {
     pub origin: String,
 }
 
-/// An experiment or activity as a user wrote it: a number or a name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum IdOrName {
-    /// A numeric id, used as is.
-    Id(u32),
-    /// A registry name, resolved against the registry in force.
-    Name(String),
-}
-
-impl IdOrName {
-    /// Reads a token: all digits → id, anything else → name.
-    pub fn parse(s: &str) -> IdOrName {
-        match s.parse::<u32>() {
-            Ok(n) if s.bytes().all(|b| b.is_ascii_digit()) => IdOrName::Id(n),
-            _ => IdOrName::Name(s.to_string()),
-        }
-    }
-}
-
-impl std::fmt::Display for IdOrName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            IdOrName::Id(n) => write!(f, "{n}"),
-            IdOrName::Name(s) => f.write_str(s),
-        }
-    }
-}
+/// An experiment or activity as a user wrote it (defined with the flow vocabulary).
+pub use crate::flow::IdOrName;
 
 fn name_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()

@@ -33,8 +33,8 @@ use crate::flows::FlowTable;
 use crate::metrics::{Desc, Kind, Metrics, BACKEND_ERRORS};
 use crate::netaddr;
 use crate::registry::Registry;
-use crate::sys::mem::append;
 use crate::sys::netlink;
+use crate::wire::buf::append;
 use crate::wire::prom::{self, Page, Value};
 use crate::wire::sock_diag::{Conn, Family, Filter, TcpInfo};
 

@@ -4,7 +4,6 @@
 //! `nix`'s safe API; where `unsafe` is unavoidable it carries a `// SAFETY:` comment.
 
 pub mod bpf;
-pub mod mem;
 pub mod process;
 pub mod udp;
 

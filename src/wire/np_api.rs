@@ -9,8 +9,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::flow::{FlowKey, FlowState, Proto};
-use crate::registry::IdOrName;
+use crate::flow::{FlowKey, FlowState, IdOrName, Proto};
 
 /// Longest line accepted (bytes, without the newline).
 pub const MAX_LINE: usize = 1024;

@@ -10,12 +10,20 @@
 //!
 //! Hot path: a scrape of 10,000 flows writes several hundred thousand samples, so the
 //! sample writer takes a pre-rendered label block (`{…}`), formats integers and
-//! milliseconds ([`Value`]) by hand and copies short pieces with `sys::mem::append`. A
+//! milliseconds ([`Value`]) by hand and copies short pieces with `wire::buf::append`. A
 //! page is a [`Page`]: one buffer per part, reused from scrape to scrape and sent with
 //! vectored writes.
 
-use crate::metrics::Kind;
-use crate::sys::mem::append;
+use crate::wire::buf::append;
+
+/// Whether a series is a counter (only goes up) or a gauge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Monotonic counter; rendered with `# TYPE … counter`.
+    Counter,
+    /// Gauge; rendered with `# TYPE … gauge`.
+    Gauge,
+}
 
 /// Formats `v` in decimal into `buf`, returning the digits.
 #[inline(always)]
