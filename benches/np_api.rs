@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{TcpListener, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,17 +61,10 @@ fn tree_usage_split(pid: u32) -> (u64, f64, f64) {
 
 fn sink() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:10514").unwrap();
-    let size: libc_int = 64 << 20;
-    // SAFETY: setsockopt(SO_RCVBUFFORCE) on a valid fd with an int-sized value.
-    unsafe { setsockopt(s.as_raw_fd(), 1, 33, &size as *const libc_int as *const _, 4) };
+    // SO_RCVBUFFORCE (root) so a burst is not dropped by the sink; best effort.
+    let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &(64 << 20));
     s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     s
-}
-
-#[allow(non_camel_case_types, reason = "mirrors the C type name")]
-type libc_int = i32;
-extern "C" {
-    fn setsockopt(fd: i32, level: i32, name: i32, val: *const std::ffi::c_void, len: u32) -> i32;
 }
 
 fn src_port_of(d: &[u8]) -> Option<u16> {
@@ -219,8 +211,7 @@ fn run_one(name: &str, mut cmd: Command, n: usize) -> Result {
     }
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let pct = |q: f64| if lat.is_empty() { f64::NAN } else { lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)] };
-    // SAFETY: plain kill(2) of our child.
-    unsafe { kill(pid as i32, 15) };
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
     let _ = child.wait();
     Result {
         name: name.into(),
@@ -236,10 +227,6 @@ fn run_one(name: &str, mut cmd: Command, n: usize) -> Result {
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
     }
-}
-
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
 }
 
 fn serve_registry(api: PathBuf) -> u16 {

@@ -142,16 +142,7 @@ fn a_burst_of_10k_events_arrives_complete() {
 }
 
 fn set_rcvbuf(s: &UdpSocket) {
-    use std::os::fd::AsRawFd;
-    let size: i32 = 8 << 20;
-    // SAFETY: setsockopt with a valid fd and a pointer to an i32 of the stated size.
-    unsafe {
-        setsockopt(s.as_raw_fd(), 1, 8, &size as *const i32 as *const _, 4);
-    }
-}
-
-extern "C" {
-    fn setsockopt(fd: i32, level: i32, name: i32, val: *const std::ffi::c_void, len: u32) -> i32;
+    nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::RcvBuf, &(8 << 20)).unwrap();
 }
 
 #[test]

@@ -212,6 +212,8 @@ pub fn local_addresses() -> io::Result<Vec<std::net::IpAddr>> {
 /// Ignores SIGPIPE (writes to closed sockets return EPIPE instead of killing flowd).
 pub fn ignore_sigpipe() {
     // SAFETY: installing SIG_IGN for SIGPIPE has no preconditions and no handler code runs.
+    // (nix marks every `signal`/`sigaction` unsafe because a handler could be unsound;
+    // there is no safe API for SIG_IGN, hence the one unsafe call here.)
     let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) };
 }
 

@@ -5,6 +5,9 @@
 
 use std::io;
 
+use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
+use nix::unistd::SysconfVar;
+
 /// One sample of the process's resource usage.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ProcessStats {
@@ -50,20 +53,18 @@ pub fn parse_btime(text: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
 }
 
-fn sysconf(name: libc::c_int) -> u64 {
-    // SAFETY: sysconf takes an integer selector and has no memory-safety preconditions.
-    let v = unsafe { libc::sysconf(name) };
-    u64::try_from(v).unwrap_or(0)
+fn sysconf(var: SysconfVar) -> u64 {
+    match nix::unistd::sysconf(var) {
+        Ok(Some(v)) => u64::try_from(v).unwrap_or(0),
+        _ => 0,
+    }
 }
 
+/// The soft limit on open files; 0 when unlimited or unknown.
 fn max_fds() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `lim` is a valid, writable rlimit that outlives the call.
-    let r = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    if r != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
-        0
-    } else {
-        lim.rlim_cur
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) if soft != RLIM_INFINITY => soft,
+        _ => 0,
     }
 }
 
@@ -71,8 +72,8 @@ fn max_fds() -> u64 {
 pub fn sample() -> io::Result<ProcessStats> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     let f = parse_stat(&stat).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc/self/stat format"))?;
-    let ticks = sysconf(libc::_SC_CLK_TCK).max(1) as f64;
-    let page = sysconf(libc::_SC_PAGESIZE).max(1);
+    let ticks = sysconf(SysconfVar::CLK_TCK).max(1) as f64;
+    let page = sysconf(SysconfVar::PAGE_SIZE).max(1);
     let btime = std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(parse_btime);
     let open_fds = std::fs::read_dir("/proc/self/fd")?.count() as u64;
     Ok(ProcessStats {

@@ -4,83 +4,44 @@
 //! the end of the turn. Sockets are non-blocking; the result says, per datagram, whether
 //! it went out, so failures are counted exactly.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+
+use nix::errno::Errno;
+use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
 
 /// At most this many datagrams per `sendmmsg` call (the kernel's UIO_MAXIOV is 1024).
 pub const BATCH: usize = 64;
 
-fn sockaddr(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    match a {
-        SocketAddr::V4(v4) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_in fits in sockaddr_storage, which is suitably aligned for it.
-            unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in, sin) };
-            (ss, std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
-        }
-        SocketAddr::V6(v6) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: v6.port().to_be(),
-                sin6_flowinfo: v6.flowinfo(),
-                sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
-                sin6_scope_id: v6.scope_id(),
-            };
-            // SAFETY: sockaddr_in6 fits in sockaddr_storage, which is suitably aligned for it.
-            unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in6, sin6) };
-            (ss, std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t)
-        }
-    }
-}
-
 /// Sends `msgs` (destination, payload) on `sock`, in order. Calls `done(i, result)` once
 /// per message. Never blocks (the socket is non-blocking) and never retries a failure.
 pub fn send_batch<S: AsRawFd>(sock: &S, msgs: &[(SocketAddr, &[u8])], mut done: impl FnMut(usize, io::Result<()>)) {
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH.min(msgs.len()), None);
+    let no_cmsgs: [ControlMessage<'_>; 0] = [];
     let mut next = 0;
     while next < msgs.len() {
         let chunk = &msgs[next..msgs.len().min(next + BATCH)];
-        let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> = chunk.iter().map(|(a, _)| sockaddr(a)).collect();
-        let mut iovs: Vec<libc::iovec> = chunk.iter().map(|(_, p)| libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() }).collect();
-        let mut hdrs: Vec<libc::mmsghdr> = addrs
-            .iter_mut()
-            .zip(iovs.iter_mut())
-            .map(|((ss, len), iov)| {
-                // SAFETY: msghdr is plain old data; all-zero is valid (no control data, no flags).
-                let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-                h.msg_name = ss as *mut _ as *mut libc::c_void;
-                h.msg_namelen = *len;
-                h.msg_iov = iov as *mut libc::iovec;
-                h.msg_iovlen = 1;
-                libc::mmsghdr { msg_hdr: h, msg_len: 0 }
-            })
-            .collect();
-        // SAFETY: `hdrs` holds `chunk.len()` valid mmsghdr entries whose name/iov pointers
-        // point into `addrs`, `iovs` and the caller's payloads, all alive for this call.
-        let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), hdrs.len() as libc::c_uint, libc::MSG_DONTWAIT as _) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+        let iovs: Vec<[IoSlice<'_>; 1]> = chunk.iter().map(|(_, p)| [IoSlice::new(p)]).collect();
+        let addrs: Vec<Option<SockaddrStorage>> = chunk.iter().map(|(a, _)| Some(SockaddrStorage::from(*a))).collect();
+        match sendmmsg(sock.as_raw_fd(), &mut headers, &iovs, &addrs, no_cmsgs, MsgFlags::MSG_DONTWAIT) {
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                // The first message of the chunk failed: report it and go on with the next.
+                done(next, Err(io::Error::from(e)));
+                next += 1;
             }
-            // The first message of the chunk failed: report it and go on with the next.
-            done(next, Err(e));
-            next += 1;
-        } else {
-            let n = n as usize;
-            for i in 0..n {
-                done(next + i, Ok(()));
-            }
-            next += n.max(if n == 0 { 1 } else { 0 });
-            if n == 0 {
-                done(next - 1, Err(io::Error::new(io::ErrorKind::WriteZero, "sendmmsg sent nothing")));
+            Ok(sent) => {
+                let n = sent.count();
+                for i in 0..n {
+                    done(next + i, Ok(()));
+                }
+                if n == 0 {
+                    done(next, Err(io::Error::new(io::ErrorKind::WriteZero, "sendmmsg sent nothing")));
+                    next += 1;
+                } else {
+                    next += n;
+                }
             }
         }
     }

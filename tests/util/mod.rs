@@ -164,9 +164,8 @@ impl Flowd {
     }
 
     pub fn signal(&self, sig: i32) {
-        // SAFETY: sending a signal to our own child process.
-        let r = unsafe { libc_kill(self.child.id() as i32, sig) };
-        assert_eq!(r, 0);
+        let sig = nix::sys::signal::Signal::try_from(sig).unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
     }
 
     /// SIGTERM and wait; returns the exit status and how long the exit took.
@@ -197,11 +196,6 @@ impl Drop for Flowd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 /// True when `p` is a named pipe (not following links).

@@ -156,8 +156,8 @@ int main(void) {
     #[test]
     fn test_key_is_network_order() {
         let k = RawKey::new(Proto::Udp, "2001:db8::1".parse().unwrap(), 0x1234, "2001:db8::2".parse().unwrap(), 80);
-        // SAFETY (test): RawKey is Pod, so viewing it as bytes is sound.
-        let bytes: [u8; 40] = unsafe { std::mem::transmute(k) };
+        // The fields in struct order (their offsets are checked against the C header above).
+        let bytes = [&k.saddr[..], &k.daddr[..], &k.sport.to_ne_bytes(), &k.dport.to_ne_bytes(), &[k.proto], &k.pad].concat();
         assert_eq!(&bytes[32..37], &[0x12, 0x34, 0x00, 0x50, 17]);
         assert_eq!(bytes[15], 1);
         assert_eq!(bytes[31], 2);

@@ -5,14 +5,22 @@
 //! of the classifier for tests and the benchmark. Attaching to interfaces is
 //! `attach.rs`'s job; flow bookkeeping is `mod.rs`'s.
 
-use std::os::fd::AsFd;
-
 use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
-use aya::programs::{ProgramError, SchedClassifier};
+use aya::programs::{ProgramError, SchedClassifier, TestRunOptions};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 
 use super::abi::{RawKey, RawStats, RawValue, FLOWS_MAP, OBJECT, PROG_NAME, STATS_MAP, STATS_SLOTS};
-use crate::sys::bpf::{self as sysbpf, TestRun};
+
+/// What one `BPF_PROG_TEST_RUN` of the classifier returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestRun {
+    /// The program's return value (of the last run).
+    pub retval: u32,
+    /// Bytes of packet written to the output buffer.
+    pub data_len: usize,
+    /// Average run time in nanoseconds, as measured by the kernel.
+    pub duration_ns: u32,
+}
 
 /// Why the marker program could not be loaded or used.
 #[derive(Debug, thiserror::Error)]
@@ -75,11 +83,8 @@ impl MarkerProgram {
     /// As [`MarkerProgram::load`], from another build of the object (tests compare the
     /// committed `ebpf/flowd.bpf.o` with the embedded one).
     pub fn load_object(object: &[u8], map_size: u32) -> Result<MarkerProgram, ProgramLoadError> {
-        // Failing to raise the limit is not fatal: kernels ≥ 5.11 account BPF memory to
-        // the cgroup instead, and the load error below is the one worth reporting.
-        if let Err(e) = sysbpf::raise_memlock_limit() {
-            log::debug!("marker: cannot raise RLIMIT_MEMLOCK: {e}");
-        }
+        // aya raises RLIMIT_MEMLOCK itself when a map or program load fails with EPERM on
+        // a kernel before 5.11 (newer ones charge BPF memory to the cgroup).
         let mut ebpf = EbpfLoader::new().map_max_entries(FLOWS_MAP, map_size).load(object).map_err(|source| ProgramLoadError::Object { map_size, source })?;
         let prog: &mut SchedClassifier =
             ebpf.program_mut(PROG_NAME).ok_or(ProgramLoadError::Missing { what: "program", name: PROG_NAME })?.try_into().map_err(ProgramLoadError::Program)?;
@@ -137,9 +142,14 @@ impl MarkerProgram {
     /// needed) and returns the result with the output frame.
     pub fn test_run(&mut self, frame: &[u8], repeat: u32) -> std::io::Result<(TestRun, Vec<u8>)> {
         let prog = self.classifier().map_err(std::io::Error::other)?;
-        let fd = prog.fd().map_err(std::io::Error::other)?;
         let mut out = vec![0u8; frame.len() + 256];
-        let run = sysbpf::prog_test_run(fd.as_fd(), frame, &mut out, repeat)?;
+        let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), repeat, ..TestRunOptions::default() };
+        let r = aya::programs::TestRun::test_run(&*prog, opts).map_err(|e| match e {
+            // Keep the kernel's errno (EINVAL for a frame shorter than its minimum).
+            ProgramError::SyscallError(s) => s.io_error,
+            other => std::io::Error::other(other),
+        })?;
+        let run = TestRun { retval: r.return_value, data_len: r.data_size_out as usize, duration_ns: u32::try_from(r.duration.as_nanos()).unwrap_or(u32::MAX) };
         out.truncate(run.data_len);
         Ok((run, out))
     }
