@@ -13,6 +13,7 @@ mod marker;
 mod metrics;
 mod np_api;
 mod packaging;
+mod readme;
 mod scan;
 mod stun;
 mod systemd;
