@@ -18,7 +18,6 @@ pub mod config;
 pub mod context;
 pub mod daemon;
 pub mod discovery;
-pub mod error;
 pub mod flow;
 pub mod flows;
 pub mod label;

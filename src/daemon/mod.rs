@@ -7,6 +7,7 @@
 //! events already read are handled; SIGHUP/SIGUSR1 reload the config and the registry.
 //! Only startup failures and `Poll::poll` failures are fatal.
 
+mod error;
 pub mod http;
 pub mod refresh;
 pub mod token;
@@ -26,7 +27,7 @@ use nix::sys::signalfd::SignalFd;
 use crate::backend::Backend;
 use crate::config::{self, Config};
 use crate::context::Context;
-use crate::error::Error;
+
 use crate::flow::{FlowEvent, Micros};
 use crate::flows::FlowTable;
 use crate::logger::RateLimit;
@@ -38,6 +39,8 @@ use crate::sys::{self, PidFile};
 use crate::wire::prom::Page;
 use refresh::Refresher;
 use token::Slot;
+
+pub use error::Error;
 
 /// Build information (constant 1).
 pub static BUILD_INFO: Desc = Desc {

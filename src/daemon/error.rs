@@ -33,7 +33,7 @@ pub enum Error {
     },
     /// The metrics listener could not bind its address.
     #[error(transparent)]
-    Http(#[from] crate::daemon::http::BindError),
+    Http(#[from] super::http::BindError),
     /// Setting up the event loop failed.
     #[error("cannot set up the event loop: {0}")]
     Setup(#[source] io::Error),
