@@ -11,6 +11,7 @@ mod hardening;
 mod manpage;
 mod marker;
 mod metrics;
+mod modules;
 mod np_api;
 mod packaging;
 mod readme;
