@@ -5,7 +5,8 @@
 //! addresses are IPv4 or IPv6 literals of the same family; ports are 1..65535; `exp`
 //! and `act` are numeric ids or registry names. Registry activity names may contain
 //! spaces (`Analysis Input`), so everything after the experiment is the activity.
-//! A trailing CR is ignored (CRLF writers).
+//! A trailing CR is ignored (CRLF writers). Addresses are accepted as producers write
+//! them: Java's uncompressed IPv6, brackets, zone indexes and IPv4-mapped IPv6 ([`addr`]).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -88,8 +89,17 @@ fn port(b: &str) -> Result<u16, LineError> {
     }
 }
 
+/// An address as producers write it: IPv4, IPv6 compressed or not (Java writes
+/// `0:0:0:0:0:0:0:1`), in brackets (`[2001:db8::1]`), with a zone index (`fe80::1%eth0`,
+/// dropped: the flow is the same on the wire), or IPv4-mapped (`::ffff:192.0.2.1`, as a
+/// dual-stack listener reports an IPv4 peer: taken as the IPv4 address it is on the wire).
 fn addr(b: &str) -> Result<IpAddr, LineError> {
-    b.parse().map_err(|_| LineError::Address)
+    let b = b.strip_prefix('[').and_then(|s| s.strip_suffix(']')).unwrap_or(b);
+    let b = match b.split_once('%') {
+        Some((a, zone)) if a.contains(':') && !zone.is_empty() => a,
+        _ => b,
+    };
+    b.parse::<IpAddr>().map(|a| a.to_canonical()).map_err(|_| LineError::Address)
 }
 
 /// Parses one line (without its `\n`; a trailing `\r` is allowed).
@@ -152,6 +162,24 @@ mod tests {
         assert!(a.key.is_ipv6());
         assert_eq!(a.exp, IdOrName::Name("cms".into()));
         assert_eq!(a.act, IdOrName::Name("Analysis Input".into()));
+    }
+
+    #[test]
+    fn test_addresses_as_java_and_nginx_write_them() {
+        let cases: &[(&[u8], &str, &str)] = &[
+            (b"start tcp 0:0:0:0:0:0:0:1 1094 0:0:0:0:0:0:0:1 53012 2 9", "[::1]:1094", "[::1]:53012"),
+            (b"start tcp fe80::1%eth0 1094 fe80::2%2 53012 2 9", "[fe80::1]:1094", "[fe80::2]:53012"),
+            (b"start tcp [2001:db8::1] 1094 [2001:db8:1::2] 53012 2 9", "[2001:db8::1]:1094", "[2001:db8:1::2]:53012"),
+            (b"end tcp ::ffff:192.0.2.1 443 198.51.100.2 53012 2 9 ", "192.0.2.1:443", "198.51.100.2:53012"),
+            (b"end  tcp\t2001:db8::1 \t 443   2001:db8::2\t53012  9\t 2  ", "[2001:db8::1]:443", "[2001:db8::2]:53012"),
+        ];
+        for (line, src, dst) in cases {
+            let a = parse_line(line).unwrap_or_else(|e| panic!("{:?}: {}", e, String::from_utf8_lossy(line)));
+            assert_eq!((a.key.src, a.key.dst), (src.parse().unwrap(), dst.parse().unwrap()), "{}", String::from_utf8_lossy(line));
+        }
+        for bad in [&b"start tcp [2001:db8::1 1 ::2 2 1 1"[..], b"start tcp 192.0.2.1%eth0 1 192.0.2.2 2 1 1", b"start tcp fe80::1% 1 ::2 2 1 1"] {
+            assert_eq!(parse_line(bad), Err(LineError::Address), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]
