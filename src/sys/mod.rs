@@ -4,6 +4,7 @@
 //! `nix`'s safe API; where `unsafe` is unavoidable it carries a `// SAFETY:` comment.
 
 pub mod bpf;
+pub mod listen_fds;
 pub mod process;
 pub mod udp;
 
