@@ -9,8 +9,9 @@
 //!
 //! Each fd is recognised by its type, and by its name where the unit gives one: a FIFO is
 //! the pipe (`np_api`), a UDP socket the firefly listener (`firefly`), a listening TCP
-//! socket the metrics listener (`metrics`). An fd that fits nothing, whose name
-//! contradicts its type, or that repeats a role is logged and closed. The variables are
+//! socket the metrics listener (`metrics`); other names (systemd's default is the unit's
+//! name) say nothing. An fd that fits nothing, whose role name contradicts its type, or
+//! that repeats a role is logged and closed. The variables are
 //! removed from the environment once read, so no child process inherits them.
 
 use std::net::{TcpListener, UdpSocket};
@@ -24,6 +25,9 @@ pub const FIRST_FD: RawFd = 3;
 
 /// More than this many fds is not a plausible hand-over (a corrupted variable).
 const MAX_FDS: usize = 64;
+
+/// The names (`FileDescriptorName=`) that assign a role.
+pub const ROLES: [&str; 3] = ["np_api", "firefly", "metrics"];
 
 /// What an inherited fd is, by `fstat`/`getsockopt`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,10 +82,11 @@ pub fn parse_env(listen_pid: Option<&str>, listen_fds: Option<&str>, names: Opti
     }
     let n = listen_fds?.trim().parse::<usize>().ok().filter(|n| *n <= MAX_FDS)?;
     let mut names: Vec<String> = names.map(|s| s.split(':').map(String::from).collect()).unwrap_or_default();
-    // systemd's own default name; a short or missing list names nothing.
+    // A short or missing list names nothing. Only the role names mean something: systemd
+    // names every fd of a unit after the unit (`flowd.socket`) unless told otherwise.
     names.resize(n, String::new());
     for name in names.iter_mut() {
-        if name == "unknown" || name == "stored" {
+        if !ROLES.contains(&name.as_str()) {
             name.clear();
         }
     }
@@ -184,7 +189,7 @@ mod tests {
         assert_eq!(parse_env(Some("42"), Some("x"), None, 42), None);
         assert_eq!(parse_env(Some("42"), Some("100000"), None, 42), None);
         assert_eq!(parse_env(Some("42"), Some("3"), Some("np_api"), 42), Some((3, vec!["np_api".into(), String::new(), String::new()])));
-        assert_eq!(parse_env(Some("42"), Some("1"), Some("unknown"), 42), Some((1, vec![String::new()])));
+        assert_eq!(parse_env(Some("42"), Some("2"), Some("flowd.socket:firefly"), 42), Some((2, vec![String::new(), "firefly".into()])));
         assert_eq!(parse_env(Some("42"), Some("0"), None, 42), Some((0, vec![])));
     }
 
