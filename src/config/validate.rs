@@ -362,7 +362,7 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
         "UDP_FIREFLY_DST" => {
             if let Some(list) = cx.strings(e) {
                 for d in &list {
-                    if let Err(m) = crate::backend::udp_firefly::split_host_port(d, 1) {
+                    if let Err(m) = crate::netaddr::split_host_port(d, 1) {
                         cx.bad(e, m);
                     }
                 }
@@ -405,7 +405,7 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
         "IP_DISCOVERY_STUN_SERVERS" => {
             if let Some(l) = cx.strings(e) {
                 for d in &l {
-                    if let Err(m) = crate::backend::udp_firefly::split_host_port(d, 3478) {
+                    if let Err(m) = crate::netaddr::split_host_port(d, 3478) {
                         cx.bad(e, m);
                     }
                 }
