@@ -125,8 +125,8 @@ impl Sender {
             return Err(InitError::Socket(io::Error::new(e.kind(), e.to_string())));
         }
         let mut collectors = Vec::new();
-        for dst in &cfg.udp_firefly_dst {
-            let (host, port) = split_host_port(dst, cfg.udp_firefly_port)
+        for dst in &cfg.udp_firefly.dst {
+            let (host, port) = split_host_port(dst, cfg.udp_firefly.port)
                 .map_err(|m| InitError::Resolve { dst: dst.clone(), source: io::Error::new(io::ErrorKind::InvalidInput, m) })?;
             let addr = (host.as_str(), port)
                 .to_socket_addrs()
@@ -140,17 +140,17 @@ impl Sender {
             sock4: sock4.ok(),
             sock6: sock6.ok(),
             collectors,
-            peer_port: cfg.udp_firefly_port,
-            to_peer: cfg.udp_firefly_to_peer,
-            ip4_src: cfg.udp_firefly_ip4_src,
-            ip6_src: cfg.udp_firefly_ip6_src,
+            peer_port: cfg.udp_firefly.port,
+            to_peer: cfg.udp_firefly.to_peer,
+            ip4_src: cfg.udp_firefly.ip4_src,
+            ip6_src: cfg.udp_firefly.ip6_src,
             hostname: firefly::syslog_hostname(&crate::sys::hostname()),
             application: format!("flowd {}", env!("CARGO_PKG_VERSION")),
             arena: Vec::with_capacity(64 * 1024),
             queue: Vec::with_capacity(MAX_QUEUED),
             warn: RateLimit::new(10, Duration::from_secs(10)),
             extras: Box::new(Extras::new(cfg)),
-            listen_port: cfg.firefly_listener_port,
+            listen_port: cfg.firefly.port,
             own: Vec::new(),
             own_read_at: None,
         })

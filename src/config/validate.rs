@@ -268,7 +268,7 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
                 let had_error = list.iter().any(|n| PluginKind::parse(n).is_none());
                 if list.iter().any(|n| n == "iperf_rr") {
                     // The Python flowd's round-robin variant of the iperf plugin.
-                    c.iperf_round_robin = true;
+                    c.iperf.round_robin = true;
                 }
                 for name in list {
                     match PluginKind::parse(&name) {
@@ -302,17 +302,17 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
         }
         "FLOW_MAP_API" => {
             if let Some(v) = cx.opt_string(e) {
-                c.flow_map_api = v;
+                c.registry.api = v;
             }
         }
         "FLOW_MAP_REFRESH" => {
             if let Some(d) = cx.seconds(e, 0.0) {
-                c.flow_map_refresh = (!d.is_zero()).then_some(d.max(Duration::from_secs(1)));
+                c.registry.refresh = (!d.is_zero()).then_some(d.max(Duration::from_secs(1)));
             }
         }
         "FLOW_MAP_TIMEOUT" => {
             if let Some(d) = cx.seconds(e, 0.1) {
-                c.flow_map_timeout = d;
+                c.registry.timeout = d;
             }
         }
         "NP_API_FILE" => {
@@ -320,43 +320,43 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
                 if s.trim().is_empty() {
                     cx.bad(e, "must not be empty");
                 } else {
-                    c.np_api_file = PathBuf::from(s);
+                    c.np_api.file = PathBuf::from(s);
                 }
             }
         }
         "NP_API_FILE_MODE" => {
             if let Some(n) = cx.int(e, 0, 0o777) {
-                c.np_api_file_mode = n as u32;
+                c.np_api.mode = n as u32;
             }
         }
         "NP_API_FILE_OWNER" => {
             if let Some(v) = cx.opt_string(e) {
-                c.np_api_file_owner = v;
+                c.np_api.owner = v;
             }
         }
         "NP_API_FILE_GROUP" => {
             if let Some(v) = cx.opt_string(e) {
-                c.np_api_file_group = v;
+                c.np_api.group = v;
             }
         }
         "PID_FILE" => {
             if let Some(v) = cx.opt_string(e) {
-                c.pid_file = v.map(PathBuf::from);
+                c.daemon.pid_file = v.map(PathBuf::from);
             }
         }
         "FLOW_TABLE_SIZE" => {
             if let Some(n) = cx.int(e, 1, 100_000_000) {
-                c.flow_table_size = n as usize;
+                c.daemon.flow_table_size = n as usize;
             }
         }
         "UDP_FIREFLY_PORT" => {
             if let Some(n) = cx.int(e, 1, 65535) {
-                c.udp_firefly_port = n as u16;
+                c.udp_firefly.port = n as u16;
             }
         }
         "UDP_FIREFLY_TO_PEER" => {
             if let Some(b) = cx.boolean(e) {
-                c.udp_firefly_to_peer = b;
+                c.udp_firefly.to_peer = b;
             }
         }
         "UDP_FIREFLY_DST" => {
@@ -366,14 +366,14 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
                         cx.bad(e, m);
                     }
                 }
-                c.udp_firefly_dst = list;
+                c.udp_firefly.dst = list;
             }
         }
         "UDP_FIREFLY_IP4_SRC" => {
             if let Some(v) = cx.opt_string(e) {
                 match v.map(|s| s.parse::<Ipv4Addr>()) {
-                    None => c.udp_firefly_ip4_src = None,
-                    Some(Ok(a)) => c.udp_firefly_ip4_src = Some(a),
+                    None => c.udp_firefly.ip4_src = None,
+                    Some(Ok(a)) => c.udp_firefly.ip4_src = Some(a),
                     Some(Err(_)) => cx.bad(e, "is not an IPv4 address"),
                 }
             }
@@ -381,25 +381,25 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
         "UDP_FIREFLY_IP6_SRC" => {
             if let Some(v) = cx.opt_string(e) {
                 match v.map(|s| s.parse::<Ipv6Addr>()) {
-                    None => c.udp_firefly_ip6_src = None,
-                    Some(Ok(a)) => c.udp_firefly_ip6_src = Some(a),
+                    None => c.udp_firefly.ip6_src = None,
+                    Some(Ok(a)) => c.udp_firefly.ip6_src = Some(a),
                     Some(Err(_)) => cx.bad(e, "is not an IPv6 address"),
                 }
             }
         }
         "UDP_FIREFLY_NETLINK" | "UDP_FIREFLY_WITH_NETLINK" => {
             if let Some(b) = cx.boolean(e) {
-                c.udp_firefly_netlink = b;
+                c.enrich.netlink = b;
             }
         }
         "UDP_FIREFLY_ONGOING_INTERVAL" => {
             if let Some(d) = cx.seconds(e, 0.0) {
-                c.udp_firefly_ongoing_interval = (!d.is_zero()).then_some(d.max(Duration::from_secs(1)));
+                c.enrich.ongoing_interval = (!d.is_zero()).then_some(d.max(Duration::from_secs(1)));
             }
         }
         "IP_DISCOVERY_ENABLED" => {
             if let Some(b) = cx.boolean(e) {
-                c.ip_discovery_enabled = b;
+                c.discovery.enabled = b;
             }
         }
         "IP_DISCOVERY_STUN_SERVERS" => {
@@ -409,17 +409,17 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
                         cx.bad(e, m);
                     }
                 }
-                c.ip_discovery_stun_servers = l;
+                c.discovery.stun_servers = l;
             }
         }
         "IP_DISCOVERY_INTERVAL" => {
             if let Some(d) = cx.seconds(e, 10.0) {
-                c.ip_discovery_interval = d;
+                c.discovery.interval = d;
             }
         }
         "IP_DISCOVERY_TIMEOUT" => {
             if let Some(d) = cx.seconds(e, 0.01) {
-                c.ip_discovery_timeout = d.min(Duration::from_secs(30));
+                c.discovery.timeout = d.min(Duration::from_secs(30));
             }
         }
         "IP_DISCOVERY_HTTP_URLS" => {
@@ -429,7 +429,7 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
                         cx.bad(e, format_args!("{u:?} is not an http(s) URL"));
                     }
                 }
-                c.ip_discovery_http_urls = l;
+                c.discovery.http_urls = l;
             }
         }
         "IP_DISCOVERY_MAP" => {
@@ -441,12 +441,12 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
                         Err(m) => cx.bad(e, m),
                     }
                 }
-                c.ip_discovery_map = out;
+                c.discovery.map = out;
             }
         }
         "UDP_FIREFLY_NETLINK_INTERVAL" => {
             if let Some(d) = cx.seconds(e, 1.0) {
-                c.udp_firefly_netlink_interval = d;
+                c.enrich.netlink_interval = d;
             }
         }
         "NETSTAT_EXPERIMENT" | "NETLINK_EXPERIMENT" => {
@@ -474,7 +474,7 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
         }
         "NETLINK_DUMP_TIMEOUT" => {
             if let Some(d) = cx.seconds(e, 0.01) {
-                c.netlink_dump_timeout = d;
+                c.netlink.dump_timeout = d;
             }
         }
         "IPERF_FLOW_ID" => {
@@ -497,7 +497,7 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
                     _ => cx.bad(e, "each item must be an (experiment, activity) tuple"),
                 }
             }
-            c.iperf_flow_id = out;
+            c.iperf.flow_id = out;
         }
         "IPERF_PORTS" => {
             let items = match &e.value {
@@ -511,24 +511,24 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
                     v => cx.bad(e, format_args!("{} is not a port", describe(&v))),
                 }
             }
-            c.iperf_ports = out;
+            c.iperf.ports = out;
         }
         "IPERF_ROUND_ROBIN" => {
             if let Some(b) = cx.boolean(e) {
-                c.iperf_round_robin = b;
+                c.iperf.round_robin = b;
             }
         }
         "FIREFLY_LISTENER_HOST" => {
             if let Some(s) = cx.string(e) {
                 match s.trim().trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
-                    Ok(a) => c.firefly_listener_host = a,
+                    Ok(a) => c.firefly.host = a,
                     Err(_) => cx.bad(e, format_args!("{s:?} is not an IP address")),
                 }
             }
         }
         "FIREFLY_LISTENER_PORT" => {
             if let Some(n) = cx.int(e, 1, 65535) {
-                c.firefly_listener_port = n as u16;
+                c.firefly.port = n as u16;
             }
         }
         "NETWORK_INTERFACE" => {
@@ -538,25 +538,25 @@ fn apply(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry, key: &str, warnings: &mut 
                         cx.bad(e, format_args!("{i:?} is not an interface name"));
                     }
                 }
-                c.network_interface = l;
+                c.marker.interfaces = l;
             }
         }
         "EBPF_MAP_SIZE" => {
             if let Some(n) = cx.int(e, 16, 16_777_216) {
-                c.ebpf_map_size = n as u32;
+                c.marker.map_size = n as u32;
             }
         }
         "PROMETHEUS_SRV_HOST" => {
             if let Some(s) = cx.string(e) {
                 match s.trim().trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
-                    Ok(a) => c.prometheus_srv_host = a,
+                    Ok(a) => c.http.host = a,
                     Err(_) => cx.bad(e, format_args!("{s:?} is not an IP address")),
                 }
             }
         }
         "PROMETHEUS_SRV_PORT" => {
             if let Some(n) = cx.int(e, 0, 65535) {
-                c.prometheus_srv_port = n as u16;
+                c.http.port = n as u16;
             }
         }
         "PROMETHEUS_SS_PATH" => {
@@ -579,7 +579,7 @@ pub fn parse_mapping(s: &str) -> Result<(IpAddr, IpAddr), String> {
 
 fn scan_of<'c>(c: &'c mut Config, key: &str) -> &'c mut ScanConfig {
     if key.starts_with("NETLINK") {
-        &mut c.netlink
+        &mut c.netlink.scan
     } else {
         &mut c.netstat
     }
@@ -599,8 +599,8 @@ fn cross_checks(c: &Config, entries: &[Entry], cx: &mut Ctx<'_>) {
         }
     };
     need(PluginKind::Netstat, ["NETSTAT_EXPERIMENT", "NETSTAT_ACTIVITY"], &c.netstat);
-    need(PluginKind::Netlink, ["NETLINK_EXPERIMENT", "NETLINK_ACTIVITY"], &c.netlink);
-    if c.plugins.contains(&PluginKind::Iperf) && c.iperf_flow_id.is_empty() {
+    need(PluginKind::Netlink, ["NETLINK_EXPERIMENT", "NETLINK_ACTIVITY"], &c.netlink.scan);
+    if c.plugins.contains(&PluginKind::Iperf) && c.iperf.flow_id.is_empty() {
         let line = line_of("PLUGIN");
         cx.problems.push((line, format!("line {line}: PLUGIN: the iperf plugin needs IPERF_FLOW_ID")));
     }

@@ -112,10 +112,10 @@ fn build_backends(cfg: &Config, poll: &Poll, waker: &Arc<Waker>) -> Result<Vec<B
 
 /// Starts the metrics listener unless PROMETHEUS_SRV_PORT is 0.
 fn start_http(cfg: &Config, poll: &Poll, metrics: &mut Metrics) -> Result<Option<http::Http>, http::BindError> {
-    if cfg.prometheus_srv_port == 0 {
+    if cfg.http.port == 0 {
         return Ok(None);
     }
-    let h = http::Http::bind(poll.registry(), SocketAddr::new(cfg.prometheus_srv_host, cfg.prometheus_srv_port), metrics)?;
+    let h = http::Http::bind(poll.registry(), SocketAddr::new(cfg.http.host, cfg.http.port), metrics)?;
     log::info!("metrics listener on http://{}/metrics", h.local_addr());
     Ok(Some(h))
 }
@@ -152,14 +152,14 @@ fn declare_metrics(m: &mut Metrics, cfg: &Config) {
         crate::backend::prometheus::FlowMetrics::declare(m);
     }
     if cfg.backends.contains(&crate::config::BackendKind::UdpFirefly) {
-        if cfg.ip_discovery_enabled {
+        if cfg.discovery.enabled {
             m.declare(&crate::discovery::PUBLIC_ADDRESS);
             m.declare(&crate::discovery::FAILURES);
         }
-        if cfg.udp_firefly_netlink {
+        if cfg.enrich.netlink {
             m.declare(&crate::backend::tcp_stats::DUMPS);
         }
-        if cfg.udp_firefly_ongoing_interval.is_some() {
+        if cfg.enrich.ongoing_interval.is_some() {
             m.declare(&crate::backend::tcp_stats::ONGOING);
         }
     }
@@ -180,7 +180,7 @@ impl Daemon {
     /// Sets everything up: PID file, signals, registry, plugins, backends.
     pub fn new(config: Config, source: ConfigSource) -> Result<Daemon, Error> {
         sys::ignore_sigpipe();
-        let pid = match &config.pid_file {
+        let pid = match &config.daemon.pid_file {
             Some(p) => Some(PidFile::create(p).map_err(|source| Error::PidFile { path: p.clone(), source })?),
             None => None,
         };
@@ -191,9 +191,9 @@ impl Daemon {
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER).map_err(Error::Setup)?);
         let mut metrics = Metrics::new();
         declare_metrics(&mut metrics, &config);
-        let registry = refresh::initial(config.flow_map_api.as_deref(), config.flow_map_timeout, &mut metrics);
+        let registry = refresh::initial(config.registry.api.as_deref(), config.registry.timeout, &mut metrics);
         log::info!("registry: {} experiments from {}", registry.experiments.len(), registry.origin);
-        let refresher = Refresher::new(config.flow_map_api.clone(), config.flow_map_refresh, config.flow_map_timeout, Arc::clone(&waker), Instant::now());
+        let refresher = Refresher::new(config.registry.api.clone(), config.registry.refresh, config.registry.timeout, Arc::clone(&waker), Instant::now());
         let plugins = build_plugins(&config, &poll)?;
         let backends = build_backends(&config, &poll, &waker)?;
         let http = start_http(&config, &poll, &mut metrics)?;
@@ -203,7 +203,7 @@ impl Daemon {
             signals,
             waker,
             source,
-            flows: FlowTable::new(config.flow_table_size),
+            flows: FlowTable::new(config.daemon.flow_table_size),
             config,
             registry,
             refresher,
@@ -362,7 +362,7 @@ impl Daemon {
             log::warn!("config: {w}");
         }
         let new = loaded.config;
-        if new.pid_file != self.config.pid_file {
+        if new.daemon.pid_file != self.config.daemon.pid_file {
             log::warn!("reload: PID_FILE changes take effect at the next restart");
         }
         let plugins_changed = !new.same_plugins(&self.config);
@@ -393,14 +393,14 @@ impl Daemon {
                 }
             }
         }
-        if (new.prometheus_srv_host, new.prometheus_srv_port) != (self.config.prometheus_srv_host, self.config.prometheus_srv_port) {
+        if (new.http.host, new.http.port) != (self.config.http.host, self.config.http.port) {
             self.restart_http(&new);
         }
-        self.flows.set_capacity(new.flow_table_size);
-        if new.flow_map_api != self.config.flow_map_api || new.flow_map_refresh != self.config.flow_map_refresh {
-            self.registry = refresh::initial(new.flow_map_api.as_deref(), new.flow_map_timeout, &mut self.metrics);
+        self.flows.set_capacity(new.daemon.flow_table_size);
+        if new.registry.api != self.config.registry.api || new.registry.refresh != self.config.registry.refresh {
+            self.registry = refresh::initial(new.registry.api.as_deref(), new.registry.timeout, &mut self.metrics);
         }
-        self.refresher = Refresher::new(new.flow_map_api.clone(), new.flow_map_refresh, new.flow_map_timeout, Arc::clone(&self.waker), Instant::now());
+        self.refresher = Refresher::new(new.registry.api.clone(), new.registry.refresh, new.registry.timeout, Arc::clone(&self.waker), Instant::now());
         declare_metrics(&mut self.metrics, &new);
         self.config = new;
         self.metrics.inc(&RELOADS, &["applied"]);

@@ -64,7 +64,7 @@ pub fn stun_command(args: &[String]) -> Report {
             return usage(&m);
         }
     }
-    let list = if servers.is_empty() { cfg.ip_discovery_stun_servers.clone() } else { servers };
+    let list = if servers.is_empty() { cfg.discovery.stun_servers.clone() } else { servers };
     match run(&cfg, &list, limit) {
         Ok(r) => r,
         Err(e) => Report { text: format!("flowd: stun: {e}\n"), status: 1 },
