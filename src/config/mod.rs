@@ -2,9 +2,12 @@
 //!
 //! Two stages (ripgrep's LowArgs → HiArgs): `raw` turns text into `KEY = VALUE` entries
 //! and per-line errors; `validate` turns entries into a `Config` with defaults from the
-//! Python flowd's `settings.py`. All problems are collected and reported together.
+//! Python flowd's `settings.py`, as the key table `keys` declares each key (its type,
+//! default, docs, component and how it is stored). All problems are collected and
+//! reported together.
 //! Nothing re-reads the config while the loop runs; SIGHUP builds a fresh `Config`.
 
+pub mod keys;
 pub mod model;
 pub mod raw;
 pub mod validate;
