@@ -388,7 +388,7 @@ pub static TABLE: &[Key] = &[
         .means("no collectors")
         .example("('collector.example.org:10514',)")
         .doc("Collectors: `host[:port]` or a list of them; IPv4, IPv6 (`'[2001:db8::1]:10514'`) or host names.")
-        .long("The port defaults to UDP_FIREFLY_PORT. Names are resolved at start and at each reload."),
+        .long("The port defaults to UDP_FIREFLY_PORT. Names are resolved when the backend starts."),
     key("UDP_FIREFLY_IP4_SRC", C::UdpFirefly, Parse::OptStr { what: "IPv4 address", set: ip4_src })
         .default("''")
         .means("unchanged")
@@ -447,10 +447,10 @@ pub static TABLE: &[Key] = &[
     // netstat plugin
     key("NETSTAT_EXPERIMENT", C::Netstat, Parse::IdOrName(|c, v| c.netstat.experiment = v))
         .example("'atlas'")
-        .doc("Experiment (id or registry name) of every flow the netstat plugin finds; required with `PLUGIN='netstat'`."),
+        .doc("Experiment (id or registry name) of every flow the netstat plugin finds; required by the netstat plugin."),
     key("NETSTAT_ACTIVITY", C::Netstat, Parse::IdOrName(|c, v| c.netstat.activity = v))
         .example("'default'")
-        .doc("Activity (id or registry name) of every flow the netstat plugin finds; required with `PLUGIN='netstat'`."),
+        .doc("Activity (id or registry name) of every flow the netstat plugin finds; required by the netstat plugin."),
     key("NETSTAT_INTERNAL_NETWORKS", C::Netstat, Parse::List { what: "network list (CIDR)", set: |c, l| networks(l, &mut c.netstat) })
         .default("()")
         .means("none")
@@ -466,10 +466,10 @@ pub static TABLE: &[Key] = &[
     // netlink plugin
     key("NETLINK_EXPERIMENT", C::Netlink, Parse::IdOrName(|c, v| c.netlink.scan.experiment = v))
         .example("'atlas'")
-        .doc("Experiment (id or registry name) of every flow the netlink plugin finds; required with `PLUGIN='netlink'`."),
+        .doc("Experiment (id or registry name) of every flow the netlink plugin finds; required by the netlink plugin."),
     key("NETLINK_ACTIVITY", C::Netlink, Parse::IdOrName(|c, v| c.netlink.scan.activity = v))
         .example("'default'")
-        .doc("Activity (id or registry name) of every flow the netlink plugin finds; required with `PLUGIN='netlink'`."),
+        .doc("Activity (id or registry name) of every flow the netlink plugin finds; required by the netlink plugin."),
     key("NETLINK_INTERNAL_NETWORKS", C::Netlink, Parse::List { what: "network list (CIDR)", set: |c, l| networks(l, &mut c.netlink.scan) })
         .default("()")
         .means("none")
@@ -490,13 +490,13 @@ pub static TABLE: &[Key] = &[
         .default("[]")
         .means("none")
         .example("[(2, 2), ('cms', 'perfSONAR')]")
-        .doc("(experiment, activity) pairs handed out to iperf3 flows; required with `PLUGIN='iperf'`."),
+        .doc("(experiment, activity) pairs handed out to iperf3 flows; required by the iperf plugin."),
     key("IPERF_PORTS", C::Iperf, Parse::Custom { what: "port list", apply: iperf_ports })
         .default("(5201,)")
         .doc("Ports whose connections count as iperf flows."),
     key("IPERF_ROUND_ROBIN", C::Iperf, Parse::Bool(|c, b| c.iperf.round_robin = b))
         .default("False")
-        .doc("Hand out IPERF_FLOW_ID in order instead of at random (`PLUGIN='iperf_rr'` sets this too)."),
+        .doc("Hand out IPERF_FLOW_ID in order instead of at random (the plugin name `iperf_rr` sets this too)."),
     // firefly plugin
     key("FIREFLY_LISTENER_HOST", C::Firefly, Parse::Str { what: "IP address", set: |c, s| ip_addr(s, &mut c.firefly.host) })
         .default("'::'")

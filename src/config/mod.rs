@@ -10,6 +10,7 @@
 pub mod keys;
 pub mod model;
 pub mod raw;
+pub mod render;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
