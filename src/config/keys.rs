@@ -690,4 +690,4 @@ fn interfaces(c: &mut Config, list: Vec<String>) -> Vec<String> {
 
 #[cfg(test)]
 #[path = "keys_tests.rs"]
-mod tests;
+pub(crate) mod tests;

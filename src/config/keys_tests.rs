@@ -13,7 +13,7 @@ fn load(text: &str) -> Result<(Config, Vec<String>), Vec<String>> {
 }
 
 /// A valid value other than the default, for every name (aliases too).
-fn sample(name: &str) -> &'static str {
+pub(crate) fn sample(name: &str) -> &'static str {
     match name {
         "PLUGIN" => "'np_api,firefly'",
         "BACKEND" => "'udp_firefly,dummy'",

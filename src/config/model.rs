@@ -357,25 +357,3 @@ impl Default for Config {
         }
     }
 }
-
-impl Config {
-    /// True when every setting that plugins use is equal (a reload keeps the plugins).
-    pub fn same_plugins(&self, o: &Config) -> bool {
-        self.plugins == o.plugins
-            && self.np_api == o.np_api
-            && self.netstat == o.netstat
-            && self.netlink == o.netlink
-            && self.iperf == o.iperf
-            && self.firefly == o.firefly
-    }
-
-    /// True when every setting that backends use is equal (a reload keeps the backends).
-    pub fn same_backends(&self, o: &Config) -> bool {
-        self.backends == o.backends
-            && self.udp_firefly == o.udp_firefly
-            && self.enrich == o.enrich
-            && self.discovery == o.discovery
-            && self.marker == o.marker
-            && self.http == o.http
-    }
-}
