@@ -7,6 +7,7 @@
 //! old and the new configuration (and the list still has its kind at its position, so
 //! it keeps its poll token). Pure: the daemon acts on the [`Changes`].
 
+use super::keys::Component;
 use super::model::{BackendKind, Config, PluginKind};
 
 impl PluginKind {
@@ -113,9 +114,9 @@ impl Changes {
         Changes {
             plugins: Instances::decide(&old.plugins, &new.plugins, |k| k.reads_same(old, new)),
             backends: Instances::decide(&old.backends, &new.backends, |k| k.reads_same(old, new)),
-            http: old.http != new.http,
+            http: !Component::Http.same(old, new),
             flow_table: old.daemon.flow_table_size != new.daemon.flow_table_size,
-            registry: old.registry != new.registry,
+            registry: !Component::Registry.same(old, new),
             pid_file: old.daemon.pid_file != new.daemon.pid_file,
         }
     }
