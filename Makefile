@@ -138,6 +138,12 @@ bench-ongoing:
 	$(CARGO) build -j$(JOBS) --release
 	python3 bench/ongoing.py --flowd target/release/flowd --n 10000 --interval 2 --periods 10
 
+## gen-config: rewrite etc/flowd.cfg, the man page's CONFIGURATION section and
+## docs/configuration.md from the config key table (src/config/keys.rs)
+.PHONY: gen-config
+gen-config:
+	$(CARGO) run -q -j$(JOBS) --example gen_config
+
 ## test-stun: STUN/discovery/tcp_info unit tests and integration tests (the netns test needs root)
 test-stun:
 	$(CARGO) test -j$(JOBS) --lib -- wire::stun discovery tcp_stats netlink_json

@@ -119,3 +119,95 @@ fn defaults_are_used_when_the_default_config_is_absent() {
     assert!(st.success(), "{err}");
     assert!(err.contains("running on built-in defaults (np_api -> udp_firefly, bundled registry)"), "{err}");
 }
+
+/// A free TCP port on loopback (bound and released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The `configuration reloaded` log line of the `n`th reload (1-based), once it is there.
+fn reload_line(f: &Flowd, n: usize) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(l) = f.stderr().lines().filter(|l| l.contains("configuration reloaded")).nth(n - 1) {
+            return l.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "reload {n} not logged:\n{}", f.stderr());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn sighup_with_only_the_metrics_port_changed_keeps_the_backends() {
+    let sink = crate::util::Sink::v4();
+    let extra = format!("UDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'", sink.addr());
+    let f = Flowd::start(&extra);
+    f.write("start tcp 192.0.2.1 1000 198.51.100.1 2000 2 9\n");
+    assert_eq!(sink.recv(1, Duration::from_secs(5)).len(), 1);
+    let port = free_port();
+    std::fs::write(&f.cfg, Flowd::config_text(f.dir.path(), &format!("{extra}\nPROMETHEUS_SRV_PORT={port}"))).unwrap();
+    f.signal(1);
+    let line = reload_line(&f, 1);
+    assert!(line.contains("plugins unchanged; backends unchanged; metrics listener restarted"), "{line}");
+    f.wait_log(&format!("metrics listener on http://127.0.0.1:{port}/metrics"), Duration::from_secs(5));
+    assert!(!f.stderr().contains("replayed"), "no backend was re-created:\n{}", f.stderr());
+    // The running udp_firefly backend still has the flow: its end firefly carries the start time.
+    f.write("end tcp 192.0.2.1 1000 198.51.100.1 2000 2 9\n");
+    let got = sink.recv(1, Duration::from_secs(5));
+    assert_eq!(got.len(), 1);
+    assert_eq!(crate::util::json_of(&got[0])["flow-lifecycle"]["state"], "end");
+    let (st, _) = f.stop();
+    assert!(st.success());
+}
+
+#[test]
+fn sighup_with_only_the_listener_port_changed_restarts_udp_firefly_only() {
+    let f = Flowd::start("");
+    std::fs::write(&f.cfg, Flowd::config_text(f.dir.path(), &format!("FIREFLY_LISTENER_PORT={}", free_port()))).unwrap();
+    f.signal(1);
+    // udp_firefly uses the listener port for its relay-loop check; np_api does not use it.
+    let line = reload_line(&f, 1);
+    assert!(line.contains("(plugins unchanged; backends restarted [udp_firefly])"), "{line}");
+    let (st, _) = f.stop();
+    assert!(st.success());
+}
+
+#[test]
+fn sighup_whose_new_backend_fails_restores_the_previous_backends() {
+    let (sink1, sink2) = (crate::util::Sink::v4(), crate::util::Sink::v4());
+    let f = Flowd::start(&format!("UDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'", sink1.addr()));
+    f.write("start tcp 192.0.2.1 1000 198.51.100.1 2000 2 9\n");
+    assert_eq!(sink1.recv(1, Duration::from_secs(5)).len(), 1);
+    // udp_firefly is rebuilt for the new collector, then the marker cannot start.
+    let extra = format!("UDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'\nBACKEND='udp_firefly,ebpf'\nNETWORK_INTERFACE='nosuch0'", sink2.addr());
+    std::fs::write(&f.cfg, Flowd::config_text(f.dir.path(), &extra)).unwrap();
+    f.signal(1);
+    f.wait_log("restoring the previous backends", Duration::from_secs(5));
+    // The previous udp_firefly is back, with the open flow replayed to it.
+    f.write("end tcp 192.0.2.1 1000 198.51.100.1 2000 2 9\n");
+    let got = sink1.recv(1, Duration::from_secs(5));
+    assert_eq!(got.len(), 1, "{}", f.stderr());
+    assert_eq!(crate::util::json_of(&got[0])["flow-lifecycle"]["state"], "end");
+    assert!(sink2.drain(Duration::from_millis(200)).is_empty());
+    assert!(!f.stderr().contains("configuration reloaded"), "{}", f.stderr());
+    let (st, _) = f.stop();
+    assert!(st.success());
+}
+
+#[test]
+fn sighup_whose_new_plugin_fails_keeps_the_running_plugins() {
+    let sink = crate::util::Sink::v4();
+    let extra = format!("UDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'", sink.addr());
+    let f = Flowd::start(&extra);
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let new = format!("{extra}\nPLUGIN='np_api,firefly'\nFIREFLY_LISTENER_HOST='127.0.0.1'\nFIREFLY_LISTENER_PORT={port}");
+    std::fs::write(&f.cfg, Flowd::config_text(f.dir.path(), &new)).unwrap();
+    f.signal(1);
+    f.wait_log("restoring the previous plugins", Duration::from_secs(5));
+    f.write("start tcp 192.0.2.1 1000 198.51.100.1 2000 2 9\n");
+    assert_eq!(sink.recv(1, Duration::from_secs(5)).len(), 1, "np_api still feeds udp_firefly:\n{}", f.stderr());
+    drop(taken);
+    let (st, _) = f.stop();
+    assert!(st.success());
+}

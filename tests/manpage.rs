@@ -1,13 +1,13 @@
 //! The man page `etc/flowd.8` agrees with the code: its OPTIONS are the options of
-//! `flowd --help` (`cli::USAGE`), its CONFIGURATION lists exactly the keys of
-//! `config::validate::KEYS`, and its EXIT STATUS the codes the usage text names.
+//! `flowd --help` (`cli::USAGE`), its CONFIGURATION lists exactly the keys of the key
+//! table (`config::keys`), and its EXIT STATUS the codes the usage text names.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test helpers fail the test on error")]
 
 use std::collections::BTreeSet;
 
 use flowd::cli::USAGE;
-use flowd::config::validate::KEYS;
+use flowd::config::keys;
 
 fn page() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/flowd.8")).unwrap()
@@ -88,7 +88,7 @@ fn configuration_lists_every_key_and_nothing_else() {
     let page = page();
     let documented: BTreeSet<String> =
         tags(&section(&page, "CONFIGURATION")).into_iter().filter_map(|t| t.strip_prefix(".B ").map(|k| k.trim().to_string())).collect();
-    let known: BTreeSet<String> = KEYS.iter().map(|k| k.to_string()).collect();
+    let known: BTreeSet<String> = keys::names().map(str::to_string).collect();
     let missing: Vec<_> = known.difference(&documented).collect();
     let stale: Vec<_> = documented.difference(&known).collect();
     assert!(missing.is_empty(), "keys missing from the man page: {missing:?}");

@@ -32,7 +32,7 @@ pub struct Extras {
 impl Extras {
     /// As configured; nothing starts before [`Extras::register`].
     pub fn new(cfg: &Config) -> Extras {
-        Extras { discovery: Discovery::new(cfg), stats: TcpStats::new(cfg), netlink: cfg.udp_firefly_netlink, json: String::with_capacity(1024), budget: 0 }
+        Extras { discovery: Discovery::new(cfg), stats: TcpStats::new(cfg), netlink: cfg.enrich.netlink, json: String::with_capacity(1024), budget: 0 }
     }
 
     /// Registers the sockets under `token` and starts discovery and the periods.

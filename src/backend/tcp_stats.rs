@@ -112,13 +112,13 @@ pub struct TcpStats {
 impl TcpStats {
     /// Tracking as configured; inactive (and free) unless netlink or ongoing is on.
     pub fn new(cfg: &Config) -> TcpStats {
-        let ongoing = cfg.udp_firefly_ongoing_interval;
+        let ongoing = cfg.enrich.ongoing_interval;
         TcpStats {
             flows: HashMap::new(),
-            cap: cfg.flow_table_size,
-            netlink: cfg.udp_firefly_netlink,
+            cap: cfg.daemon.flow_table_size,
+            netlink: cfg.enrich.netlink,
             ongoing: ongoing.is_some(),
-            period: ongoing.unwrap_or(cfg.udp_firefly_netlink_interval),
+            period: ongoing.unwrap_or(cfg.enrich.netlink_interval),
             sock: None,
             buf: Vec::new(),
             phase: Phase::Off,
@@ -345,7 +345,10 @@ mod tests {
     use super::*;
 
     fn cfg(netlink: bool, ongoing: Option<u64>) -> Config {
-        Config { udp_firefly_netlink: netlink, udp_firefly_ongoing_interval: ongoing.map(Duration::from_secs), ..Config::default() }
+        let mut c = Config::default();
+        c.enrich.netlink = netlink;
+        c.enrich.ongoing_interval = ongoing.map(Duration::from_secs);
+        c
     }
 
     fn key(s: &str, d: &str) -> FlowKey {

@@ -20,7 +20,7 @@ use crate::context::Context;
 use crate::flow::{FlowEvent, FlowKey, FlowState};
 use crate::logger::RateLimit;
 use crate::metrics::{Desc, Kind};
-use crate::netaddr::canonical;
+use crate::netaddr::{canonical, split_host_port};
 use crate::wire::firefly::{self, Firefly};
 
 /// Fireflies sent, by recipient kind (`peer` or `collector`).
@@ -84,33 +84,6 @@ pub enum InitError {
     },
 }
 
-/// Splits `host`, `host:port`, `a.b.c.d:port`, `[v6]:port` or a bare IPv6 address.
-pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
-    let s = s.trim();
-    let bad = || format!("{s:?} is not host[:port]");
-    if s.is_empty() || s.contains(char::is_whitespace) {
-        return Err(bad());
-    }
-    if let Some(rest) = s.strip_prefix('[') {
-        let (h, tail) = rest.split_once(']').ok_or_else(bad)?;
-        h.parse::<Ipv6Addr>().map_err(|_| bad())?;
-        let port = match tail {
-            "" => default_port,
-            t => t.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()).filter(|p| *p > 0).ok_or_else(bad)?,
-        };
-        return Ok((h.to_string(), port));
-    }
-    if s.matches(':').count() > 1 {
-        s.parse::<Ipv6Addr>().map_err(|_| bad())?;
-        return Ok((s.to_string(), default_port));
-    }
-    match s.split_once(':') {
-        Some((h, p)) if !h.is_empty() => Ok((h.to_string(), p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?)),
-        Some(_) => Err(bad()),
-        None => Ok((s.to_string(), default_port)),
-    }
-}
-
 /// The running udp_firefly backend.
 pub struct Sender {
     sock4: Option<UdpSocket>,
@@ -152,8 +125,8 @@ impl Sender {
             return Err(InitError::Socket(io::Error::new(e.kind(), e.to_string())));
         }
         let mut collectors = Vec::new();
-        for dst in &cfg.udp_firefly_dst {
-            let (host, port) = split_host_port(dst, cfg.udp_firefly_port)
+        for dst in &cfg.udp_firefly.dst {
+            let (host, port) = split_host_port(dst, cfg.udp_firefly.port)
                 .map_err(|m| InitError::Resolve { dst: dst.clone(), source: io::Error::new(io::ErrorKind::InvalidInput, m) })?;
             let addr = (host.as_str(), port)
                 .to_socket_addrs()
@@ -167,17 +140,17 @@ impl Sender {
             sock4: sock4.ok(),
             sock6: sock6.ok(),
             collectors,
-            peer_port: cfg.udp_firefly_port,
-            to_peer: cfg.udp_firefly_to_peer,
-            ip4_src: cfg.udp_firefly_ip4_src,
-            ip6_src: cfg.udp_firefly_ip6_src,
+            peer_port: cfg.udp_firefly.port,
+            to_peer: cfg.udp_firefly.to_peer,
+            ip4_src: cfg.udp_firefly.ip4_src,
+            ip6_src: cfg.udp_firefly.ip6_src,
             hostname: firefly::syslog_hostname(&crate::sys::hostname()),
             application: format!("flowd {}", env!("CARGO_PKG_VERSION")),
             arena: Vec::with_capacity(64 * 1024),
             queue: Vec::with_capacity(MAX_QUEUED),
             warn: RateLimit::new(10, Duration::from_secs(10)),
             extras: Box::new(Extras::new(cfg)),
-            listen_port: cfg.firefly_listener_port,
+            listen_port: cfg.firefly.port,
             own: Vec::new(),
             own_read_at: None,
         })
@@ -386,18 +359,5 @@ mod tests {
     fn test_local_addresses_include_loopback() {
         let a = crate::sys::local_addresses().unwrap();
         assert!(a.iter().any(|a| a.is_loopback()), "{a:?}");
-    }
-
-    #[test]
-    fn test_split_host_port_forms() {
-        assert_eq!(split_host_port("collector.example.org", 10514), Ok(("collector.example.org".into(), 10514)));
-        assert_eq!(split_host_port("c.example.org:9999", 10514), Ok(("c.example.org".into(), 9999)));
-        assert_eq!(split_host_port("192.0.2.1:1", 10514), Ok(("192.0.2.1".into(), 1)));
-        assert_eq!(split_host_port("[2001:db8::1]:77", 10514), Ok(("2001:db8::1".into(), 77)));
-        assert_eq!(split_host_port("[2001:db8::1]", 10514), Ok(("2001:db8::1".into(), 10514)));
-        assert_eq!(split_host_port("2001:db8::1", 10514), Ok(("2001:db8::1".into(), 10514)));
-        for bad in ["", "h:0", "h:x", ":5", "[::1", "[zz]:1", "a b", "h:70000", "1:2:zz"] {
-            assert!(split_host_port(bad, 1).is_err(), "{bad}");
-        }
     }
 }

@@ -2,11 +2,19 @@
 //!
 //! Two stages (ripgrep's LowArgs → HiArgs): `raw` turns text into `KEY = VALUE` entries
 //! and per-line errors; `validate` turns entries into a `Config` with defaults from the
-//! Python flowd's `settings.py`. All problems are collected and reported together.
-//! Nothing re-reads the config while the loop runs; SIGHUP builds a fresh `Config`.
+//! Python flowd's `settings.py`, as the key table `keys` declares each key (its type,
+//! default, docs, component and how it is stored). All problems are collected and
+//! reported together.
+//! Nothing re-reads the config while the loop runs; SIGHUP builds a fresh `Config`, and
+//! `reload` decides, component by component, what the daemon must rebuild for it.
+//! `render` generates flowd.cfg, the man page's CONFIGURATION and
+//! docs/configuration.md from the key table.
 
+pub mod keys;
 pub mod model;
 pub mod raw;
+pub mod reload;
+pub mod render;
 pub mod validate;
 
 use std::path::{Path, PathBuf};

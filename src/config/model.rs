@@ -1,7 +1,8 @@
 //! The typed configuration: what flowd runs with, once validated.
 //!
-//! Owns `Config` (one field per key, documented with the key's name), its defaults (the
-//! Python flowd's `settings.py` values where they exist) and the plugin/backend kinds.
+//! Owns `Config` (one struct per component, each field documented with its key's name),
+//! the defaults (the Python flowd's `settings.py` values where they exist) and the
+//! plugin/backend kinds.
 //! Pure data: parsing and validation live in `raw.rs` and `validate.rs`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -85,183 +86,274 @@ impl BackendKind {
     }
 }
 
-/// Settings shared by the scanning plugins (netstat, netlink, iperf).
+/// Settings shared by the scanning plugins (netstat, netlink; iperf uses netstat's).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScanConfig {
-    /// Experiment given to every flow found (id or registry name).
+    /// *_EXPERIMENT: experiment given to every flow found (id or registry name).
     pub experiment: Option<IdOrName>,
-    /// Activity given to every flow found (id or registry name).
+    /// *_ACTIVITY: activity given to every flow found (id or registry name).
     pub activity: Option<IdOrName>,
-    /// Destinations in these networks are ignored.
+    /// *_INTERNAL_NETWORKS: destinations in these networks are ignored.
     pub internal_networks: Vec<Cidr>,
-    /// Scan period.
+    /// *_TIMEOUT: scan period.
     pub interval: Duration,
-    /// Report flows to private destinations too (the Python flowd never does).
+    /// *_INCLUDE_PRIVATE: report flows to private destinations too (the Python flowd never does).
     pub include_private: bool,
 }
 
-/// The validated configuration. Field docs name the config key.
+impl Default for ScanConfig {
+    fn default() -> ScanConfig {
+        ScanConfig { experiment: None, activity: None, internal_networks: Vec::new(), interval: Duration::from_secs(2), include_private: false }
+    }
+}
+
+/// The daemon itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DaemonConfig {
+    /// PID_FILE: where the PID is written; `None` = no PID file.
+    pub pid_file: Option<PathBuf>,
+    /// FLOW_TABLE_SIZE: how many open flows the daemon remembers (start times).
+    pub flow_table_size: usize,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> DaemonConfig {
+        DaemonConfig { pid_file: Some(PathBuf::from("/var/run/flowd.pid")), flow_table_size: 1_000_000 }
+    }
+}
+
+/// The flow registry (experiment/activity names and ids).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegistryConfig {
+    /// FLOW_MAP_API: registry URL (http/https) or file path; `None` = bundled registry.
+    pub api: Option<String>,
+    /// FLOW_MAP_REFRESH: registry refresh period; `None` = never.
+    pub refresh: Option<Duration>,
+    /// FLOW_MAP_TIMEOUT: timeout of one registry fetch.
+    pub timeout: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> RegistryConfig {
+        RegistryConfig { api: None, refresh: Some(Duration::from_secs(600)), timeout: Duration::from_secs(10) }
+    }
+}
+
+/// The np_api plugin (named pipe).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NpApiConfig {
+    /// NP_API_FILE: the named pipe.
+    pub file: PathBuf,
+    /// NP_API_FILE_MODE: permission bits given to the pipe when flowd creates it.
+    pub mode: u32,
+    /// NP_API_FILE_OWNER: user (name or uid) that owns the pipe; `None` = flowd's user.
+    pub owner: Option<String>,
+    /// NP_API_FILE_GROUP: group (name or gid) of the pipe; `None` = flowd's group.
+    pub group: Option<String>,
+}
+
+impl Default for NpApiConfig {
+    fn default() -> NpApiConfig {
+        NpApiConfig { file: PathBuf::from("/var/run/flowd"), mode: 0o660, owner: None, group: None }
+    }
+}
+
+/// The udp_firefly backend: where fireflies go and what they say about the source.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UdpFireflyConfig {
+    /// UDP_FIREFLY_PORT: destination port of fireflies sent to flow peers.
+    pub port: u16,
+    /// UDP_FIREFLY_TO_PEER: send each firefly to the flow's destination address.
+    pub to_peer: bool,
+    /// UDP_FIREFLY_DST: collectors, `host[:port]` (port defaults to UDP_FIREFLY_PORT).
+    pub dst: Vec<String>,
+    /// UDP_FIREFLY_IP4_SRC: replaces `src-ip` of IPv4 fireflies.
+    pub ip4_src: Option<Ipv4Addr>,
+    /// UDP_FIREFLY_IP6_SRC: replaces `src-ip` of IPv6 fireflies.
+    pub ip6_src: Option<Ipv6Addr>,
+}
+
+impl Default for UdpFireflyConfig {
+    fn default() -> UdpFireflyConfig {
+        UdpFireflyConfig { port: 10514, to_peer: true, dst: Vec::new(), ip4_src: None, ip6_src: None }
+    }
+}
+
+/// Flow enrichment: tcp_info in fireflies and `ongoing` fireflies.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnrichConfig {
+    /// UDP_FIREFLY_NETLINK (or UDP_FIREFLY_WITH_NETLINK): add tcp_info to fireflies.
+    pub netlink: bool,
+    /// UDP_FIREFLY_ONGOING_INTERVAL: period of `ongoing` fireflies; `None` = off.
+    pub ongoing_interval: Option<Duration>,
+    /// UDP_FIREFLY_NETLINK_INTERVAL: tcp_info refresh period when ongoing fireflies are off.
+    pub netlink_interval: Duration,
+}
+
+impl Default for EnrichConfig {
+    fn default() -> EnrichConfig {
+        EnrichConfig { netlink: false, ongoing_interval: None, netlink_interval: Duration::from_secs(10) }
+    }
+}
+
+/// Public-address discovery (STUN, HTTP fallback, manual map).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiscoveryConfig {
+    /// IP_DISCOVERY_ENABLED: discover public addresses with STUN.
+    pub enabled: bool,
+    /// IP_DISCOVERY_STUN_SERVERS: `host:port` STUN servers.
+    pub stun_servers: Vec<String>,
+    /// IP_DISCOVERY_INTERVAL: period of re-discovery after a success.
+    pub interval: Duration,
+    /// IP_DISCOVERY_TIMEOUT: first STUN retransmission timeout (doubles per retry).
+    pub timeout: Duration,
+    /// IP_DISCOVERY_HTTP_URLS: "what is my IP" URLs tried when STUN finds nothing.
+    pub http_urls: Vec<String>,
+    /// IP_DISCOVERY_MAP: manual private → public address pairs (used with or without discovery).
+    pub map: Vec<(IpAddr, IpAddr)>,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> DiscoveryConfig {
+        DiscoveryConfig {
+            enabled: false,
+            stun_servers: vec!["stun.l.google.com:19302".into(), "stun.cloudflare.com:3478".into()],
+            interval: Duration::from_secs(600),
+            timeout: Duration::from_millis(500),
+            http_urls: Vec::new(),
+            map: Vec::new(),
+        }
+    }
+}
+
+/// The netlink plugin: the scan settings plus the sock_diag dump deadline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetlinkConfig {
+    /// NETLINK_EXPERIMENT, _ACTIVITY, _INTERNAL_NETWORKS, _TIMEOUT, _INCLUDE_PRIVATE.
+    pub scan: ScanConfig,
+    /// NETLINK_DUMP_TIMEOUT: a sock_diag dump not finished within this is abandoned.
+    pub dump_timeout: Duration,
+}
+
+impl Default for NetlinkConfig {
+    fn default() -> NetlinkConfig {
+        NetlinkConfig { scan: ScanConfig::default(), dump_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// The iperf plugin (it also uses the netstat plugin's scan settings).
+#[derive(Clone, Debug, PartialEq)]
+pub struct IperfConfig {
+    /// IPERF_FLOW_ID: (experiment, activity) pairs handed out to iperf flows.
+    pub flow_id: Vec<(IdOrName, IdOrName)>,
+    /// IPERF_PORTS: ports whose connections count as iperf flows.
+    pub ports: Vec<u16>,
+    /// IPERF_ROUND_ROBIN: hand out IPERF_FLOW_ID in order instead of at random.
+    pub round_robin: bool,
+}
+
+impl Default for IperfConfig {
+    fn default() -> IperfConfig {
+        IperfConfig { flow_id: Vec::new(), ports: vec![5201], round_robin: false }
+    }
+}
+
+/// The firefly plugin (UDP listener).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FireflyListenerConfig {
+    /// FIREFLY_LISTENER_HOST: address the firefly plugin listens on (`::` = all, v4 and v6).
+    pub host: IpAddr,
+    /// FIREFLY_LISTENER_PORT: port the firefly plugin listens on.
+    pub port: u16,
+}
+
+impl Default for FireflyListenerConfig {
+    fn default() -> FireflyListenerConfig {
+        FireflyListenerConfig { host: IpAddr::V6(Ipv6Addr::UNSPECIFIED), port: 10514 }
+    }
+}
+
+/// The ebpf backend (IPv6 flow-label marker).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MarkerConfig {
+    /// NETWORK_INTERFACE: interfaces the eBPF marker attaches to; empty = auto.
+    pub interfaces: Vec<String>,
+    /// EBPF_MAP_SIZE: capacity of the marker's LRU flow map.
+    pub map_size: u32,
+}
+
+impl Default for MarkerConfig {
+    fn default() -> MarkerConfig {
+        MarkerConfig { interfaces: Vec::new(), map_size: 65536 }
+    }
+}
+
+/// The HTTP metrics listener (`/metrics`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpConfig {
+    /// PROMETHEUS_SRV_HOST: metrics listener address.
+    pub host: IpAddr,
+    /// PROMETHEUS_SRV_PORT: metrics listener port; 0 = no listener.
+    pub port: u16,
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig { host: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 9000 }
+    }
+}
+
+/// The validated configuration, one struct per component it configures. Field docs
+/// name the config keys.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// PLUGIN: flow sources, in order (comma-separated in the file).
     pub plugins: Vec<PluginKind>,
     /// BACKEND: marking methods, in order (comma-separated in the file).
     pub backends: Vec<BackendKind>,
-    /// FLOW_MAP_API: registry URL (http/https) or file path; `None` = bundled registry.
-    pub flow_map_api: Option<String>,
-    /// FLOW_MAP_REFRESH: registry refresh period; `None` = never.
-    pub flow_map_refresh: Option<Duration>,
-    /// FLOW_MAP_TIMEOUT: timeout of one registry fetch.
-    pub flow_map_timeout: Duration,
-    /// NP_API_FILE: the named pipe.
-    pub np_api_file: PathBuf,
-    /// NP_API_FILE_MODE: permission bits given to the pipe when flowd creates it.
-    pub np_api_file_mode: u32,
-    /// NP_API_FILE_OWNER: user (name or uid) that owns the pipe; `None` = flowd's user.
-    pub np_api_file_owner: Option<String>,
-    /// NP_API_FILE_GROUP: group (name or gid) of the pipe; `None` = flowd's group.
-    pub np_api_file_group: Option<String>,
-    /// PID_FILE: where the PID is written; `None` = no PID file.
-    pub pid_file: Option<PathBuf>,
-    /// FLOW_TABLE_SIZE: how many open flows the daemon remembers (start times).
-    pub flow_table_size: usize,
-    /// UDP_FIREFLY_PORT: destination port of fireflies sent to flow peers.
-    pub udp_firefly_port: u16,
-    /// UDP_FIREFLY_TO_PEER: send each firefly to the flow's destination address.
-    pub udp_firefly_to_peer: bool,
-    /// UDP_FIREFLY_DST: collectors, `host[:port]` (port defaults to UDP_FIREFLY_PORT).
-    pub udp_firefly_dst: Vec<String>,
-    /// UDP_FIREFLY_IP4_SRC: replaces `src-ip` of IPv4 fireflies.
-    pub udp_firefly_ip4_src: Option<Ipv4Addr>,
-    /// UDP_FIREFLY_IP6_SRC: replaces `src-ip` of IPv6 fireflies.
-    pub udp_firefly_ip6_src: Option<Ipv6Addr>,
-    /// UDP_FIREFLY_NETLINK (or UDP_FIREFLY_WITH_NETLINK): add tcp_info to fireflies.
-    pub udp_firefly_netlink: bool,
-    /// UDP_FIREFLY_ONGOING_INTERVAL: period of `ongoing` fireflies; `None` = off.
-    pub udp_firefly_ongoing_interval: Option<Duration>,
-    /// IP_DISCOVERY_ENABLED: discover public addresses with STUN.
-    pub ip_discovery_enabled: bool,
-    /// IP_DISCOVERY_STUN_SERVERS: `host:port` STUN servers.
-    pub ip_discovery_stun_servers: Vec<String>,
-    /// IP_DISCOVERY_INTERVAL: period of re-discovery after a success.
-    pub ip_discovery_interval: Duration,
-    /// IP_DISCOVERY_TIMEOUT: first STUN retransmission timeout (doubles per retry).
-    pub ip_discovery_timeout: Duration,
-    /// IP_DISCOVERY_HTTP_URLS: "what is my IP" URLs tried when STUN finds nothing.
-    pub ip_discovery_http_urls: Vec<String>,
-    /// IP_DISCOVERY_MAP: manual private → public address pairs (used with or without discovery).
-    pub ip_discovery_map: Vec<(IpAddr, IpAddr)>,
-    /// UDP_FIREFLY_NETLINK_INTERVAL: tcp_info refresh period when ongoing fireflies are off.
-    pub udp_firefly_netlink_interval: Duration,
-    /// NETSTAT_*: netstat plugin settings.
+    /// PID_FILE, FLOW_TABLE_SIZE.
+    pub daemon: DaemonConfig,
+    /// FLOW_MAP_*.
+    pub registry: RegistryConfig,
+    /// NP_API_FILE*.
+    pub np_api: NpApiConfig,
+    /// UDP_FIREFLY_PORT, _TO_PEER, _DST, _IP4_SRC, _IP6_SRC.
+    pub udp_firefly: UdpFireflyConfig,
+    /// UDP_FIREFLY_NETLINK, _ONGOING_INTERVAL, _NETLINK_INTERVAL.
+    pub enrich: EnrichConfig,
+    /// IP_DISCOVERY_*.
+    pub discovery: DiscoveryConfig,
+    /// NETSTAT_*.
     pub netstat: ScanConfig,
-    /// NETLINK_*: netlink plugin settings.
-    pub netlink: ScanConfig,
-    /// NETLINK_DUMP_TIMEOUT: a sock_diag dump not finished within this is abandoned.
-    pub netlink_dump_timeout: Duration,
-    /// IPERF_FLOW_ID: (experiment, activity) pairs handed out to iperf flows.
-    pub iperf_flow_id: Vec<(IdOrName, IdOrName)>,
-    /// IPERF_PORTS: ports whose connections count as iperf flows.
-    pub iperf_ports: Vec<u16>,
-    /// IPERF_ROUND_ROBIN: hand out IPERF_FLOW_ID in order instead of at random.
-    pub iperf_round_robin: bool,
-    /// FIREFLY_LISTENER_HOST: address the firefly plugin listens on (`::` = all, v4 and v6).
-    pub firefly_listener_host: IpAddr,
-    /// FIREFLY_LISTENER_PORT: port the firefly plugin listens on.
-    pub firefly_listener_port: u16,
-    /// NETWORK_INTERFACE: interfaces the eBPF marker attaches to; empty = auto.
-    pub network_interface: Vec<String>,
-    /// EBPF_MAP_SIZE: capacity of the marker's LRU flow map.
-    pub ebpf_map_size: u32,
-    /// PROMETHEUS_SRV_HOST: metrics listener address.
-    pub prometheus_srv_host: IpAddr,
-    /// PROMETHEUS_SRV_PORT: metrics listener port; 0 = no listener.
-    pub prometheus_srv_port: u16,
+    /// NETLINK_*.
+    pub netlink: NetlinkConfig,
+    /// IPERF_*.
+    pub iperf: IperfConfig,
+    /// FIREFLY_LISTENER_*.
+    pub firefly: FireflyListenerConfig,
+    /// NETWORK_INTERFACE, EBPF_MAP_SIZE.
+    pub marker: MarkerConfig,
+    /// PROMETHEUS_SRV_HOST, PROMETHEUS_SRV_PORT.
+    pub http: HttpConfig,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        let scan = ScanConfig { experiment: None, activity: None, internal_networks: Vec::new(), interval: Duration::from_secs(2), include_private: false };
         Config {
             plugins: vec![PluginKind::NpApi],
             backends: vec![BackendKind::UdpFirefly],
-            flow_map_api: None,
-            flow_map_refresh: Some(Duration::from_secs(600)),
-            flow_map_timeout: Duration::from_secs(10),
-            np_api_file: PathBuf::from("/var/run/flowd"),
-            np_api_file_mode: 0o660,
-            np_api_file_owner: None,
-            np_api_file_group: None,
-            pid_file: Some(PathBuf::from("/var/run/flowd.pid")),
-            flow_table_size: 1_000_000,
-            udp_firefly_port: 10514,
-            udp_firefly_to_peer: true,
-            udp_firefly_dst: Vec::new(),
-            udp_firefly_ip4_src: None,
-            udp_firefly_ip6_src: None,
-            udp_firefly_netlink: false,
-            udp_firefly_ongoing_interval: None,
-            ip_discovery_enabled: false,
-            ip_discovery_stun_servers: vec!["stun.l.google.com:19302".into(), "stun.cloudflare.com:3478".into()],
-            ip_discovery_interval: Duration::from_secs(600),
-            ip_discovery_timeout: Duration::from_millis(500),
-            ip_discovery_http_urls: Vec::new(),
-            ip_discovery_map: Vec::new(),
-            udp_firefly_netlink_interval: Duration::from_secs(10),
-            netstat: scan.clone(),
-            netlink: scan,
-            netlink_dump_timeout: Duration::from_secs(5),
-            iperf_flow_id: Vec::new(),
-            iperf_ports: vec![5201],
-            iperf_round_robin: false,
-            firefly_listener_host: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            firefly_listener_port: 10514,
-            network_interface: Vec::new(),
-            ebpf_map_size: 65536,
-            prometheus_srv_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            prometheus_srv_port: 9000,
+            daemon: DaemonConfig::default(),
+            registry: RegistryConfig::default(),
+            np_api: NpApiConfig::default(),
+            udp_firefly: UdpFireflyConfig::default(),
+            enrich: EnrichConfig::default(),
+            discovery: DiscoveryConfig::default(),
+            netstat: ScanConfig::default(),
+            netlink: NetlinkConfig::default(),
+            iperf: IperfConfig::default(),
+            firefly: FireflyListenerConfig::default(),
+            marker: MarkerConfig::default(),
+            http: HttpConfig::default(),
         }
-    }
-}
-
-impl Config {
-    /// True when every setting that plugins use is equal (a reload keeps the plugins).
-    pub fn same_plugins(&self, o: &Config) -> bool {
-        self.plugins == o.plugins
-            && self.np_api_file == o.np_api_file
-            && self.np_api_file_mode == o.np_api_file_mode
-            && self.np_api_file_owner == o.np_api_file_owner
-            && self.np_api_file_group == o.np_api_file_group
-            && self.netstat == o.netstat
-            && self.netlink == o.netlink
-            && self.netlink_dump_timeout == o.netlink_dump_timeout
-            && self.iperf_flow_id == o.iperf_flow_id
-            && self.iperf_ports == o.iperf_ports
-            && self.iperf_round_robin == o.iperf_round_robin
-            && self.firefly_listener_host == o.firefly_listener_host
-            && self.firefly_listener_port == o.firefly_listener_port
-    }
-
-    /// True when every setting that backends use is equal (a reload keeps the backends).
-    pub fn same_backends(&self, o: &Config) -> bool {
-        self.backends == o.backends
-            && self.udp_firefly_port == o.udp_firefly_port
-            && self.udp_firefly_to_peer == o.udp_firefly_to_peer
-            && self.udp_firefly_dst == o.udp_firefly_dst
-            && self.udp_firefly_ip4_src == o.udp_firefly_ip4_src
-            && self.udp_firefly_ip6_src == o.udp_firefly_ip6_src
-            && self.udp_firefly_netlink == o.udp_firefly_netlink
-            && self.udp_firefly_ongoing_interval == o.udp_firefly_ongoing_interval
-            && self.ip_discovery_enabled == o.ip_discovery_enabled
-            && self.ip_discovery_stun_servers == o.ip_discovery_stun_servers
-            && self.ip_discovery_interval == o.ip_discovery_interval
-            && self.ip_discovery_timeout == o.ip_discovery_timeout
-            && self.ip_discovery_http_urls == o.ip_discovery_http_urls
-            && self.ip_discovery_map == o.ip_discovery_map
-            && self.udp_firefly_netlink_interval == o.udp_firefly_netlink_interval
-            && self.network_interface == o.network_interface
-            && self.ebpf_map_size == o.ebpf_map_size
-            && self.prometheus_srv_host == o.prometheus_srv_host
-            && self.prometheus_srv_port == o.prometheus_srv_port
     }
 }

@@ -1,7 +1,7 @@
 //! Unit tests of config validation (kept apart to keep validate.rs readable).
 use super::super::from_text;
 use super::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn load(text: &str) -> Result<(Config, Vec<String>), Vec<String>> {
     match from_text(text, Path::new("t.cfg")) {
@@ -16,8 +16,8 @@ fn test_empty_config_gives_python_defaults() {
     let (c, w) = load("").unwrap();
     assert!(w.is_empty());
     assert_eq!(c, Config::default());
-    assert_eq!(c.np_api_file, PathBuf::from("/var/run/flowd"));
-    assert_eq!(c.udp_firefly_port, 10514);
+    assert_eq!(c.np_api.file, PathBuf::from("/var/run/flowd"));
+    assert_eq!(c.udp_firefly.port, 10514);
     assert_eq!(c.netstat.interval, Duration::from_secs(2));
 }
 
@@ -32,9 +32,9 @@ fn test_python_style_config_loads() {
     assert_eq!(c.netstat.experiment, Some(IdOrName::Name("atlas".into())));
     assert_eq!(c.netstat.activity, Some(IdOrName::Id(2)));
     assert_eq!(c.netstat.internal_networks.len(), 2);
-    assert_eq!(c.udp_firefly_dst, vec!["collector.example.org".to_string()]);
-    assert_eq!(c.udp_firefly_ip4_src, None);
-    assert_eq!(c.np_api_file_mode, 0o620);
+    assert_eq!(c.udp_firefly.dst, vec!["collector.example.org".to_string()]);
+    assert_eq!(c.udp_firefly.ip4_src, None);
+    assert_eq!(c.np_api.mode, 0o620);
     assert!(!w.iter().any(|w| w.contains("not yet supported")), "{w:?}");
     assert!(w.iter().any(|w| w.contains("PLUGIN is set again")), "{w:?}");
     assert!(w.iter().any(|w| w.contains("PROMETHEUS_SS_PATH is accepted but unused")), "{w:?}");
@@ -70,10 +70,10 @@ fn test_scanner_needs_experiment_and_activity() {
 #[test]
 fn test_iperf_flow_ids_and_aliases() {
     let (c, _) = load("PLUGIN='iperf'\nIPERF_FLOW_ID=[(2, 1), ('cms', 'Analysis Input')]\nBACKEND='ebpf_el9, udp_firefly'\n").unwrap();
-    assert_eq!(c.iperf_flow_id.len(), 2);
+    assert_eq!(c.iperf.flow_id.len(), 2);
     assert_eq!(c.backends, vec![BackendKind::Ebpf, BackendKind::UdpFirefly]);
     let (c, _) = load("PLUGIN='iperf'\nIPERF_FLOW_ID=(2, 1)\n").unwrap();
-    assert_eq!(c.iperf_flow_id, vec![(IdOrName::Id(2), IdOrName::Id(1))]);
+    assert_eq!(c.iperf.flow_id, vec![(IdOrName::Id(2), IdOrName::Id(1))]);
 }
 
 #[test]
@@ -91,7 +91,7 @@ fn test_shipped_config_documents_every_key_with_its_default() {
     let (c, w) = load(text).unwrap();
     assert!(w.is_empty(), "{w:?}");
     assert_eq!(c, Config::default(), "the active lines of etc/flowd.cfg must be the defaults");
-    for key in KEYS {
+    for key in keys::names() {
         assert!(
             text.contains(&format!("{key}=")) || text.contains(&format!("{key} is an alias")) || text.contains(&format!("({key} is an alias")),
             "{key} missing from etc/flowd.cfg"
@@ -101,7 +101,7 @@ fn test_shipped_config_documents_every_key_with_its_default() {
     let uncommented: String = text
         .lines()
         .map(|l| match l.strip_prefix("# ") {
-            Some(rest) if rest.split('=').next().is_some_and(|k| KEYS.contains(&k.trim())) => rest,
+            Some(rest) if rest.split('=').next().is_some_and(|k| keys::find(k.trim()).is_some()) => rest,
             _ => l,
         })
         .map(|l| format!("{l}\n"))
@@ -120,12 +120,12 @@ fn test_scanner_keys_and_dump_timeout() {
     .unwrap();
     assert!(w.is_empty(), "{w:?}");
     assert_eq!(c.plugins, vec![PluginKind::Netlink, PluginKind::Netstat, PluginKind::Iperf, PluginKind::Firefly]);
-    assert!(c.iperf_round_robin, "iperf_rr means round robin");
-    assert!(c.netlink.include_private && !c.netstat.include_private);
-    assert_eq!(c.netlink_dump_timeout, Duration::from_millis(500));
-    assert_eq!(c.netlink.interval, Duration::from_secs(1));
-    assert_eq!(c.netlink.internal_networks.len(), 2);
-    assert_eq!(Config::default().netlink_dump_timeout, Duration::from_secs(5));
+    assert!(c.iperf.round_robin, "iperf_rr means round robin");
+    assert!(c.netlink.scan.include_private && !c.netstat.include_private);
+    assert_eq!(c.netlink.dump_timeout, Duration::from_millis(500));
+    assert_eq!(c.netlink.scan.interval, Duration::from_secs(1));
+    assert_eq!(c.netlink.scan.internal_networks.len(), 2);
+    assert_eq!(Config::default().netlink.dump_timeout, Duration::from_secs(5));
     assert!(PLUGINS_NOT_BUILT.is_empty());
     let p = load("NETLINK_DUMP_TIMEOUT=0\n").unwrap_err();
     assert!(p[0].contains("NETLINK_DUMP_TIMEOUT"), "{p:?}");
@@ -139,14 +139,14 @@ fn test_discovery_and_netlink_keys() {
                 UDP_FIREFLY_ONGOING_INTERVAL=5\nUDP_FIREFLY_NETLINK_INTERVAL=3\n";
     let (c, w) = load(text).unwrap();
     assert!(w.is_empty(), "{w:?}");
-    assert!(c.ip_discovery_enabled && c.udp_firefly_netlink);
-    assert_eq!(c.ip_discovery_stun_servers.len(), 3);
-    assert_eq!(c.ip_discovery_interval, Duration::from_secs(60));
-    assert_eq!(c.ip_discovery_timeout, Duration::from_millis(100));
-    assert_eq!(c.ip_discovery_http_urls, vec!["https://api4.my-ip.io/ip".to_string()]);
-    assert_eq!(c.ip_discovery_map[1], ("fd00::5".parse().unwrap(), "2001:db8::5".parse().unwrap()));
-    assert_eq!(c.udp_firefly_ongoing_interval, Some(Duration::from_secs(5)));
-    assert_eq!(c.udp_firefly_netlink_interval, Duration::from_secs(3));
+    assert!(c.discovery.enabled && c.enrich.netlink);
+    assert_eq!(c.discovery.stun_servers.len(), 3);
+    assert_eq!(c.discovery.interval, Duration::from_secs(60));
+    assert_eq!(c.discovery.timeout, Duration::from_millis(100));
+    assert_eq!(c.discovery.http_urls, vec!["https://api4.my-ip.io/ip".to_string()]);
+    assert_eq!(c.discovery.map[1], ("fd00::5".parse().unwrap(), "2001:db8::5".parse().unwrap()));
+    assert_eq!(c.enrich.ongoing_interval, Some(Duration::from_secs(5)));
+    assert_eq!(c.enrich.netlink_interval, Duration::from_secs(3));
     let p = load("IP_DISCOVERY_MAP='10.0.0.5=2001:db8::5'\nIP_DISCOVERY_STUN_SERVERS='h:0'\nIP_DISCOVERY_HTTP_URLS='ftp://x'\nIP_DISCOVERY_INTERVAL=1\n")
         .unwrap_err();
     assert_eq!(p.len(), 4, "{p:?}");

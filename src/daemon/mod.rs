@@ -25,7 +25,8 @@ use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
 use crate::backend::Backend;
-use crate::config::{self, Config};
+use crate::config::reload::{Changes, Instances};
+use crate::config::{self, BackendKind, Config, PluginKind};
 use crate::context::Context;
 
 use crate::flow::{FlowEvent, Micros};
@@ -92,33 +93,68 @@ pub struct Daemon {
 }
 
 fn build_plugins(cfg: &Config, poll: &Poll) -> Result<Vec<Plugin>, Error> {
-    let mut out = Vec::new();
-    for (i, kind) in cfg.plugins.iter().enumerate() {
-        let mut p = Plugin::new(*kind, cfg)?;
-        p.register(poll.registry(), token::plugin(i))?;
-        log::info!("plugin {} started", p.name());
-        out.push(p);
-    }
-    Ok(out)
+    cfg.plugins.iter().enumerate().map(|(i, kind)| start_plugin(*kind, cfg, poll, i)).collect()
+}
+
+/// Builds plugin `kind` and registers it as the plugin at position `i`.
+fn start_plugin(kind: PluginKind, cfg: &Config, poll: &Poll, i: usize) -> Result<Plugin, Error> {
+    let mut p = Plugin::new(kind, cfg)?;
+    p.register(poll.registry(), token::plugin(i))?;
+    log::info!("plugin {} started", p.name());
+    Ok(p)
 }
 
 fn build_backends(cfg: &Config, poll: &Poll, waker: &Arc<Waker>) -> Result<Vec<Backend>, Error> {
-    let mut out = Vec::new();
-    for (i, kind) in cfg.backends.iter().enumerate() {
-        let mut b = Backend::new(*kind, cfg)?;
-        b.register(poll.registry(), token::backend(i), waker, Instant::now());
-        log::info!("backend {} started", b.name());
-        out.push(b);
+    cfg.backends.iter().enumerate().map(|(i, kind)| start_backend(*kind, cfg, poll, waker, i)).collect()
+}
+
+/// Builds backend `kind` and registers it as the backend at position `i`.
+fn start_backend(kind: BackendKind, cfg: &Config, poll: &Poll, waker: &Arc<Waker>, i: usize) -> Result<Backend, Error> {
+    let mut b = Backend::new(kind, cfg)?;
+    b.register(poll.registry(), token::backend(i), waker, Instant::now());
+    log::info!("backend {} started", b.name());
+    Ok(b)
+}
+
+/// Moves `running` instances (plugins or backends) into `out` as `plan` says: first
+/// stops every instance not kept (so a new one can take over the same pipe or port),
+/// then keeps or starts one per position. On error, the instances not yet moved over
+/// are stopped too and `out` holds those kept or started so far.
+fn swap<K: Copy + PartialEq, T>(
+    running: Vec<T>,
+    plan: &Instances<K>,
+    mut stop: impl FnMut(&mut T),
+    mut start: impl FnMut(K, usize) -> Result<T, Error>,
+    out: &mut Vec<T>,
+) -> Result<(), Error> {
+    let mut old: Vec<Option<T>> = running.into_iter().map(Some).collect();
+    for (i, slot) in old.iter_mut().enumerate() {
+        if let Some(mut x) = slot.take_if(|_| !plan.kept(i)) {
+            stop(&mut x);
+        }
     }
-    Ok(out)
+    for (i, &(kind, _)) in plan.new.iter().enumerate() {
+        let x = match old.get_mut(i).and_then(Option::take) {
+            Some(x) => x,
+            None => match start(kind, i) {
+                Ok(x) => x,
+                Err(e) => {
+                    old.iter_mut().filter_map(Option::take).for_each(|mut x| stop(&mut x));
+                    return Err(e);
+                }
+            },
+        };
+        out.push(x);
+    }
+    Ok(())
 }
 
 /// Starts the metrics listener unless PROMETHEUS_SRV_PORT is 0.
 fn start_http(cfg: &Config, poll: &Poll, metrics: &mut Metrics) -> Result<Option<http::Http>, http::BindError> {
-    if cfg.prometheus_srv_port == 0 {
+    if cfg.http.port == 0 {
         return Ok(None);
     }
-    let h = http::Http::bind(poll.registry(), SocketAddr::new(cfg.prometheus_srv_host, cfg.prometheus_srv_port), metrics)?;
+    let h = http::Http::bind(poll.registry(), SocketAddr::new(cfg.http.host, cfg.http.port), metrics)?;
     log::info!("metrics listener on http://{}/metrics", h.local_addr());
     Ok(Some(h))
 }
@@ -155,14 +191,14 @@ fn declare_metrics(m: &mut Metrics, cfg: &Config) {
         crate::backend::prometheus::FlowMetrics::declare(m);
     }
     if cfg.backends.contains(&crate::config::BackendKind::UdpFirefly) {
-        if cfg.ip_discovery_enabled {
+        if cfg.discovery.enabled {
             m.declare(&crate::discovery::PUBLIC_ADDRESS);
             m.declare(&crate::discovery::FAILURES);
         }
-        if cfg.udp_firefly_netlink {
+        if cfg.enrich.netlink {
             m.declare(&crate::backend::tcp_stats::DUMPS);
         }
-        if cfg.udp_firefly_ongoing_interval.is_some() {
+        if cfg.enrich.ongoing_interval.is_some() {
             m.declare(&crate::backend::tcp_stats::ONGOING);
         }
     }
@@ -183,7 +219,7 @@ impl Daemon {
     /// Sets everything up: PID file, signals, registry, plugins, backends.
     pub fn new(config: Config, source: ConfigSource) -> Result<Daemon, Error> {
         sys::ignore_sigpipe();
-        let pid = match &config.pid_file {
+        let pid = match &config.daemon.pid_file {
             Some(p) => Some(PidFile::create(p).map_err(|source| Error::PidFile { path: p.clone(), source })?),
             None => None,
         };
@@ -194,9 +230,9 @@ impl Daemon {
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER).map_err(Error::Setup)?);
         let mut metrics = Metrics::new();
         declare_metrics(&mut metrics, &config);
-        let registry = refresh::initial(config.flow_map_api.as_deref(), config.flow_map_timeout, &mut metrics);
+        let registry = refresh::initial(config.registry.api.as_deref(), config.registry.timeout, &mut metrics);
         log::info!("registry: {} experiments from {}", registry.experiments.len(), registry.origin);
-        let refresher = Refresher::new(config.flow_map_api.clone(), config.flow_map_refresh, config.flow_map_timeout, Arc::clone(&waker), Instant::now());
+        let refresher = Refresher::new(config.registry.api.clone(), config.registry.refresh, config.registry.timeout, Arc::clone(&waker), Instant::now());
         let plugins = build_plugins(&config, &poll)?;
         let backends = build_backends(&config, &poll, &waker)?;
         let http = start_http(&config, &poll, &mut metrics)?;
@@ -206,7 +242,7 @@ impl Daemon {
             signals,
             waker,
             source,
-            flows: FlowTable::new(config.flow_table_size),
+            flows: FlowTable::new(config.daemon.flow_table_size),
             config,
             registry,
             refresher,
@@ -365,54 +401,45 @@ impl Daemon {
             log::warn!("config: {w}");
         }
         let new = loaded.config;
-        if new.pid_file != self.config.pid_file {
+        let changes = Changes::between(&self.config, &new);
+        if changes.pid_file {
             log::warn!("reload: PID_FILE changes take effect at the next restart");
         }
-        let plugins_changed = !new.same_plugins(&self.config);
-        let backends_changed = !new.same_backends(&self.config);
-        if plugins_changed {
-            for p in self.plugins.iter_mut() {
-                p.deregister(self.poll.registry());
-            }
-            self.plugins.clear();
-            match build_plugins(&new, &self.poll) {
-                Ok(p) => self.plugins = p,
-                Err(e) => {
-                    log::error!("reload: {}; restoring the previous plugins", e.chain());
-                    return self.restore();
-                }
-            }
+        if let Err(e) = self.swap_plugins(&new, &changes.plugins) {
+            log::error!("reload: {}; restoring the previous plugins", e.chain());
+            return self.restore(false);
         }
-        if backends_changed {
-            self.drop_backends();
-            match build_backends(&new, &self.poll, &self.waker) {
-                Ok(b) => {
-                    self.backends = b;
-                    self.replay_open_flows();
-                }
-                Err(e) => {
-                    log::error!("reload: {}; restoring the previous backends", e.chain());
-                    return self.restore();
-                }
-            }
+        if let Err(e) = self.swap_backends(&new, &changes.backends) {
+            log::error!("reload: {}; restoring the previous backends", e.chain());
+            return self.restore(true);
         }
-        if (new.prometheus_srv_host, new.prometheus_srv_port) != (self.config.prometheus_srv_host, self.config.prometheus_srv_port) {
+        self.replay_open_flows(&changes.backends.built());
+        if changes.http {
             self.restart_http(&new);
         }
-        self.flows.set_capacity(new.flow_table_size);
-        if new.flow_map_api != self.config.flow_map_api || new.flow_map_refresh != self.config.flow_map_refresh {
-            self.registry = refresh::initial(new.flow_map_api.as_deref(), new.flow_map_timeout, &mut self.metrics);
+        if changes.flow_table {
+            self.flows.set_capacity(new.daemon.flow_table_size);
         }
-        self.refresher = Refresher::new(new.flow_map_api.clone(), new.flow_map_refresh, new.flow_map_timeout, Arc::clone(&self.waker), Instant::now());
+        if changes.registry {
+            self.registry = refresh::initial(new.registry.api.as_deref(), new.registry.timeout, &mut self.metrics);
+            self.refresher = Refresher::new(new.registry.api.clone(), new.registry.refresh, new.registry.timeout, Arc::clone(&self.waker), Instant::now());
+        }
         declare_metrics(&mut self.metrics, &new);
         self.config = new;
         self.metrics.inc(&RELOADS, &["applied"]);
-        log::info!(
-            "configuration reloaded from {} (plugins {}, backends {})",
-            path.display(),
-            if plugins_changed { "restarted" } else { "unchanged" },
-            if backends_changed { "restarted" } else { "unchanged" }
-        );
+        log::info!("configuration reloaded from {} ({})", path.display(), changes.summary());
+    }
+
+    /// Swaps the running plugins for those of `cfg` as `plan` says (kept ones stay).
+    fn swap_plugins(&mut self, cfg: &Config, plan: &Instances<PluginKind>) -> Result<(), Error> {
+        let (running, poll) = (std::mem::take(&mut self.plugins), &self.poll);
+        swap(running, plan, |p| p.deregister(poll.registry()), |k, i| start_plugin(k, cfg, poll, i), &mut self.plugins)
+    }
+
+    /// Swaps the running backends for those of `cfg` as `plan` says (kept ones stay).
+    fn swap_backends(&mut self, cfg: &Config, plan: &Instances<BackendKind>) -> Result<(), Error> {
+        let (running, poll, waker) = (std::mem::take(&mut self.backends), &self.poll, &self.waker);
+        swap(running, plan, |b| b.deregister(poll.registry()), |k, i| start_backend(k, cfg, poll, waker, i), &mut self.backends)
     }
 
     /// Moves the metrics listener to the new address; if that fails, back to the old one.
@@ -433,11 +460,13 @@ impl Daemon {
         }
     }
 
-    /// Gives the flows that are still open to re-created stateful backends (e.g. the
-    /// marker's map is new and empty), as `start` events with their original start time.
-    fn replay_open_flows(&mut self) {
+    /// Gives the flows that are still open to the re-created stateful backends at
+    /// positions `rebuilt` (e.g. the marker's map is new and empty), as `start` events
+    /// with their original start time. Backends that kept running are not given them.
+    fn replay_open_flows(&mut self, rebuilt: &[usize]) {
         let Daemon { poll, registry, backends, flows, metrics, pending, .. } = self;
-        if !backends.iter().any(Backend::keeps_flow_state) || flows.is_empty() {
+        let fresh: Vec<usize> = rebuilt.iter().copied().filter(|i| backends.get(*i).is_some_and(Backend::keeps_flow_state)).collect();
+        if fresh.is_empty() || flows.is_empty() {
             return;
         }
         let now = Instant::now();
@@ -446,7 +475,8 @@ impl Daemon {
         for (key, f) in flows.iter() {
             let mut ev = FlowEvent::new(crate::flow::FlowState::Start, *key, f.exp, f.act, f.start);
             ev.start_time = Some(f.start);
-            for b in backends.iter_mut().filter(|b| b.keeps_flow_state()) {
+            for &i in &fresh {
+                let Some(b) = backends.get_mut(i) else { continue };
                 if let Err(e) = b.replay(&ev, &mut cx) {
                     cx.metrics.inc(&BACKEND_ERRORS, &[b.name(), e.reason()]);
                 }
@@ -456,8 +486,9 @@ impl Daemon {
         log::info!("reload: replayed {n} open flows to the re-created backends");
     }
 
-    /// Rebuilds plugins and backends from the running config after a failed reload.
-    fn restore(&mut self) {
+    /// Rebuilds the plugins, and the backends too when `backends` (their swap failed),
+    /// from the running config after a failed reload.
+    fn restore(&mut self, backends: bool) {
         self.metrics.inc(&RELOADS, &["failed"]);
         for p in self.plugins.iter_mut() {
             p.deregister(self.poll.registry());
@@ -467,11 +498,12 @@ impl Daemon {
             Ok(p) => self.plugins = p,
             Err(e) => log::error!("reload: cannot restore plugins: {}", e.chain()),
         }
-        if self.backends.is_empty() {
+        if backends {
+            self.drop_backends();
             match build_backends(&self.config, &self.poll, &self.waker) {
                 Ok(b) => {
                     self.backends = b;
-                    self.replay_open_flows();
+                    self.replay_open_flows(&(0..self.backends.len()).collect::<Vec<_>>());
                 }
                 Err(e) => log::error!("reload: cannot restore backends: {}", e.chain()),
             }

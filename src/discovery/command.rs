@@ -60,11 +60,11 @@ pub fn stun_command(args: &[String]) -> Report {
         }
     };
     for s in &servers {
-        if let Err(m) = crate::backend::udp_firefly::split_host_port(s, super::helper::STUN_PORT) {
+        if let Err(m) = crate::netaddr::split_host_port(s, super::helper::STUN_PORT) {
             return usage(&m);
         }
     }
-    let list = if servers.is_empty() { cfg.ip_discovery_stun_servers.clone() } else { servers };
+    let list = if servers.is_empty() { cfg.discovery.stun_servers.clone() } else { servers };
     match run(&cfg, &list, limit) {
         Ok(r) => r,
         Err(e) => Report { text: format!("flowd: stun: {e}\n"), status: 1 },

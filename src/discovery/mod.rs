@@ -139,7 +139,7 @@ fn random_tid() -> TransactionId {
 impl Discovery {
     /// Discovery as configured (IP_DISCOVERY_*). Nothing starts before [`Discovery::start`].
     pub fn new(cfg: &Config) -> Discovery {
-        Discovery::with_servers(cfg, cfg.ip_discovery_enabled, &cfg.ip_discovery_stun_servers)
+        Discovery::with_servers(cfg, cfg.discovery.enabled, &cfg.discovery.stun_servers)
     }
 
     /// Discovery with an explicit server list (for `flowd stun SERVER…`).
@@ -149,10 +149,10 @@ impl Discovery {
         Discovery {
             enabled,
             servers,
-            timeout: cfg.ip_discovery_timeout,
-            interval: cfg.ip_discovery_interval,
-            http_urls: cfg.ip_discovery_http_urls.clone(),
-            manual: cfg.ip_discovery_map.clone(),
+            timeout: cfg.discovery.timeout,
+            interval: cfg.discovery.interval,
+            http_urls: cfg.discovery.http_urls.clone(),
+            manual: cfg.discovery.map.clone(),
             fams: [fam(false), fam(true)],
             resolving: None,
             http: None,

@@ -22,7 +22,8 @@ impl Rig {
     }
 
     fn discovery(&self, servers: &[String], extra: impl FnOnce(&mut Config)) -> Discovery {
-        let mut cfg = Config { ip_discovery_enabled: true, ..Config::default() };
+        let mut cfg = Config::default();
+        cfg.discovery.enabled = true;
         extra(&mut cfg);
         let mut d = Discovery::with_servers(&cfg, true, servers);
         d.start(Token(0), Arc::clone(&self.waker), self.now);
@@ -97,7 +98,7 @@ fn test_silent_server_is_retried_with_backoff_then_the_next_one_answers() {
     let mut r = Rig::new();
     let (silent, a1) = server();
     let (good, a2) = server();
-    let mut d = r.discovery(&[a1, a2], |c| c.ip_discovery_timeout = Duration::from_millis(100));
+    let mut d = r.discovery(&[a1, a2], |c| c.discovery.timeout = Duration::from_millis(100));
     r.tick(&mut d, Duration::ZERO);
     let (t0, _) = request(&silent);
     assert_eq!(d.poll_at(), Some(r.now + Duration::from_millis(100)));
@@ -123,7 +124,7 @@ fn test_malformed_and_error_replies_move_on_and_a_failed_round_keeps_the_old_add
     let mut r = Rig::new();
     let (bad, a1) = server();
     let (err, a2) = server();
-    let mut d = r.discovery(&[a1, a2], |c| c.ip_discovery_map = vec![("10.9.9.9".parse().unwrap(), "192.0.2.9".parse().unwrap())]);
+    let mut d = r.discovery(&[a1, a2], |c| c.discovery.map = vec![("10.9.9.9".parse().unwrap(), "192.0.2.9".parse().unwrap())]);
     d.fams[0].found = Some(Found { internal: Some("127.0.0.1".parse().unwrap()), public: "203.0.113.1".parse().unwrap(), source: "old".into() });
     r.tick(&mut d, Duration::ZERO);
     let (tid, from) = request(&bad);
@@ -182,7 +183,8 @@ fn test_names_resolve_on_a_helper_thread_and_a_bad_one_is_not_fatal() {
 #[test]
 fn test_disabled_discovery_only_applies_the_manual_map() {
     let r = Rig::new();
-    let cfg = Config { ip_discovery_map: vec![("fd00::1".parse().unwrap(), "2001:db8::1".parse().unwrap())], ..Config::default() };
+    let mut cfg = Config::default();
+    cfg.discovery.map = vec![("fd00::1".parse().unwrap(), "2001:db8::1".parse().unwrap())];
     let mut d = Discovery::new(&cfg);
     d.start(Token(0), Arc::clone(&r.waker), r.now);
     assert_eq!(d.poll_at(), None);

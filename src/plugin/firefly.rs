@@ -43,7 +43,7 @@ pub struct Listener {
 impl Listener {
     /// Binds the listening socket.
     pub fn new(cfg: &Config) -> io::Result<Listener> {
-        let addr = SocketAddr::new(cfg.firefly_listener_host, cfg.firefly_listener_port);
+        let addr = SocketAddr::new(cfg.firefly.host, cfg.firefly.port);
         let std = crate::sys::udp_listener(addr, RCVBUF)?;
         let local = std.local_addr()?;
         log::info!("firefly: listening on {local}");

@@ -117,9 +117,9 @@ impl Scanner {
         std::fs::File::open(super::netstat::PROC_NET[0])?;
         Ok(Scanner {
             timer: ScanTimer::new(cfg.netstat.interval),
-            pairs: cfg.iperf_flow_id.clone(),
-            ports: cfg.iperf_ports.clone(),
-            round_robin: cfg.iperf_round_robin,
+            pairs: cfg.iperf.flow_id.clone(),
+            ports: cfg.iperf.ports.clone(),
+            round_robin: cfg.iperf.round_robin,
             rr_next: 0,
             rng: XorShift::from_entropy(),
             table: ConnTable::new(ConnFilter::from_scan(&cfg.netstat)),

@@ -96,7 +96,7 @@ impl Plugin {
             }),
             PluginKind::Firefly => firefly::Listener::new(cfg).map(Plugin::Firefly).map_err(|source| PluginError::Open {
                 plugin: "firefly",
-                what: format!("cannot listen on UDP [{}]:{}", cfg.firefly_listener_host, cfg.firefly_listener_port),
+                what: format!("cannot listen on UDP [{}]:{}", cfg.firefly.host, cfg.firefly.port),
                 source,
             }),
         }

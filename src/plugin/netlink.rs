@@ -75,14 +75,14 @@ pub struct Scanner {
 impl Scanner {
     /// Opens the sock_diag socket; the first scan runs at once.
     pub fn new(cfg: &Config) -> io::Result<Scanner> {
-        let s: &ScanConfig = &cfg.netlink;
+        let s: &ScanConfig = &cfg.netlink.scan;
         Ok(Scanner {
             sock: DiagSocket::open()?,
             token: None,
             phase: Phase::Idle { next: Instant::now() },
             seq: 0,
             interval: s.interval,
-            dump_timeout: cfg.netlink_dump_timeout,
+            dump_timeout: cfg.netlink.dump_timeout,
             experiment: s.experiment.clone().unwrap_or(IdOrName::Id(0)),
             activity: s.activity.clone().unwrap_or(IdOrName::Id(0)),
             ids: (0, 0),
@@ -237,8 +237,8 @@ mod tests {
     #[test]
     fn test_scan_completes_and_an_overdue_dump_is_abandoned_and_counted() {
         let mut cfg = Config::default();
-        cfg.netlink.experiment = Some(IdOrName::Id(2));
-        cfg.netlink.activity = Some(IdOrName::Id(9));
+        cfg.netlink.scan.experiment = Some(IdOrName::Id(2));
+        cfg.netlink.scan.activity = Some(IdOrName::Id(9));
         let poll = mio::Poll::new().unwrap();
         let mut s = Scanner::new(&cfg).unwrap();
         s.register(poll.registry(), Token(7)).unwrap();
@@ -246,7 +246,7 @@ mod tests {
         let t0 = Instant::now();
         let mut cx = Context { now: t0, wall: crate::flow::Micros(1), out: &mut out, metrics: &mut metrics, registry: &registry, poll: poll.registry() };
         s.on_timeout(&mut cx);
-        assert_eq!(s.phase, Phase::Idle { next: t0 + cfg.netlink.interval }, "a loopback-only host finishes both dumps at once");
+        assert_eq!(s.phase, Phase::Idle { next: t0 + cfg.netlink.scan.interval }, "a loopback-only host finishes both dumps at once");
         assert_eq!(cx.metrics.get(&SCANS, &["netlink"]), Some(1.0));
         // A dump still in flight at its deadline is abandoned, counted, and the next scan works.
         s.phase = Phase::Dumping { seq: 999, family: Family::V4, deadline: t0, started: t0, seen: 0 };
@@ -254,12 +254,12 @@ mod tests {
         s.on_timeout(&mut cx);
         assert_eq!(cx.metrics.get(&SCAN_FAILURES, &["netlink", "timeout"]), Some(1.0));
         assert!(matches!(s.phase, Phase::Idle { .. }));
-        cx.now = t0 + cfg.netlink.interval;
+        cx.now = t0 + cfg.netlink.scan.interval;
         s.on_timeout(&mut cx);
         assert_eq!(cx.metrics.get(&SCANS, &["netlink"]), Some(2.0));
         // Unknown registry names skip the scan and are counted.
         s.experiment = IdOrName::Name("nosuch".into());
-        cx.now += cfg.netlink.interval;
+        cx.now += cfg.netlink.scan.interval;
         s.on_timeout(&mut cx);
         assert_eq!(cx.metrics.get(&BAD_INPUT, &["netlink", "unknown_experiment"]), Some(1.0));
         assert_eq!(cx.metrics.get(&SCANS, &["netlink"]), Some(2.0));

@@ -78,13 +78,13 @@ pub struct NpApi {
 impl NpApi {
     /// Creates/opens the pipe.
     pub fn new(cfg: &Config) -> Result<NpApi, NpApiError> {
-        let owner = cfg.np_api_file_owner.as_deref().map(sys::lookup_user).transpose().map_err(NpApiError::Owner)?;
-        let group = cfg.np_api_file_group.as_deref().map(sys::lookup_group).transpose().map_err(NpApiError::Owner)?;
-        let path = cfg.np_api_file.clone();
-        let (fd, id) = sys::open_fifo(&path, cfg.np_api_file_mode, owner, group).map_err(|source| NpApiError::Open { path: path.clone(), source })?;
+        let owner = cfg.np_api.owner.as_deref().map(sys::lookup_user).transpose().map_err(NpApiError::Owner)?;
+        let group = cfg.np_api.group.as_deref().map(sys::lookup_group).transpose().map_err(NpApiError::Owner)?;
+        let path = cfg.np_api.file.clone();
+        let (fd, id) = sys::open_fifo(&path, cfg.np_api.mode, owner, group).map_err(|source| NpApiError::Open { path: path.clone(), source })?;
         Ok(NpApi {
             path,
-            mode: cfg.np_api_file_mode,
+            mode: cfg.np_api.mode,
             owner,
             group,
             fd,

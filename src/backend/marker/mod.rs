@@ -117,7 +117,7 @@ impl MarkerConfig {
     pub fn from_config(cfg: &Config) -> Result<MarkerConfig, MarkerError> {
         let mode = std::env::var("FLOWD_MARKER_ATTACH").unwrap_or_default();
         let attach = AttachMode::parse(&mode).ok_or(MarkerError::BadAttachMode(mode))?;
-        Ok(MarkerConfig { interfaces: cfg.network_interface.clone(), map_size: cfg.ebpf_map_size.max(1), attach })
+        Ok(MarkerConfig { interfaces: cfg.marker.interfaces.clone(), map_size: cfg.marker.map_size.max(1), attach })
     }
 }
 
