@@ -175,9 +175,11 @@ fn registry_names_from_a_file_and_from_http_with_refresh() {
         }
     });
     let f = Flowd::start(&format!("UDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'\nFLOW_MAP_API='{url}'\nFLOW_MAP_REFRESH=1", sink.addr()));
+    // flowd is ready before the registry arrives (fetched in the background).
+    f.wait_log("registry: refreshed from", Duration::from_secs(10));
     f.write("start tcp 192.0.2.1 1 198.51.100.1 2 one a\n");
     assert_eq!(json_of(&sink.recv(1, T)[0])["context"]["experiment-id"], 101);
-    f.wait_log("registry: refreshed from", Duration::from_secs(10));
+    f.wait_log_count("registry: refreshed from", 2, Duration::from_secs(10));
     f.write("start tcp 192.0.2.1 2 198.51.100.1 2 two a\n");
     assert_eq!(json_of(&sink.recv(1, T)[0])["context"]["experiment-id"], 102);
     server.join().unwrap();
@@ -192,7 +194,7 @@ fn unreachable_registry_at_start_falls_back_to_the_bundled_one() {
     let sink = Sink::v4();
     let f =
         Flowd::start(&format!("UDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'\nFLOW_MAP_API='http://127.0.0.1:9/api.json'\nFLOW_MAP_TIMEOUT=1", sink.addr()));
-    assert!(f.stderr().contains("using the bundled registry"), "{}", f.stderr());
+    assert!(f.stderr().contains("starting on the bundled registry; fetching http://127.0.0.1:9/api.json in the background"), "{}", f.stderr());
     f.write("start tcp 192.0.2.1 1 198.51.100.1 2 lhcb default\n");
     assert_eq!(json_of(&sink.recv(1, T)[0])["context"]["experiment-id"], 4);
 }
@@ -206,11 +208,20 @@ fn deleted_or_replaced_pipe_is_recreated() {
     f.write("start tcp 192.0.2.1 1 198.51.100.1 2 2 9\n");
     assert_eq!(sink.recv(1, T).len(), 1);
     std::fs::remove_file(&f.pipe).unwrap();
-    std::fs::write(&f.pipe, b"not a pipe").unwrap();
+    // A producer that opens the path with O_CREAT (StoRM WebDAV) writes into a regular
+    // file: its lines are reported, in order, and the FIFO comes back.
+    std::fs::write(&f.pipe, b"start tcp 192.0.2.1 3 198.51.100.1 2 2 9\nnot a pipe line\nend tcp 192.0.2.1 3 198.51.100.1 2 2 9\n").unwrap();
     f.wait_log("replaced by a non-FIFO file", Duration::from_secs(10));
+    let got = sink.recv(2, T);
+    assert_eq!((json_of(&got[0])["flow-id"]["src-port"].as_u64(), json_of(&got[1])["flow-lifecycle"]["state"].as_str()), (Some(3), Some("end")));
+    f.wait_log("recovered 3 lines (2 flow events)", T);
     std::thread::sleep(Duration::from_millis(100));
     f.write("start tcp 192.0.2.1 2 198.51.100.1 2 2 9\n");
     assert_eq!(sink.recv(1, T).len(), 1);
+    assert!(
+        std::fs::read_dir(f.dir.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().contains(".recovered-")),
+        "the recovered file is removed once read"
+    );
 }
 
 #[test]

@@ -150,8 +150,17 @@ pub struct Http {
 
 impl Http {
     /// Binds `addr` (non-blocking, SO_REUSEADDR) and registers it with the loop.
-    pub fn bind(registry: &Registry, addr: SocketAddr, metrics: &mut Metrics) -> Result<Http, BindError> {
-        let mut listener = TcpListener::bind(addr).map_err(|source| BindError { addr, source })?;
+    /// `inherited` is a listening socket systemd handed over (socket activation), used
+    /// instead of binding `addr`.
+    pub fn bind(registry: &Registry, addr: SocketAddr, inherited: Option<std::net::TcpListener>, metrics: &mut Metrics) -> Result<Http, BindError> {
+        let mut listener = match inherited {
+            Some(l) => {
+                l.set_nonblocking(true).map_err(|source| BindError { addr, source })?;
+                log::info!("metrics: using the TCP listener handed over by systemd");
+                TcpListener::from_std(l)
+            }
+            None => TcpListener::bind(addr).map_err(|source| BindError { addr, source })?,
+        };
         let addr = listener.local_addr().unwrap_or(addr);
         registry.register(&mut listener, token::HTTP_LISTENER, Interest::READABLE).map_err(|source| BindError { addr, source })?;
         for d in [&REQUESTS, &REFUSED, &ACCEPT_ERRORS, &OPEN] {

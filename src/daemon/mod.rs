@@ -35,6 +35,7 @@ use crate::logger::RateLimit;
 use crate::metrics::{Desc, Kind, Metrics, BACKEND_ERRORS, BAD_INPUT, EVENTS};
 use crate::plugin::Plugin;
 use crate::registry::Registry;
+use crate::sys::listen_fds::Inherited;
 use crate::sys::notify::Notifier;
 use crate::sys::{self, PidFile};
 use crate::wire::prom::Page;
@@ -90,15 +91,17 @@ pub struct Daemon {
     pending: Vec<FlowEvent>,
     backend_warn: RateLimit,
     _pid: Option<PidFile>,
+    /// The fds systemd handed over (socket activation), kept for rebuilds on reload.
+    handed: Inherited,
 }
 
-fn build_plugins(cfg: &Config, poll: &Poll) -> Result<Vec<Plugin>, Error> {
-    cfg.plugins.iter().enumerate().map(|(i, kind)| start_plugin(*kind, cfg, poll, i)).collect()
+fn build_plugins(cfg: &Config, poll: &Poll, handed: &Inherited) -> Result<Vec<Plugin>, Error> {
+    cfg.plugins.iter().enumerate().map(|(i, kind)| start_plugin(*kind, cfg, poll, handed, i)).collect()
 }
 
 /// Builds plugin `kind` and registers it as the plugin at position `i`.
-fn start_plugin(kind: PluginKind, cfg: &Config, poll: &Poll, i: usize) -> Result<Plugin, Error> {
-    let mut p = Plugin::new(kind, cfg)?;
+fn start_plugin(kind: PluginKind, cfg: &Config, poll: &Poll, handed: &Inherited, i: usize) -> Result<Plugin, Error> {
+    let mut p = Plugin::new(kind, cfg, handed)?;
     p.register(poll.registry(), token::plugin(i))?;
     log::info!("plugin {} started", p.name());
     Ok(p)
@@ -149,12 +152,21 @@ fn swap<K: Copy + PartialEq, T>(
     Ok(())
 }
 
-/// Starts the metrics listener unless PROMETHEUS_SRV_PORT is 0.
-fn start_http(cfg: &Config, poll: &Poll, metrics: &mut Metrics) -> Result<Option<http::Http>, http::BindError> {
+/// Starts the metrics listener unless PROMETHEUS_SRV_PORT is 0, on the listening socket
+/// systemd handed over when it is bound to the configured address.
+fn start_http(cfg: &Config, poll: &Poll, handed: &Inherited, metrics: &mut Metrics) -> Result<Option<http::Http>, http::BindError> {
     if cfg.http.port == 0 {
         return Ok(None);
     }
-    let h = http::Http::bind(poll.registry(), SocketAddr::new(cfg.http.host, cfg.http.port), metrics)?;
+    let addr = SocketAddr::new(cfg.http.host, cfg.http.port);
+    let inherited = handed.metrics.as_ref().and_then(|l| match l.local_addr() {
+        Ok(a) if sys::same_listen_address(a, addr) => l.try_clone().ok(),
+        a => {
+            log::warn!("metrics: the TCP listener handed over by systemd is bound to {a:?}, not PROMETHEUS_SRV_HOST/PORT {addr}; binding {addr} instead");
+            None
+        }
+    });
+    let h = http::Http::bind(poll.registry(), addr, inherited, metrics)?;
     log::info!("metrics listener on http://{}/metrics", h.local_addr());
     Ok(Some(h))
 }
@@ -230,12 +242,18 @@ impl Daemon {
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER).map_err(Error::Setup)?);
         let mut metrics = Metrics::new();
         declare_metrics(&mut metrics, &config);
-        let registry = refresh::initial(config.registry.api.as_deref(), config.registry.timeout, &mut metrics);
+        let state = refresh::state_dir();
+        let (registry, fetch_now) = refresh::initial(config.registry.api.as_deref(), config.registry.timeout, &state, &mut metrics);
         log::info!("registry: {} experiments from {}", registry.experiments.len(), registry.origin);
-        let refresher = Refresher::new(config.registry.api.clone(), config.registry.refresh, config.registry.timeout, Arc::clone(&waker), Instant::now());
-        let plugins = build_plugins(&config, &poll)?;
+        let refresher =
+            Refresher::new(config.registry.api.clone(), config.registry.refresh, config.registry.timeout, state, fetch_now, Arc::clone(&waker), Instant::now());
+        let handed = sys::listen_fds::take();
+        for r in &handed.rejected {
+            log::warn!("socket activation: {r}");
+        }
+        let plugins = build_plugins(&config, &poll, &handed)?;
         let backends = build_backends(&config, &poll, &waker)?;
-        let http = start_http(&config, &poll, &mut metrics)?;
+        let http = start_http(&config, &poll, &handed, &mut metrics)?;
         Ok(Daemon {
             poll,
             events: Events::with_capacity(256),
@@ -253,6 +271,7 @@ impl Daemon {
             pending: Vec::with_capacity(1024),
             backend_warn: RateLimit::new(10, Duration::from_secs(10)),
             _pid: pid,
+            handed,
         })
     }
 
@@ -421,8 +440,11 @@ impl Daemon {
             self.flows.set_capacity(new.daemon.flow_table_size);
         }
         if changes.registry {
-            self.registry = refresh::initial(new.registry.api.as_deref(), new.registry.timeout, &mut self.metrics);
-            self.refresher = Refresher::new(new.registry.api.clone(), new.registry.refresh, new.registry.timeout, Arc::clone(&self.waker), Instant::now());
+            let state = refresh::state_dir();
+            let (registry, fetch_now) = refresh::initial(new.registry.api.as_deref(), new.registry.timeout, &state, &mut self.metrics);
+            self.registry = registry;
+            self.refresher =
+                Refresher::new(new.registry.api.clone(), new.registry.refresh, new.registry.timeout, state, fetch_now, Arc::clone(&self.waker), Instant::now());
         }
         declare_metrics(&mut self.metrics, &new);
         self.config = new;
@@ -432,8 +454,8 @@ impl Daemon {
 
     /// Swaps the running plugins for those of `cfg` as `plan` says (kept ones stay).
     fn swap_plugins(&mut self, cfg: &Config, plan: &Instances<PluginKind>) -> Result<(), Error> {
-        let (running, poll) = (std::mem::take(&mut self.plugins), &self.poll);
-        swap(running, plan, |p| p.deregister(poll.registry()), |k, i| start_plugin(k, cfg, poll, i), &mut self.plugins)
+        let (running, poll, handed) = (std::mem::take(&mut self.plugins), &self.poll, &self.handed);
+        swap(running, plan, |p| p.deregister(poll.registry()), |k, i| start_plugin(k, cfg, poll, handed, i), &mut self.plugins)
     }
 
     /// Swaps the running backends for those of `cfg` as `plan` says (kept ones stay).
@@ -448,11 +470,11 @@ impl Daemon {
         if let Some(h) = self.http.take() {
             h.close(self.poll.registry());
         }
-        match start_http(new, &self.poll, &mut self.metrics) {
+        match start_http(new, &self.poll, &self.handed, &mut self.metrics) {
             Ok(h) => self.http = h,
             Err(e) => {
                 log::error!("reload: {e}; keeping the previous metrics address");
-                match start_http(&self.config, &self.poll, &mut self.metrics) {
+                match start_http(&self.config, &self.poll, &self.handed, &mut self.metrics) {
                     Ok(h) => self.http = h,
                     Err(e) => log::error!("reload: {e}; metrics listener stopped"),
                 }
@@ -494,7 +516,7 @@ impl Daemon {
             p.deregister(self.poll.registry());
         }
         self.plugins.clear();
-        match build_plugins(&self.config, &self.poll) {
+        match build_plugins(&self.config, &self.poll, &self.handed) {
             Ok(p) => self.plugins = p,
             Err(e) => log::error!("reload: cannot restore plugins: {}", e.chain()),
         }

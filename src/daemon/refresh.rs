@@ -1,10 +1,16 @@
-//! Keeping the flow registry fresh without stalling the loop.
+//! Keeping the flow registry fresh without stalling the loop, or the start.
 //!
-//! The first fetch happens at start, blocking, bounded by FLOW_MAP_TIMEOUT. Periodic
-//! refreshes run the (blocking) HTTP or file read on a short-lived helper thread; the
-//! result comes back through a channel and a `mio::Waker`, so the loop thread itself
-//! never waits on the network. On failure the last good registry stays in force.
+//! flowd is ready without waiting for the network: at start an http(s) FLOW_MAP_API is
+//! not fetched in line; flowd starts on the last good copy it saved (in its state
+//! directory: `$STATE_DIRECTORY`, set by the units' `StateDirectory=flowd`, else
+//! `/var/lib/flowd`) or on the bundled registry, and fetches at once in the background.
+//! A file path is read in line (local, fast). Every fetch runs the (blocking) HTTP or
+//! file read on a short-lived helper thread; the result comes back through a channel and
+//! a `mio::Waker`, so the loop thread never waits on the network, and names resolve with
+//! the newest registry from the turn it arrives. On failure the last good registry stays
+//! in force. Each good http fetch is saved for the next start.
 
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,9 +34,45 @@ pub static LAST_SUCCESS: Desc = Desc {
     labels: &["origin"],
 };
 
-/// Reads the registry from an http(s) URL or a file path.
-pub fn fetch(source: &str, timeout: Duration) -> Result<Registry, String> {
-    let body = if source.starts_with("http://") || source.starts_with("https://") {
+fn is_http(source: &str) -> bool {
+    source.starts_with("http://") || source.starts_with("https://")
+}
+
+/// Where the last good copy of an http registry is kept (with the URL it came from).
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .and_then(|v| std::env::split_paths(&v).next())
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("/var/lib/flowd"))
+}
+
+/// Saves a fetched registry document for the next start (atomically; best effort).
+fn save(dir: &Path, source: &str, body: &[u8]) {
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(".registry.json.tmp");
+        std::fs::write(&tmp, body)?;
+        std::fs::write(dir.join("registry.source"), source)?;
+        std::fs::rename(&tmp, dir.join("registry.json"))
+    };
+    if let Err(e) = write() {
+        log::debug!("registry: cannot save a copy in {}: {e}", dir.display());
+    }
+}
+
+/// The copy saved from `source` by an earlier run, if there is a good one.
+fn saved(dir: &Path, source: &str) -> Option<Registry> {
+    if std::fs::read_to_string(dir.join("registry.source")).ok()?.trim() != source {
+        return None;
+    }
+    let body = std::fs::read(dir.join("registry.json")).ok()?;
+    Registry::parse(&body, &format!("{source} (saved copy)")).ok()
+}
+
+/// Reads the registry from an http(s) URL or a file path; a good http document is also
+/// saved in `save_in`.
+pub fn fetch(source: &str, timeout: Duration, save_in: Option<&Path>) -> Result<Registry, String> {
+    let body = if is_http(source) {
         let secs = timeout.as_secs().max(1);
         let resp = minreq::get(source).with_timeout(secs).send().map_err(|e| format!("GET {source}: {e}"))?;
         if resp.status_code != 200 {
@@ -40,24 +82,40 @@ pub fn fetch(source: &str, timeout: Duration) -> Result<Registry, String> {
     } else {
         std::fs::read(source).map_err(|e| format!("cannot read {source}: {e}"))?
     };
-    Registry::parse(&body, source).map_err(|e| format!("{source}: {e}"))
+    let reg = Registry::parse(&body, source).map_err(|e| format!("{source}: {e}"))?;
+    if let Some(dir) = save_in.filter(|_| is_http(source)) {
+        save(dir, source, &body);
+    }
+    Ok(reg)
 }
 
-/// Loads the registry at start: the configured source, or the bundled one on failure.
-pub fn initial(source: Option<&str>, timeout: Duration, metrics: &mut Metrics) -> Registry {
-    let reg = match source {
-        None => Registry::bundled(),
-        Some(src) => match fetch(src, timeout) {
-            Ok(r) => r,
+/// The registry to start on, without waiting for the network: a file source is read;
+/// for an http(s) source, the copy saved by an earlier run or the bundled registry
+/// (the returned `true` asks the refresher to fetch at once).
+pub fn initial(source: Option<&str>, timeout: Duration, state: &Path, metrics: &mut Metrics) -> (Registry, bool) {
+    let (reg, fetch_now) = match source {
+        None => (Registry::bundled(), false),
+        Some(src) if is_http(src) => match saved(state, src) {
+            Some(r) => {
+                log::info!("registry: starting on the copy of {src} saved in {}; fetching a fresh one in the background", state.display());
+                (r, true)
+            }
+            None => {
+                log::info!("registry: starting on the bundled registry; fetching {src} in the background");
+                (Registry::bundled(), true)
+            }
+        },
+        Some(src) => match fetch(src, timeout, None) {
+            Ok(r) => (r, false),
             Err(e) => {
                 metrics.inc(&FAILURES, &[]);
                 log::warn!("registry: {e}; using the bundled registry until a refresh succeeds");
-                Registry::bundled()
+                (Registry::bundled(), false)
             }
         },
     };
     record_success(&reg, metrics);
-    reg
+    (reg, fetch_now)
 }
 
 fn record_success(reg: &Registry, metrics: &mut Metrics) {
@@ -71,19 +129,30 @@ pub struct Refresher {
     source: Option<String>,
     period: Option<Duration>,
     timeout: Duration,
+    state: PathBuf,
     next: Option<Instant>,
     inflight: Option<Receiver<Result<Registry, String>>>,
     waker: Arc<mio::Waker>,
 }
 
 impl Refresher {
-    /// A refresher for `source` every `period` (nothing to do without a source or period).
-    pub fn new(source: Option<String>, period: Option<Duration>, timeout: Duration, waker: Arc<mio::Waker>, now: Instant) -> Refresher {
+    /// A refresher for `source` every `period` (nothing to do without a source or
+    /// period), fetching at once when `fetch_now`; good http documents are saved in `state`.
+    pub fn new(
+        source: Option<String>,
+        period: Option<Duration>,
+        timeout: Duration,
+        state: PathBuf,
+        fetch_now: bool,
+        waker: Arc<mio::Waker>,
+        now: Instant,
+    ) -> Refresher {
         let next = match (&source, period) {
+            (Some(_), _) if fetch_now => Some(now),
             (Some(_), Some(p)) => Some(now + p),
             _ => None,
         };
-        Refresher { source, period, timeout, next, inflight: None, waker }
+        Refresher { source, period, timeout, state, next, inflight: None, waker }
     }
 
     /// When the next fetch is due (`None` while one is in flight or when disabled).
@@ -104,8 +173,9 @@ impl Refresher {
         let (tx, rx) = mpsc::channel();
         let waker = Arc::clone(&self.waker);
         let timeout = self.timeout;
+        let state = self.state.clone();
         let spawned = std::thread::Builder::new().name("flowd-registry".into()).spawn(move || {
-            let _ = tx.send(fetch(&src, timeout));
+            let _ = tx.send(fetch(&src, timeout, Some(&state)));
             let _ = waker.wake();
         });
         match spawned {
@@ -151,13 +221,35 @@ mod tests {
     fn test_file_source_and_fallback() {
         let mut m = Metrics::new();
         let p = std::env::temp_dir().join(format!("flowd-reg-{}.json", std::process::id()));
+        let state = std::env::temp_dir().join(format!("flowd-reg-state-{}", std::process::id()));
         std::fs::write(&p, br#"{"experiments":[{"expName":"x","expId":77,"activities":[{"activityName":"a","activityId":5}]}]}"#).unwrap();
-        let r = initial(p.to_str(), Duration::from_secs(1), &mut m);
-        assert_eq!(r.experiments[0].id, 77);
+        let (r, now) = initial(p.to_str(), Duration::from_secs(1), &state, &mut m);
+        assert_eq!((r.experiments[0].id, now), (77, false));
         std::fs::write(&p, b"junk").unwrap();
-        let r = initial(p.to_str(), Duration::from_secs(1), &mut m);
+        let (r, _) = initial(p.to_str(), Duration::from_secs(1), &state, &mut m);
         assert_eq!(r.origin, "bundled");
         assert_eq!(m.get(&FAILURES, &[]), Some(1.0));
+        assert!(!state.exists(), "file sources are not saved");
         let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn test_http_source_starts_on_the_saved_copy_or_the_bundled_one_without_fetching() {
+        let mut m = Metrics::new();
+        let state = std::env::temp_dir().join(format!("flowd-reg-saved-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state);
+        // Port 9 on loopback: nothing answers; initial() must not even try.
+        let url = "http://127.0.0.1:9/api.json";
+        let t0 = std::time::Instant::now();
+        let (r, fetch_now) = initial(Some(url), Duration::from_secs(10), &state, &mut m);
+        assert!(t0.elapsed() < Duration::from_millis(100));
+        assert_eq!((r.origin.as_str(), fetch_now), ("bundled", true));
+        save(&state, url, br#"{"experiments":[{"expName":"x","expId":77,"activities":[{"activityName":"a","activityId":5}]}]}"#);
+        let (r, fetch_now) = initial(Some(url), Duration::from_secs(10), &state, &mut m);
+        assert_eq!((r.experiments[0].id, fetch_now), (77, true));
+        assert_eq!(r.origin, format!("{url} (saved copy)"));
+        let (r, _) = initial(Some("http://127.0.0.1:9/other.json"), Duration::from_secs(10), &state, &mut m);
+        assert_eq!(r.origin, "bundled", "a copy saved from another URL is not used");
+        let _ = std::fs::remove_dir_all(&state);
     }
 }

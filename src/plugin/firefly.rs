@@ -41,10 +41,26 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds the listening socket.
-    pub fn new(cfg: &Config) -> io::Result<Listener> {
+    /// Binds the listening socket, or takes the one systemd handed over (`inherited`)
+    /// when it is bound to the configured address and port.
+    pub fn new(cfg: &Config, inherited: Option<std::net::UdpSocket>) -> io::Result<Listener> {
         let addr = SocketAddr::new(cfg.firefly.host, cfg.firefly.port);
-        let std = crate::sys::udp_listener(addr, RCVBUF)?;
+        let std = match inherited {
+            Some(s) if s.local_addr().is_ok_and(|a| crate::sys::same_listen_address(a, addr)) => {
+                s.set_nonblocking(true)?;
+                crate::sys::set_rcvbuf(&s, RCVBUF);
+                log::info!("firefly: using the UDP socket handed over by systemd");
+                s
+            }
+            Some(s) => {
+                log::warn!(
+                    "firefly: the UDP socket handed over by systemd is bound to {}, not FIREFLY_LISTENER_HOST/PORT {addr}; binding {addr} instead",
+                    s.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string())
+                );
+                crate::sys::udp_listener(addr, RCVBUF)?
+            }
+            None => crate::sys::udp_listener(addr, RCVBUF)?,
+        };
         let local = std.local_addr()?;
         log::info!("firefly: listening on {local}");
         Ok(Listener { sock: UdpSocket::from_std(std), local, buf: vec![0; 65536], backlog: None, warn: RateLimit::new(10, Duration::from_secs(10)) })

@@ -28,6 +28,7 @@ use mio::{Registry, Token};
 
 use crate::config::{Config, PluginKind};
 use crate::context::Context;
+use crate::sys::listen_fds::Inherited;
 
 /// Why a plugin could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,9 +77,11 @@ pub enum Plugin {
 
 impl Plugin {
     /// Builds the plugin `kind` from the config (opens files/sockets, does not register).
-    pub fn new(kind: PluginKind, cfg: &Config) -> Result<Plugin, PluginError> {
+    /// `handed` holds the fds systemd passed (socket activation): np_api and firefly use
+    /// theirs when it matches the config.
+    pub fn new(kind: PluginKind, cfg: &Config, handed: &Inherited) -> Result<Plugin, PluginError> {
         match kind {
-            PluginKind::NpApi => Ok(Plugin::NpApi(np_api::NpApi::new(cfg)?)),
+            PluginKind::NpApi => Ok(Plugin::NpApi(np_api::NpApi::new(cfg, handed.pipe.as_ref().and_then(|f| f.try_clone().ok()))?)),
             PluginKind::Netlink => netlink::Scanner::new(cfg).map(Plugin::Netlink).map_err(|source| PluginError::Open {
                 plugin: "netlink",
                 what: "cannot open a NETLINK_SOCK_DIAG socket".into(),
@@ -94,11 +97,13 @@ impl Plugin {
                 what: "cannot read /proc/net/tcp".into(),
                 source,
             }),
-            PluginKind::Firefly => firefly::Listener::new(cfg).map(Plugin::Firefly).map_err(|source| PluginError::Open {
-                plugin: "firefly",
-                what: format!("cannot listen on UDP [{}]:{}", cfg.firefly.host, cfg.firefly.port),
-                source,
-            }),
+            PluginKind::Firefly => {
+                firefly::Listener::new(cfg, handed.firefly.as_ref().and_then(|s| s.try_clone().ok())).map(Plugin::Firefly).map_err(|source| PluginError::Open {
+                    plugin: "firefly",
+                    what: format!("cannot listen on UDP [{}]:{}", cfg.firefly.host, cfg.firefly.port),
+                    source,
+                })
+            }
         }
     }
 
@@ -138,7 +143,7 @@ impl Plugin {
     /// Final cleanup at daemon exit (not on reload): e.g. np_api removes its pipe.
     pub fn shutdown(&mut self) {
         match self {
-            Plugin::NpApi(p) => p.remove_pipe(),
+            Plugin::NpApi(p) => p.shutdown(),
             Plugin::Netlink(_) | Plugin::Netstat(_) | Plugin::Iperf(_) | Plugin::Firefly(_) => {}
         }
     }

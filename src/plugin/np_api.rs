@@ -1,16 +1,25 @@
 //! The np_api plugin: flow announcements written as text lines into a named pipe.
 //!
-//! Owns the FIFO: creates it if missing (mode/owner/group from config), opens it
-//! `O_RDWR|O_NONBLOCK` so the last writer closing never produces EOF, and reads it until
-//! `WouldBlock` (edge-triggered) or the per-turn byte cap, after which `poll_at()` asks
-//! the loop to come back at once. Partial lines are kept until their newline arrives;
-//! an over-long line is dropped up to its newline. Every bad line is counted by reason
-//! and logged (rate-limited); the lines around it are processed normally.
-//! Every few seconds the path is checked: a deleted or replaced FIFO is re-created.
+//! Owns the FIFO: takes it from systemd (`ListenFIFO=`, see `sys::listen_fds`) or puts
+//! one at the path (`sys::open_fifo`: an existing FIFO is reused, a regular file moved
+//! aside), sets mode/owner/group from the config, holds it `O_RDWR|O_NONBLOCK` so the
+//! last writer closing never produces EOF, and reads it until `WouldBlock`
+//! (edge-triggered) or the per-turn byte cap, after which `poll_at()` asks the loop to
+//! come back at once. Partial lines are kept until their newline arrives; an over-long
+//! line is dropped up to its newline. Every bad line is counted by reason and logged
+//! (rate-limited); the lines around it are processed normally.
+//!
+//! The pipe outlives the daemon: it is never deleted, so a writer that keeps it open
+//! (nginx) goes on after a restart. Lines a producer wrote into a regular file at the
+//! path while flowd was down (StoRM WebDAV opens it with `O_CREAT`) are read first, in
+//! file order, before anything from the pipe. Every few seconds the path is checked: a
+//! deleted or replaced FIFO is put back the same way.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -37,6 +46,17 @@ pub static RECREATED: Desc = Desc {
     kind: Kind::Counter,
     labels: &[],
 };
+
+/// Lines recovered from a regular file found at the pipe's path.
+pub static RECOVERED: Desc = Desc {
+    name: "flowd_np_api_recovered_lines_total",
+    help: "Lines read from a regular file that a producer created at the pipe's path while flowd was not running.",
+    kind: Kind::Counter,
+    labels: &[],
+};
+
+/// The root-only warning is given once per process, not at every reload.
+static WARNED_ROOT_ONLY: AtomicBool = AtomicBool::new(false);
 
 /// Why the pipe could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -73,15 +93,43 @@ pub struct NpApi {
     warn: RateLimit,
     /// Rejected lines not logged in the current rate-limit window, by reason.
     unlogged: Vec<(&'static str, u64)>,
+    /// A regular file moved aside from the path, whose lines are read before the pipe's.
+    recovered: Option<PathBuf>,
 }
 
 impl NpApi {
-    /// Creates/opens the pipe.
-    pub fn new(cfg: &Config) -> Result<NpApi, NpApiError> {
+    /// Takes the pipe systemd handed over (`inherited`, when it is the FIFO at the
+    /// configured path), or puts one at the path and opens it.
+    pub fn new(cfg: &Config, inherited: Option<OwnedFd>) -> Result<NpApi, NpApiError> {
         let owner = cfg.np_api.owner.as_deref().map(sys::lookup_user).transpose().map_err(NpApiError::Owner)?;
         let group = cfg.np_api.group.as_deref().map(sys::lookup_group).transpose().map_err(NpApiError::Owner)?;
         let path = cfg.np_api.file.clone();
-        let (fd, id) = sys::open_fifo(&path, cfg.np_api.mode, owner, group).map_err(|source| NpApiError::Open { path: path.clone(), source })?;
+        let open_err = |source| NpApiError::Open { path: path.clone(), source };
+        let fifo = match inherited {
+            Some(fd) if matches!((sys::file_id(&fd), sys::fifo_id(&path)), (Ok(a), Some(b)) if a == b) => {
+                let f = sys::adopt_fifo(fd, cfg.np_api.mode, owner, group).map_err(open_err)?;
+                log::info!("np_api: using the named pipe {} handed over by systemd", path.display());
+                f
+            }
+            Some(_) => {
+                log::warn!(
+                    "np_api: the FIFO handed over by systemd is not NP_API_FILE={} (check ListenFIFO= in flowd.socket); opening {} instead",
+                    path.display(),
+                    path.display()
+                );
+                sys::open_fifo(&path, cfg.np_api.mode, owner, group).map_err(open_err)?
+            }
+            None => sys::open_fifo(&path, cfg.np_api.mode, owner, group).map_err(open_err)?,
+        };
+        warn_if_root_only(&path, &fifo.fd, cfg.np_api.group.is_some());
+        let sys::Fifo { fd, id, aside } = fifo;
+        if let Some(a) = &aside {
+            log::warn!(
+                "np_api: {} was a regular file (a producer wrote to it while flowd was not running); moved it to {} to report its lines",
+                path.display(),
+                a.display()
+            );
+        }
         Ok(NpApi {
             path,
             mode: cfg.np_api.mode,
@@ -97,7 +145,44 @@ impl NpApi {
             next_check: Instant::now() + CHECK_EVERY,
             warn: RateLimit::new(10, Duration::from_secs(10)),
             unlogged: Vec::new(),
+            recovered: aside,
         })
+    }
+
+    /// Reads the lines of a regular file moved aside from the path, in file order, as
+    /// events (before anything from the pipe). The file is removed once read whole; a
+    /// file that cannot be read is kept, with a log line saying where it is.
+    fn drain_recovered(&mut self, cx: &mut Context<'_>) {
+        let Some(file) = self.recovered.take() else { return };
+        let data = match std::fs::read(&file) {
+            Ok(d) => d,
+            Err(e) => {
+                log::error!("np_api: cannot read {} (lines written while flowd was down); kept it: {e}", file.display());
+                return;
+            }
+        };
+        let complete = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let lines = data[..complete].split(|&b| b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)).count();
+        let before = cx.out.len();
+        for line in data[..complete].split(|&b| b == b'\n') {
+            if line.len() > MAX_LINE + 1 {
+                self.bad(LineError::TooLong.reason(), LineError::TooLong.describe(), b"", cx);
+            } else {
+                self.line(line, cx);
+            }
+        }
+        if complete < data.len() {
+            self.bad("incomplete_line", "the recovered file ends in the middle of a line", &data[complete..], cx);
+        }
+        cx.metrics.add(&RECOVERED, &[], lines as u64);
+        let events = cx.out.len() - before;
+        match std::fs::remove_file(&file) {
+            Ok(()) => log::warn!(
+                "np_api: recovered {lines} lines ({events} flow events) that a producer wrote while the pipe was missing; removed {}",
+                file.display()
+            ),
+            Err(e) => log::warn!("np_api: recovered {lines} lines ({events} flow events) from {}; cannot remove it: {e}", file.display()),
+        }
     }
 
     /// Registers the pipe for readability.
@@ -113,6 +198,7 @@ impl NpApi {
 
     /// Reads until `WouldBlock` or the per-turn cap.
     pub fn on_ready(&mut self, cx: &mut Context<'_>) {
+        self.drain_recovered(cx);
         let mut total = 0;
         self.backlog = None;
         loop {
@@ -221,28 +307,30 @@ impl NpApi {
         }
     }
 
-    /// Removes the pipe from the file system if it is still ours (clean exit only),
-    /// after logging the rejections the rate limit held back.
-    pub fn remove_pipe(&mut self) {
+    /// Clean exit: logs the rejections the rate limit held back. The pipe stays: a
+    /// writer holding it open (nginx) goes on when flowd is back.
+    pub fn shutdown(&mut self) {
         if !self.unlogged.is_empty() {
             let n: u64 = self.unlogged.iter().map(|(_, n)| n).sum();
             log::warn!("np_api: {n} more rejected lines not logged individually: {}", self.take_unlogged());
-        }
-        if sys::fifo_id(&self.path) == Some(self.id) {
-            if let Err(e) = std::fs::remove_file(&self.path) {
-                log::warn!("np_api: cannot remove {}: {e}", self.path.display());
-            }
         }
     }
 
     /// Next deadline: now when input is left over, else the next path check.
     pub fn poll_at(&self) -> Option<Instant> {
+        if self.recovered.is_some() {
+            // Recovered lines are read in the first turn.
+            return Some(self.next_check - CHECK_EVERY);
+        }
         // A past instant (the turn that hit the cap), so the loop's `at <= now` holds.
         Some(self.backlog.map_or(self.next_check, |at| at.min(self.next_check)))
     }
 
     /// Resumes a backlog; checks that the pipe still exists at its path.
     pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
+        if self.recovered.is_some() {
+            self.on_ready(cx);
+        }
         if self.backlog.is_some() {
             self.on_ready(cx);
         }
@@ -256,22 +344,25 @@ impl NpApi {
     }
 
     fn recreate(&mut self, cx: &mut Context<'_>) {
-        if std::fs::symlink_metadata(&self.path).is_ok() && sys::fifo_id(&self.path).is_none() {
-            // Something that is not a FIFO took the path: move it aside, never delete data.
+        let kind = std::fs::symlink_metadata(&self.path).map(|m| m.file_type());
+        if kind.as_ref().is_ok_and(|t| !t.is_fifo() && !t.is_file()) {
+            // A link, directory, … took the path while flowd runs: move it aside (never
+            // follow or delete it) so the producers get their pipe back. At start the
+            // same finding is an error for the admin to look at.
             let aside = self.path.with_extension("not-a-fifo");
             if let Err(e) = std::fs::rename(&self.path, &aside) {
-                log::error!("np_api: {} was replaced by a non-FIFO and cannot be moved aside: {e}", self.path.display());
+                log::error!("np_api: {} was replaced by a non-FIFO file and cannot be moved aside: {e}", self.path.display());
                 return;
             }
             log::warn!("np_api: {} was replaced by a non-FIFO file; moved it to {}", self.path.display(), aside.display());
         }
         match sys::open_fifo(&self.path, self.mode, self.owner, self.group) {
-            Ok((fd, id)) => {
+            Ok(fifo) => {
                 // Drain what is left in the old pipe before switching.
                 self.on_ready(cx);
                 self.deregister(cx.poll);
-                self.fd = fd;
-                self.id = id;
+                self.fd = fifo.fd;
+                self.id = fifo.id;
                 if let Some(t) = self.token {
                     if let Err(e) = cx.poll.register(&mut SourceFd(&self.fd.as_raw_fd()), t, Interest::READABLE) {
                         log::error!("np_api: cannot register re-created pipe: {e}");
@@ -279,8 +370,32 @@ impl NpApi {
                 }
                 cx.metrics.inc(&RECREATED, &[]);
                 log::warn!("np_api: named pipe {} was deleted or replaced; re-created it", self.path.display());
+                if let Some(a) = fifo.aside {
+                    log::warn!(
+                        "np_api: {} was replaced by a non-FIFO file (a regular file); moved it to {} to report its lines",
+                        self.path.display(),
+                        a.display()
+                    );
+                    self.recovered = Some(a);
+                    self.drain_recovered(cx);
+                }
             }
             Err(e) => log::error!("np_api: cannot re-create named pipe {}: {e}", self.path.display()),
         }
     }
+}
+
+/// Says once, at start, when only root can write into the pipe (0660 root:root and no
+/// NP_API_FILE_GROUP): the Python flowd and flowd-go created it 0666, so a site whose
+/// producer runs as another user (StoRM WebDAV as `storm`) would see every write fail.
+fn warn_if_root_only(path: &std::path::Path, fd: &OwnedFd, group_configured: bool) {
+    let Ok((mode, uid, gid)) = sys::owner_and_mode(fd) else { return };
+    if group_configured || uid != 0 || gid != 0 || mode & 0o002 != 0 || WARNED_ROOT_ONLY.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    log::warn!(
+        "np_api: named pipe {} is mode {mode:04o} owned by root:root: only root can write to it. A producer running as another user \
+         (StoRM WebDAV runs as 'storm') needs NP_API_FILE_GROUP='<its group>' (or NP_API_FILE_MODE=0o666, which the Python flowd and flowd-go used)",
+        path.display()
+    );
 }

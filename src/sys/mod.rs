@@ -11,8 +11,8 @@ pub mod udp;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::signal::{SigSet, Signal};
@@ -30,49 +30,117 @@ fn errno(e: nix::Error) -> io::Error {
 /// Device and inode of a file: identifies "the same pipe" across renames and re-creation.
 pub type FileId = (u64, u64);
 
-/// Creates the FIFO at `path` if missing (an existing FIFO is kept), opens it
-/// `O_RDWR|O_NONBLOCK|O_CLOEXEC` (so writers closing never produce EOF), and returns the
-/// fd with the pipe's identity. An existing non-FIFO file is an error.
+/// The named pipe, opened.
+#[derive(Debug)]
+pub struct Fifo {
+    /// Open `O_RDWR|O_NONBLOCK` (writers closing never produce EOF).
+    pub fd: OwnedFd,
+    /// Its identity, to notice when the path is deleted or replaced.
+    pub id: FileId,
+    /// A regular file that stood at the path and was moved here (a producer such as
+    /// StoRM WebDAV opens the path with `O_CREAT` while flowd is down): its lines are
+    /// flowd's to read and report.
+    pub aside: Option<PathBuf>,
+}
+
+/// Why the path cannot become the pipe (never followed, never deleted).
+fn refused(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::AlreadyExists, format!("is {what}, not a named pipe; flowd neither uses nor removes it"))
+}
+
+/// Puts a FIFO at `path` and opens it `O_RDWR|O_NONBLOCK|O_CLOEXEC`:
+/// - an existing FIFO is reused (a writer that kept it open, such as nginx, goes on);
+/// - a regular file is renamed aside atomically (`Fifo::aside`) and a FIFO created;
+/// - a symbolic link, directory, socket or device is refused;
+/// - a missing parent directory is created (0755).
 ///
-/// Nothing here follows a symbolic link or acts on the path after opening: the open is
-/// `O_NOFOLLOW`, the opened file must be a FIFO (`fstat`), and mode and owner are set on
-/// the fd. So whoever can write to the pipe's directory cannot swap in a link between
-/// the checks and make flowd open, chmod or chown another file.
-pub fn open_fifo(path: &Path, mode: u32, owner: Option<Uid>, group: Option<Gid>) -> io::Result<(OwnedFd, FileId)> {
-    let created = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_fifo() => false,
-        Ok(_) => return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a named pipe")),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // mkfifo never follows a link: a name that appeared meanwhile gives EEXIST.
-            nix::unistd::mkfifo(path, Mode::from_bits_truncate(mode)).map_err(errno)?;
-            true
+/// Mode, owner and group are then set to the configured ones on the opened fd, also for
+/// a reused FIFO. Nothing here follows a symbolic link or acts on the path after opening:
+/// the open is `O_NOFOLLOW` and the opened file must be a FIFO (`fstat`), so whoever can
+/// write to the pipe's directory cannot swap in a link and make flowd open, chmod or
+/// chown another file.
+pub fn open_fifo(path: &Path, mode: u32, owner: Option<Uid>, group: Option<Gid>) -> io::Result<Fifo> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)?;
+    }
+    let mut aside = None;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_fifo() => {}
+        Ok(m) if m.file_type().is_file() => {
+            let to = aside_name(path);
+            // rename(2) is atomic: a producer's next open(O_CREAT) creates a new file or
+            // finds the FIFO, and nothing it wrote before is lost.
+            std::fs::rename(path, &to)?;
+            aside = Some(to);
+            mkfifo(path, mode)?;
         }
+        Ok(m) if m.file_type().is_symlink() => return Err(refused("a symbolic link")),
+        Ok(m) if m.is_dir() => return Err(refused("a directory")),
+        Ok(m) if m.file_type().is_socket() => return Err(refused("a socket")),
+        Ok(_) => return Err(refused("a device")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => mkfifo(path, mode)?,
         Err(e) => return Err(e),
-    };
+    }
     let flags = OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
     let fd = nix::fcntl::open(path, flags, Mode::empty()).map_err(|e| match e {
-        nix::Error::ELOOP => io::Error::new(io::ErrorKind::AlreadyExists, "is a symbolic link, not a named pipe"),
+        nix::Error::ELOOP => refused("a symbolic link"),
         e => errno(e),
     })?;
+    let fifo = adopt_fifo(fd, mode, owner, group)?;
+    Ok(Fifo { aside, ..fifo })
+}
+
+/// Takes an already open FIFO (systemd's `ListenFIFO=`, or one just opened): checks it is
+/// a FIFO, makes it non-blocking, enlarges its buffer and sets mode, owner and group.
+pub fn adopt_fifo(fd: OwnedFd, mode: u32, owner: Option<Uid>, group: Option<Gid>) -> io::Result<Fifo> {
     let st = nix::sys::stat::fstat(fd.as_fd()).map_err(errno)?;
     if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
-        return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a named pipe"));
+        return Err(refused("not a FIFO"));
     }
+    let fl = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).map_err(errno)?;
+    let fl = OFlag::from_bits_truncate(fl) | OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(fl)).map_err(errno)?;
     // A larger pipe buffer absorbs writers' bursts (best effort: capped by
     // /proc/sys/fs/pipe-max-size for unprivileged users).
     let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
-    if created {
-        // mkfifo honours the umask; set the configured mode exactly, on what we opened.
+    // mkfifo honours the umask and an old FIFO may have other bits: set them exactly.
+    if st.st_mode & 0o7777 != mode {
         nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(mode)).map_err(errno)?;
-        if owner.is_some() || group.is_some() {
-            nix::unistd::fchown(fd.as_fd(), owner, group).map_err(errno)?;
-        }
     }
-    Ok((fd, (st.st_dev as u64, st.st_ino as u64)))
+    let (want_uid, want_gid) = (owner.filter(|u| u.as_raw() != st.st_uid), group.filter(|g| g.as_raw() != st.st_gid));
+    if want_uid.is_some() || want_gid.is_some() {
+        nix::unistd::fchown(fd.as_fd(), want_uid, want_gid).map_err(errno)?;
+    }
+    Ok(Fifo { fd, id: (st.st_dev as u64, st.st_ino as u64), aside: None })
+}
+
+/// Mode, uid and gid of an open file.
+pub fn owner_and_mode<F: AsFd>(fd: &F) -> io::Result<(u32, u32, u32)> {
+    let st = nix::sys::stat::fstat(fd.as_fd()).map_err(errno)?;
+    Ok((st.st_mode & 0o7777, st.st_uid, st.st_gid))
+}
+
+fn mkfifo(path: &Path, mode: u32) -> io::Result<()> {
+    // mkfifo never follows a link: a name that appeared meanwhile gives EEXIST.
+    nix::unistd::mkfifo(path, Mode::from_bits_truncate(mode)).map_err(errno)
+}
+
+/// `PATH.recovered-SECONDS-NANOS` next to `path` (same directory, so the rename is atomic).
+fn aside_name(path: &Path) -> PathBuf {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".recovered-{}-{:09}", t.as_secs(), t.subsec_nanos()));
+    path.with_file_name(name)
 }
 
 /// Requested capacity of the named pipe's kernel buffer.
 pub const PIPE_SIZE: nix::libc::c_int = 1 << 20;
+
+/// Identity of an open file.
+pub fn file_id<F: AsFd>(fd: &F) -> io::Result<FileId> {
+    let st = nix::sys::stat::fstat(fd.as_fd()).map_err(errno)?;
+    Ok((st.st_dev as u64, st.st_ino as u64))
+}
 
 /// Identity of the FIFO now at `path` (`None` if missing or not a FIFO).
 pub fn fifo_id(path: &Path) -> Option<FileId> {
@@ -190,10 +258,22 @@ pub fn udp_listener(addr: std::net::SocketAddr, rcvbuf: usize) -> io::Result<std
     if addr.ip() == std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) {
         socket::setsockopt(&fd, sockopt::Ipv6V6Only, &false).map_err(errno)?;
     }
-    // A bigger buffer absorbs bursts; failing to get it is harmless.
-    let _ = socket::setsockopt(&fd, sockopt::RcvBuf, &rcvbuf);
     socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(errno)?;
-    Ok(std::net::UdpSocket::from(fd))
+    let sock = std::net::UdpSocket::from(fd);
+    set_rcvbuf(&sock, rcvbuf);
+    Ok(sock)
+}
+
+/// Asks for a bigger receive buffer (absorbs bursts); failing to get it is harmless.
+pub fn set_rcvbuf<F: AsFd>(sock: &F, bytes: usize) {
+    let _ = nix::sys::socket::setsockopt(sock, nix::sys::socket::sockopt::RcvBuf, &bytes);
+}
+
+/// True when a socket bound to `bound` serves the configured `want`: same port, and the
+/// same address, where `[::]` and `0.0.0.0` stand for each other (systemd binds
+/// `ListenDatagram=10514` to `[::]` with IPV6_V6ONLY off, which also takes IPv4).
+pub fn same_listen_address(bound: std::net::SocketAddr, want: std::net::SocketAddr) -> bool {
+    bound.port() == want.port() && (bound.ip() == want.ip() || (bound.ip().is_unspecified() && want.ip().is_unspecified()))
 }
 
 /// Every address configured on this host's interfaces (loopback included).
@@ -228,15 +308,51 @@ mod tests {
         let _ = std::fs::create_dir_all(&dir);
         let p = dir.join("np");
         let _ = std::fs::remove_file(&p);
-        let (_fd, id) = open_fifo(&p, 0o620, None, None).unwrap();
+        let first = open_fifo(&p, 0o620, None, None).unwrap();
         let m = std::fs::metadata(&p).unwrap();
         assert_eq!(m.mode() & 0o777, 0o620);
-        assert_eq!(fifo_id(&p), Some(id));
-        let (_fd2, id2) = open_fifo(&p, 0o600, None, None).unwrap();
-        assert_eq!(id, id2, "an existing FIFO is reused");
-        let reg = dir.join("regular");
-        std::fs::write(&reg, b"x").unwrap();
-        assert!(open_fifo(&reg, 0o600, None, None).is_err());
+        assert_eq!(fifo_id(&p), Some(first.id));
+        let again = open_fifo(&p, 0o600, None, None).unwrap();
+        assert_eq!(first.id, again.id, "an existing FIFO is reused");
+        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600, "and its mode set to the configured one");
+        assert!(again.aside.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn test_regular_file_is_moved_aside_and_parent_created() {
+        let dir = std::env::temp_dir().join(format!("flowd-sys-aside-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let p = dir.join("sub/np");
+        let f = open_fifo(&p, 0o660, None, None).unwrap();
+        assert!(fifo_id(&p).is_some(), "parent directory created, FIFO in place");
+        assert_eq!(std::fs::metadata(dir.join("sub")).unwrap().mode() & 0o777, 0o755);
+        drop(f);
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, b"start tcp 192.0.2.1 1 192.0.2.2 2 1 1\n").unwrap();
+        let f = open_fifo(&p, 0o660, None, None).unwrap();
+        let aside = f.aside.expect("the regular file is moved aside");
+        assert_eq!(aside.parent(), p.parent());
+        assert!(aside.file_name().unwrap().to_string_lossy().starts_with("np.recovered-"));
+        assert_eq!(std::fs::read(&aside).unwrap(), b"start tcp 192.0.2.1 1 192.0.2.2 2 1 1\n");
+        assert_eq!(fifo_id(&p), Some(f.id));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn test_directory_socket_and_device_are_refused_and_left_alone() {
+        let dir = std::env::temp_dir().join(format!("flowd-sys-refuse-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("d")).unwrap();
+        let e = open_fifo(&dir.join("d"), 0o660, None, None).unwrap_err();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        assert!(dir.join("d").is_dir());
+        let _sock = std::os::unix::net::UnixListener::bind(dir.join("s")).unwrap();
+        let e = open_fifo(&dir.join("s"), 0o660, None, None).unwrap_err();
+        assert!(e.to_string().contains("is a socket"), "{e}");
+        assert!(std::fs::symlink_metadata(dir.join("s")).unwrap().file_type().is_socket());
+        let e = open_fifo(Path::new("/dev/null"), 0o660, None, None).unwrap_err();
+        assert!(e.to_string().contains("is a device"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -134,6 +134,8 @@ impl Flowd {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .env_remove("JOURNAL_STREAM")
+            // The registry's saved copy goes into the test's directory, never the host's.
+            .env("STATE_DIRECTORY", dir.path().join("state"))
             .spawn()
             .unwrap();
         let f = Flowd { child, pipe: dir.path().join("np"), cfg, log, dir };
@@ -155,6 +157,18 @@ impl Flowd {
             std::thread::sleep(Duration::from_millis(10));
         }
         panic!("flowd log never contained {needle:?}:\n{}", self.stderr());
+    }
+
+    /// Waits until the log contains `needle` at least `n` times.
+    pub fn wait_log_count(&self, needle: &str, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stderr().matches(needle).count() >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("flowd log never contained {needle:?} {n} times:\n{}", self.stderr());
     }
 
     /// Writes bytes into the pipe (one write).
