@@ -1,4 +1,4 @@
-//! Address helpers shared by plugins: CIDR networks and address classification.
+//! Address helpers: CIDR networks, address classification and `host[:port]` splitting.
 //!
 //! Pure functions only. `is_private` reproduces Python 3.11's `ipaddress` `is_private`
 //! tables, because the Python flowd's scanners skip exactly those destinations.
@@ -122,6 +122,33 @@ pub fn is_local_scope(ip: IpAddr) -> bool {
     }
 }
 
+/// Splits `host`, `host:port`, `a.b.c.d:port`, `[v6]:port` or a bare IPv6 address.
+pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
+    let s = s.trim();
+    let bad = || format!("{s:?} is not host[:port]");
+    if s.is_empty() || s.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (h, tail) = rest.split_once(']').ok_or_else(bad)?;
+        h.parse::<Ipv6Addr>().map_err(|_| bad())?;
+        let port = match tail {
+            "" => default_port,
+            t => t.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()).filter(|p| *p > 0).ok_or_else(bad)?,
+        };
+        return Ok((h.to_string(), port));
+    }
+    if s.matches(':').count() > 1 {
+        s.parse::<Ipv6Addr>().map_err(|_| bad())?;
+        return Ok((s.to_string(), default_port));
+    }
+    match s.split_once(':') {
+        Some((h, p)) if !h.is_empty() => Ok((h.to_string(), p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?)),
+        Some(_) => Err(bad()),
+        None => Ok((s.to_string(), default_port)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +187,18 @@ mod tests {
         assert!(is_local_scope(ip("fe80::1")));
         assert!(is_local_scope(ip("::1")));
         assert!(!is_local_scope(ip("2001:db8::1")));
+    }
+
+    #[test]
+    fn test_split_host_port_forms() {
+        assert_eq!(split_host_port("collector.example.org", 10514), Ok(("collector.example.org".into(), 10514)));
+        assert_eq!(split_host_port("c.example.org:9999", 10514), Ok(("c.example.org".into(), 9999)));
+        assert_eq!(split_host_port("192.0.2.1:1", 10514), Ok(("192.0.2.1".into(), 1)));
+        assert_eq!(split_host_port("[2001:db8::1]:77", 10514), Ok(("2001:db8::1".into(), 77)));
+        assert_eq!(split_host_port("[2001:db8::1]", 10514), Ok(("2001:db8::1".into(), 10514)));
+        assert_eq!(split_host_port("2001:db8::1", 10514), Ok(("2001:db8::1".into(), 10514)));
+        for bad in ["", "h:0", "h:x", ":5", "[::1", "[zz]:1", "a b", "h:70000", "1:2:zz"] {
+            assert!(split_host_port(bad, 1).is_err(), "{bad}");
+        }
     }
 }

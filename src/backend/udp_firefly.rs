@@ -21,6 +21,8 @@ use crate::flow::{FlowEvent, FlowKey, FlowState};
 use crate::logger::RateLimit;
 use crate::metrics::{Desc, Kind};
 use crate::netaddr::canonical;
+/// `host[:port]` splitting for UDP_FIREFLY_DST; lives in `netaddr` (config validation names it here).
+pub use crate::netaddr::split_host_port;
 use crate::wire::firefly::{self, Firefly};
 
 /// Fireflies sent, by recipient kind (`peer` or `collector`).
@@ -82,33 +84,6 @@ pub enum InitError {
         #[source]
         source: io::Error,
     },
-}
-
-/// Splits `host`, `host:port`, `a.b.c.d:port`, `[v6]:port` or a bare IPv6 address.
-pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
-    let s = s.trim();
-    let bad = || format!("{s:?} is not host[:port]");
-    if s.is_empty() || s.contains(char::is_whitespace) {
-        return Err(bad());
-    }
-    if let Some(rest) = s.strip_prefix('[') {
-        let (h, tail) = rest.split_once(']').ok_or_else(bad)?;
-        h.parse::<Ipv6Addr>().map_err(|_| bad())?;
-        let port = match tail {
-            "" => default_port,
-            t => t.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()).filter(|p| *p > 0).ok_or_else(bad)?,
-        };
-        return Ok((h.to_string(), port));
-    }
-    if s.matches(':').count() > 1 {
-        s.parse::<Ipv6Addr>().map_err(|_| bad())?;
-        return Ok((s.to_string(), default_port));
-    }
-    match s.split_once(':') {
-        Some((h, p)) if !h.is_empty() => Ok((h.to_string(), p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?)),
-        Some(_) => Err(bad()),
-        None => Ok((s.to_string(), default_port)),
-    }
 }
 
 /// The running udp_firefly backend.
@@ -386,18 +361,5 @@ mod tests {
     fn test_local_addresses_include_loopback() {
         let a = crate::sys::local_addresses().unwrap();
         assert!(a.iter().any(|a| a.is_loopback()), "{a:?}");
-    }
-
-    #[test]
-    fn test_split_host_port_forms() {
-        assert_eq!(split_host_port("collector.example.org", 10514), Ok(("collector.example.org".into(), 10514)));
-        assert_eq!(split_host_port("c.example.org:9999", 10514), Ok(("c.example.org".into(), 9999)));
-        assert_eq!(split_host_port("192.0.2.1:1", 10514), Ok(("192.0.2.1".into(), 1)));
-        assert_eq!(split_host_port("[2001:db8::1]:77", 10514), Ok(("2001:db8::1".into(), 77)));
-        assert_eq!(split_host_port("[2001:db8::1]", 10514), Ok(("2001:db8::1".into(), 10514)));
-        assert_eq!(split_host_port("2001:db8::1", 10514), Ok(("2001:db8::1".into(), 10514)));
-        for bad in ["", "h:0", "h:x", ":5", "[::1", "[zz]:1", "a b", "h:70000", "1:2:zz"] {
-            assert!(split_host_port(bad, 1).is_err(), "{bad}");
-        }
     }
 }

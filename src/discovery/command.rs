@@ -60,7 +60,7 @@ pub fn stun_command(args: &[String]) -> Report {
         }
     };
     for s in &servers {
-        if let Err(m) = crate::backend::udp_firefly::split_host_port(s, super::helper::STUN_PORT) {
+        if let Err(m) = crate::netaddr::split_host_port(s, super::helper::STUN_PORT) {
             return usage(&m);
         }
     }

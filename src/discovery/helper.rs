@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use mio::Waker;
 
-use crate::backend::udp_firefly::split_host_port;
+use crate::netaddr::split_host_port;
 
 /// Default STUN port (RFC 8489).
 pub const STUN_PORT: u16 = 3478;
