@@ -18,6 +18,7 @@ pub mod config;
 pub mod context;
 pub mod daemon;
 pub mod discovery;
+pub mod enrich;
 pub mod error;
 pub mod flow;
 pub mod flows;
