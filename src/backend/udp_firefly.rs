@@ -11,7 +11,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::backend::firefly_extras::Extras;
 use crate::backend::BackendError;
@@ -48,9 +48,6 @@ pub static RELAY_SKIPPED: Desc = Desc {
     kind: Kind::Counter,
     labels: &["to", "reason"],
 };
-
-/// How often the host's own addresses are re-read while relaying.
-const OWN_ADDRESSES_TTL: Duration = Duration::from_secs(10);
 
 /// SPEC §6: may a firefly received from `from` be relayed to `to`? `None` = yes, else
 /// the reason it may not: never to one of this host's own addresses (`own`, plus
@@ -105,8 +102,6 @@ pub struct Sender {
     /// Public-address discovery, tcp_info and ongoing fireflies.
     extras: Box<Extras>,
     listen_port: u16,
-    own: Vec<IpAddr>,
-    own_read_at: Option<Instant>,
 }
 
 /// Queued datagrams that trigger an early flush (bounds memory within one turn).
@@ -153,8 +148,6 @@ impl Sender {
             warn: RateLimit::new(10, Duration::from_secs(10)),
             extras: Box::new(Extras::new(cfg)),
             listen_port: cfg.firefly_listener_port,
-            own: Vec::new(),
-            own_read_at: None,
         })
     }
 
@@ -194,46 +187,28 @@ impl Sender {
         let start = self.arena.len();
         firefly::encode(&mut self.arena, &self.hostname, &ff);
         let range = start..self.arena.len();
-        if relayed.is_some() {
-            self.refresh_own_addresses(cx.now);
-        }
-        let from = relayed.and_then(|r| r.from);
-        if self.to_peer {
-            let peer = SocketAddr::new(ev.key.dst.ip(), self.peer_port);
-            self.enqueue(peer, range.clone(), "peer", relayed.is_some(), from, cx);
-        }
-        for i in 0..self.collectors.len() {
-            let c = self.collectors[i];
-            self.enqueue(c, range.clone(), "collector", relayed.is_some(), from, cx);
+        let peer = self.to_peer.then(|| (SocketAddr::new(ev.key.dst.ip(), self.peer_port), "peer"));
+        let to = peer.into_iter().chain(self.collectors.iter().map(|c| (*c, "collector")));
+        match relayed {
+            None => self.queue.extend(to.map(|(to, kind)| (to, range.clone(), kind))),
+            Some(r) => {
+                // SPEC §6: never relay in a loop.
+                let own = cx.local.list(cx.now);
+                for (to, kind) in to {
+                    match relay_blocked(to, r.from, own, self.listen_port) {
+                        None => self.queue.push((to, range.clone(), kind)),
+                        Some(reason) => {
+                            cx.metrics.inc(&RELAY_SKIPPED, &[kind, reason]);
+                            log::debug!("udp_firefly: not relaying to {to} ({kind}): {reason}");
+                        }
+                    }
+                }
+            }
         }
         if self.queue.len() >= MAX_QUEUED {
             self.flush(cx);
         }
         Ok(())
-    }
-
-    /// Queues one send, unless it would relay a firefly in a loop (SPEC §6).
-    fn enqueue(&mut self, to: SocketAddr, range: std::ops::Range<usize>, kind: &'static str, relayed: bool, from: Option<IpAddr>, cx: &mut Context<'_>) {
-        if relayed {
-            if let Some(reason) = relay_blocked(to, from, &self.own, self.listen_port) {
-                cx.metrics.inc(&RELAY_SKIPPED, &[kind, reason]);
-                log::debug!("udp_firefly: not relaying to {to} ({kind}): {reason}");
-                return;
-            }
-        }
-        self.queue.push((to, range, kind));
-    }
-
-    /// Re-reads the host's addresses when they are older than `OWN_ADDRESSES_TTL`.
-    fn refresh_own_addresses(&mut self, now: Instant) {
-        if self.own_read_at.is_some_and(|t| now.saturating_duration_since(t) < OWN_ADDRESSES_TTL) {
-            return;
-        }
-        self.own_read_at = Some(now);
-        match crate::sys::local_addresses() {
-            Ok(a) => self.own = a,
-            Err(e) => log::warn!("udp_firefly: cannot list this host's addresses (keeping {} known): {e}", self.own.len()),
-        }
     }
 
     /// Sends everything queued this turn.
@@ -355,11 +330,5 @@ mod tests {
         assert_eq!(relay_blocked(sa("[3fff::1]:9999"), Some(ip("3fff::1")), &own, 10514), None);
         assert_eq!(relay_blocked(sa("100.64.8.8:10514"), Some(ip("100.64.7.7")), &own, 10514), None);
         assert_eq!(relay_blocked(sa("[3fff::2]:10514"), None, &own, 10514), None);
-    }
-
-    #[test]
-    fn test_local_addresses_include_loopback() {
-        let a = crate::sys::local_addresses().unwrap();
-        assert!(a.iter().any(|a| a.is_loopback()), "{a:?}");
     }
 }

@@ -26,6 +26,7 @@ use nix::sys::signalfd::SignalFd;
 use crate::backend::Backend;
 use crate::config::{self, Config};
 use crate::context::Context;
+use crate::enrich::local::LocalAddrs;
 use crate::error::Error;
 use crate::flow::{FlowEvent, Micros};
 use crate::flows::FlowTable;
@@ -80,6 +81,8 @@ pub struct Daemon {
     plugins: Vec<Plugin>,
     backends: Vec<Backend>,
     flows: FlowTable,
+    /// This host's own addresses (lent to every participant through `Context::local`).
+    local: LocalAddrs,
     metrics: Metrics,
     /// The metrics listener (`None` when PROMETHEUS_SRV_PORT is 0).
     http: Option<http::Http>,
@@ -204,6 +207,7 @@ impl Daemon {
             waker,
             source,
             flows: FlowTable::new(config.flow_table_size),
+            local: LocalAddrs::new(),
             config,
             registry,
             refresher,
@@ -267,12 +271,12 @@ impl Daemon {
 
     /// One loop turn after `poll` returned: ready sources, due timers, fan-out.
     fn turn(&mut self) -> Option<Control> {
-        let Daemon { poll, events, signals, refresher, registry, plugins, backends, flows, metrics, http, pending, backend_warn, .. } = self;
+        let Daemon { poll, events, signals, refresher, registry, plugins, backends, flows, local, metrics, http, pending, backend_warn, .. } = self;
         let now = Instant::now();
         let mut control = None;
         let mut new_registry = None;
         {
-            let mut cx = Context { now, wall: Micros::now(), out: &mut *pending, metrics: &mut *metrics, registry: &*registry, poll: poll.registry() };
+            let mut cx = Context { now, wall: Micros::now(), out: &mut *pending, metrics: &mut *metrics, registry: &*registry, poll: poll.registry(), local };
             for ev in events.iter() {
                 match Slot::from(ev.token()) {
                     Slot::Signals => control = drain_signals(signals).or(control),
@@ -433,12 +437,12 @@ impl Daemon {
     /// Gives the flows that are still open to re-created stateful backends (e.g. the
     /// marker's map is new and empty), as `start` events with their original start time.
     fn replay_open_flows(&mut self) {
-        let Daemon { poll, registry, backends, flows, metrics, pending, .. } = self;
+        let Daemon { poll, registry, backends, flows, local, metrics, pending, .. } = self;
         if !backends.iter().any(Backend::keeps_flow_state) || flows.is_empty() {
             return;
         }
         let now = Instant::now();
-        let mut cx = Context { now, wall: Micros::now(), out: &mut *pending, metrics: &mut *metrics, registry: &*registry, poll: poll.registry() };
+        let mut cx = Context { now, wall: Micros::now(), out: &mut *pending, metrics: &mut *metrics, registry: &*registry, poll: poll.registry(), local };
         let mut n = 0usize;
         for (key, f) in flows.iter() {
             let mut ev = FlowEvent::new(crate::flow::FlowState::Start, *key, f.exp, f.act, f.start);

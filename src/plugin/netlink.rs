@@ -195,6 +195,7 @@ fn next_scan(started: Instant, interval: Duration, now: Instant) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::enrich::local::LocalAddrs;
     use crate::metrics::Metrics;
     use crate::registry::Registry;
 
@@ -206,9 +207,17 @@ mod tests {
         let poll = mio::Poll::new().unwrap();
         let mut s = Scanner::new(&cfg).unwrap();
         s.register(poll.registry(), Token(7)).unwrap();
-        let (mut out, mut metrics, registry) = (Vec::new(), Metrics::new(), Registry::bundled());
+        let (mut out, mut metrics, registry, mut local) = (Vec::new(), Metrics::new(), Registry::bundled(), LocalAddrs::new());
         let t0 = Instant::now();
-        let mut cx = Context { now: t0, wall: crate::flow::Micros(1), out: &mut out, metrics: &mut metrics, registry: &registry, poll: poll.registry() };
+        let mut cx = Context {
+            now: t0,
+            wall: crate::flow::Micros(1),
+            out: &mut out,
+            metrics: &mut metrics,
+            registry: &registry,
+            poll: poll.registry(),
+            local: &mut local,
+        };
         s.on_timeout(&mut cx);
         assert_eq!(s.phase, Phase::Idle { next: t0 + cfg.netlink.interval }, "a loopback-only host finishes both dumps at once");
         assert_eq!(cx.metrics.get(&SCANS, &["netlink"]), Some(1.0));

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::Ipv6Addr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
@@ -116,21 +116,6 @@ pub fn interfaces_with_global_v6() -> io::Result<Vec<String>> {
         }
     }
     Ok(names.into_iter().collect())
-}
-
-/// Every address configured on this host's interfaces (in the caller's network namespace).
-pub fn local_addresses() -> io::Result<BTreeSet<IpAddr>> {
-    let mut out = BTreeSet::new();
-    for ifa in nix::ifaddrs::getifaddrs().map_err(io::Error::from)? {
-        if let Some(a) = ifa.address.as_ref() {
-            if let Some(s) = a.as_sockaddr_in6() {
-                out.insert(IpAddr::V6(s.ip()));
-            } else if let Some(s) = a.as_sockaddr_in() {
-                out.insert(IpAddr::V4(s.ip()));
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// The index of interface `name` (`if_nametoindex`).

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use flowd::backend::marker::{AttachMode, Attached, Marker, MarkerConfig, PACKETS_MARKED};
 use flowd::context::Context;
+use flowd::enrich::local::LocalAddrs;
 use flowd::flow::{FlowEvent, FlowKey, FlowState, Micros, Proto};
 use flowd::label;
 use flowd::metrics::Metrics;
@@ -104,7 +105,8 @@ fn feed(m: &mut Marker, metrics: &mut Metrics, ev: &FlowEvent) -> Result<(), Str
     let registry = Registry::bundled();
     let mut out = Vec::new();
     let poll = mio::Poll::new().map_err(|e| e.to_string())?;
-    let mut cx = Context { now: Instant::now(), wall: Micros::now(), out: &mut out, metrics, registry: &registry, poll: poll.registry() };
+    let mut local = LocalAddrs::new();
+    let mut cx = Context { now: Instant::now(), wall: Micros::now(), out: &mut out, metrics, registry: &registry, poll: poll.registry(), local: &mut local };
     m.handle(ev, &mut cx).map_err(|e| e.to_string())
 }
 
