@@ -1,8 +1,10 @@
 //! The daemon: one `mio::Poll` that owns every source, and the fan-out to backends.
 //!
 //! Single-threaded. Each turn: sleep until an fd is ready or the earliest deadline
-//! (`poll_at`) passes; let ready sources and due timers push `FlowEvent`s into `pending`;
-//! then hand each event, in order, to the flow table and to every backend. Signals
+//! (`poll_at`) passes; let ready sources and due timers push `FlowEvent`s into `pending`
+//! (plugins, and the enrichment layer's periodic `ongoing` events); then hand each event,
+//! in order, to the flow table, to the enrichment layer (which attaches the public
+//! address and tcp_info) and to every backend. Signals
 //! arrive through a signalfd in the same `Poll`: SIGTERM/SIGINT stop the loop after the
 //! events already read are handled; SIGHUP/SIGUSR1 reload the config and the registry.
 //! Only startup failures and `Poll::poll` failures are fatal.
@@ -27,8 +29,9 @@ use crate::backend::Backend;
 use crate::config::{self, Config};
 use crate::context::Context;
 use crate::enrich::local::LocalAddrs;
+use crate::enrich::Enricher;
 use crate::error::Error;
-use crate::flow::{FlowEvent, Micros};
+use crate::flow::{FlowEvent, Micros, Origin};
 use crate::flows::FlowTable;
 use crate::logger::RateLimit;
 use crate::metrics::{Desc, Kind, Metrics, BACKEND_ERRORS, BAD_INPUT, EVENTS};
@@ -80,6 +83,8 @@ pub struct Daemon {
     refresher: Refresher,
     plugins: Vec<Plugin>,
     backends: Vec<Backend>,
+    /// tcp_info, `ongoing` events and public addresses for every backend.
+    enricher: Enricher,
     flows: FlowTable,
     /// This host's own addresses (lent to every participant through `Context::local`).
     local: LocalAddrs,
@@ -102,15 +107,21 @@ fn build_plugins(cfg: &Config, poll: &Poll) -> Result<Vec<Plugin>, Error> {
     Ok(out)
 }
 
-fn build_backends(cfg: &Config, poll: &Poll, waker: &Arc<Waker>) -> Result<Vec<Backend>, Error> {
+fn build_backends(cfg: &Config) -> Result<Vec<Backend>, Error> {
     let mut out = Vec::new();
-    for (i, kind) in cfg.backends.iter().enumerate() {
-        let mut b = Backend::new(*kind, cfg)?;
-        b.register(poll.registry(), token::backend(i), waker, Instant::now());
+    for kind in &cfg.backends {
+        let b = Backend::new(*kind, cfg)?;
         log::info!("backend {} started", b.name());
         out.push(b);
     }
     Ok(out)
+}
+
+/// The enrichment layer as configured, started (its sockets under `token::ENRICH`).
+fn start_enricher(cfg: &Config, poll: &Poll, waker: &Arc<Waker>) -> Enricher {
+    let mut e = Enricher::new(cfg);
+    e.start(poll.registry(), token::ENRICH, waker, Instant::now());
+    e
 }
 
 /// Starts the metrics listener unless PROMETHEUS_SRV_PORT is 0.
@@ -154,18 +165,7 @@ fn declare_metrics(m: &mut Metrics, cfg: &Config) {
     if cfg.backends.contains(&crate::config::BackendKind::Prometheus) {
         crate::backend::prometheus::FlowMetrics::declare(m);
     }
-    if cfg.backends.contains(&crate::config::BackendKind::UdpFirefly) {
-        if cfg.ip_discovery_enabled {
-            m.declare(&crate::discovery::PUBLIC_ADDRESS);
-            m.declare(&crate::discovery::FAILURES);
-        }
-        if cfg.udp_firefly_netlink {
-            m.declare(&crate::backend::tcp_stats::DUMPS);
-        }
-        if cfg.udp_firefly_ongoing_interval.is_some() {
-            m.declare(&crate::backend::tcp_stats::ONGOING);
-        }
-    }
+    crate::enrich::declare(m, cfg);
     m.clear(&BUILD_INFO);
     let join = |v: Vec<&str>| v.join(",");
     m.set(
@@ -198,7 +198,8 @@ impl Daemon {
         log::info!("registry: {} experiments from {}", registry.experiments.len(), registry.origin);
         let refresher = Refresher::new(config.flow_map_api.clone(), config.flow_map_refresh, config.flow_map_timeout, Arc::clone(&waker), Instant::now());
         let plugins = build_plugins(&config, &poll)?;
-        let backends = build_backends(&config, &poll, &waker)?;
+        let backends = build_backends(&config)?;
+        let enricher = start_enricher(&config, &poll, &waker);
         let http = start_http(&config, &poll, &mut metrics)?;
         Ok(Daemon {
             poll,
@@ -213,6 +214,7 @@ impl Daemon {
             refresher,
             plugins,
             backends,
+            enricher,
             metrics,
             http,
             pending: Vec::with_capacity(1024),
@@ -226,7 +228,7 @@ impl Daemon {
         let p = self.plugins.iter().filter_map(Plugin::poll_at);
         let b = self.backends.iter().filter_map(Backend::poll_at);
         let h = self.http.as_ref().and_then(http::Http::poll_at);
-        p.chain(b).chain(self.refresher.poll_at()).chain(h).min()
+        p.chain(b).chain(self.enricher.poll_at()).chain(self.refresher.poll_at()).chain(h).min()
     }
 
     /// Runs until SIGTERM/SIGINT. Returns an error only if polling itself fails.
@@ -271,7 +273,7 @@ impl Daemon {
 
     /// One loop turn after `poll` returned: ready sources, due timers, fan-out.
     fn turn(&mut self) -> Option<Control> {
-        let Daemon { poll, events, signals, refresher, registry, plugins, backends, flows, local, metrics, http, pending, backend_warn, .. } = self;
+        let Daemon { poll, events, signals, refresher, registry, plugins, backends, enricher, flows, local, metrics, http, pending, backend_warn, .. } = self;
         let now = Instant::now();
         let mut control = None;
         let mut new_registry = None;
@@ -282,18 +284,14 @@ impl Daemon {
                     Slot::Signals => control = drain_signals(signals).or(control),
                     Slot::Waker => {
                         new_registry = refresher.on_wake(now, cx.metrics);
-                        backends.iter_mut().for_each(|b| b.on_wake(&mut cx));
+                        enricher.on_wake(&mut cx);
                     }
-                    Slot::Backend(i) => {
-                        if let Some(b) = backends.get_mut(i) {
-                            b.on_ready(&mut cx);
-                        }
-                    }
+                    Slot::Enrich => enricher.on_ready(&mut cx),
                     Slot::Plugin(i) => {
                         if let Some(p) = plugins.get_mut(i) {
                             let before = cx.out.len();
                             p.on_ready(&mut cx);
-                            cx.out[before..].iter_mut().for_each(|e| e.plugin = i);
+                            cx.out[before..].iter_mut().for_each(|e| e.origin = Origin::Plugin(i));
                         }
                     }
                     Slot::HttpListener | Slot::HttpConn(_) => {
@@ -312,13 +310,16 @@ impl Daemon {
                 if p.poll_at().is_some_and(|at| at <= now) {
                     let before = cx.out.len();
                     p.on_timeout(&mut cx);
-                    cx.out[before..].iter_mut().for_each(|e| e.plugin = i);
+                    cx.out[before..].iter_mut().for_each(|e| e.origin = Origin::Plugin(i));
                 }
             }
             for b in backends.iter_mut() {
                 if b.poll_at().is_some_and(|at| at <= now) {
                     b.on_timeout(&mut cx);
                 }
+            }
+            if enricher.poll_at().is_some_and(|at| at <= now) {
+                enricher.on_timeout(&mut cx);
             }
             if refresher.poll_at().is_some_and(|at| at <= now) {
                 refresher.on_timeout(now, cx.metrics);
@@ -327,7 +328,7 @@ impl Daemon {
                 let mut render = |m: &mut Metrics, out: &mut Page| render_page(m, backends, flows, cx.registry, out);
                 h.on_timeout(cx.poll, now, cx.metrics, &mut render);
             }
-            fan_out(plugins, backends, flows, backend_warn, &mut cx);
+            fan_out(plugins, backends, enricher, flows, backend_warn, &mut cx);
         }
         if let Some(r) = new_registry {
             *registry = r;
@@ -385,10 +386,13 @@ impl Daemon {
             }
         }
         if backends_changed {
-            self.drop_backends();
-            match build_backends(&new, &self.poll, &self.waker) {
+            self.backends.clear();
+            match build_backends(&new) {
                 Ok(b) => {
                     self.backends = b;
+                    // Its keys are the backends' (see `enrich::EnrichConfig`).
+                    self.enricher.deregister(self.poll.registry());
+                    self.enricher = start_enricher(&new, &self.poll, &self.waker);
                     self.replay_open_flows();
                 }
                 Err(e) => {
@@ -435,10 +439,11 @@ impl Daemon {
     }
 
     /// Gives the flows that are still open to re-created stateful backends (e.g. the
-    /// marker's map is new and empty), as `start` events with their original start time.
+    /// marker's map is new and empty) and to a re-created enricher, as `start` events
+    /// with their original start time.
     fn replay_open_flows(&mut self) {
-        let Daemon { poll, registry, backends, flows, local, metrics, pending, .. } = self;
-        if !backends.iter().any(Backend::keeps_flow_state) || flows.is_empty() {
+        let Daemon { poll, registry, backends, enricher, flows, local, metrics, pending, .. } = self;
+        if !(enricher.tracks_flows() || backends.iter().any(Backend::keeps_flow_state)) || flows.is_empty() {
             return;
         }
         let now = Instant::now();
@@ -447,14 +452,15 @@ impl Daemon {
         for (key, f) in flows.iter() {
             let mut ev = FlowEvent::new(crate::flow::FlowState::Start, *key, f.exp, f.act, f.start);
             ev.start_time = Some(f.start);
+            enricher.adopt(&ev);
             for b in backends.iter_mut().filter(|b| b.keeps_flow_state()) {
-                if let Err(e) = b.replay(&ev, &mut cx) {
+                if let Err(e) = b.handle(&ev, &mut cx) {
                     cx.metrics.inc(&BACKEND_ERRORS, &[b.name(), e.reason()]);
                 }
             }
             n += 1;
         }
-        log::info!("reload: replayed {n} open flows to the re-created backends");
+        log::info!("reload: replayed {n} open flows to the re-created backends and enrichment layer");
     }
 
     /// Rebuilds plugins and backends from the running config after a failed reload.
@@ -469,7 +475,7 @@ impl Daemon {
             Err(e) => log::error!("reload: cannot restore plugins: {}", e.chain()),
         }
         if self.backends.is_empty() {
-            match build_backends(&self.config, &self.poll, &self.waker) {
+            match build_backends(&self.config) {
                 Ok(b) => {
                     self.backends = b;
                     self.replay_open_flows();
@@ -486,17 +492,10 @@ impl Daemon {
             p.shutdown();
         }
         self.plugins.clear();
-        self.drop_backends();
+        self.backends.clear();
+        self.enricher.deregister(self.poll.registry());
         log_totals(&self.metrics);
         log::info!("flowd stopped");
-    }
-
-    /// Takes the backends' own sources out of the poll and drops the backends.
-    fn drop_backends(&mut self) {
-        for b in self.backends.iter_mut() {
-            b.deregister(self.poll.registry());
-        }
-        self.backends.clear();
     }
 
     /// The daemon's metrics (for the HTTP listener and tests).
@@ -539,17 +538,23 @@ fn drain_signals(signals: &mut SignalFd) -> Option<Control> {
     }
 }
 
-/// Hands every pending event to the flow table and then to every backend, in order.
-fn fan_out(plugins: &[Plugin], backends: &mut [Backend], flows: &mut FlowTable, warn: &mut RateLimit, cx: &mut Context<'_>) {
+/// Hands every pending event to the flow table, the enrichment layer and then to every
+/// backend, in order. Each is counted in `flowd_events_total` by its origin: the plugin's
+/// name, or `enrich` for the enrichment layer's `ongoing` events.
+fn fan_out(plugins: &[Plugin], backends: &mut [Backend], enricher: &mut Enricher, flows: &mut FlowTable, warn: &mut RateLimit, cx: &mut Context<'_>) {
     if cx.out.is_empty() {
         return;
     }
     let mut batch = std::mem::take(cx.out);
     for ev in batch.iter_mut() {
-        let plugin = plugins.get(ev.plugin).map(Plugin::name).unwrap_or("unknown");
-        cx.metrics.inc(&EVENTS, &[plugin, ev.state.as_str()]);
+        let origin = match ev.origin {
+            Origin::Plugin(i) => plugins.get(i).map(Plugin::name).unwrap_or("unknown"),
+            Origin::Enricher => "enrich",
+        };
+        cx.metrics.inc(&EVENTS, &[origin, ev.state.as_str()]);
         flows.track(ev, cx.metrics);
-        log::debug!("event from {plugin}: {} {} exp={} act={}", ev.state, ev.key, ev.exp, ev.act);
+        enricher.enrich(ev);
+        log::debug!("event from {origin}: {} {} exp={} act={}", ev.state, ev.key, ev.exp, ev.act);
         for b in backends.iter_mut() {
             if let Err(e) = b.handle(ev, cx) {
                 cx.metrics.inc(&BACKEND_ERRORS, &[b.name(), e.reason()]);
