@@ -4,9 +4,12 @@
 //! Modelled on smoltcp's `iface::Context`: the loop builds one per turn with the time it
 //! read once, and handlers get it by `&mut`. Handlers never read the clock themselves.
 //! Shared services that belong to the daemon rather than to one participant are reached
-//! through it (this host's own addresses). This module sits low in the crate (plugins,
-//! backends and the enrichment layer all use it), so it names services by the traits
-//! below and depends on nothing above it.
+//! through it (this host's own addresses, the `/metrics` page renderer). Every loop
+//! participant (plugins, backends, the enrichment layer, the registry refresher, the
+//! metrics listener) has the same timer signature, `poll_at(&self) -> Option<Instant>`
+//! and `on_timeout(&mut self, cx: &mut Context)`. This module sits low in the crate
+//! (plugins, backends and the enrichment layer all use it), so it names services by the
+//! traits below and depends on nothing above it.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -14,6 +17,11 @@ use std::time::Instant;
 use crate::flow::{FlowEvent, Micros};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::wire::prom::Page;
+
+/// Renders the metrics page into an empty [`Page`]; may update the store first (process
+/// metrics, the backends' scrape).
+pub type Render<'r> = dyn FnMut(&mut Metrics, &mut Page) + 'r;
 
 /// This host's own addresses, from the daemon's one cache (`enrich::local::LocalAddrs`).
 pub trait OwnAddresses {
@@ -41,4 +49,23 @@ pub struct Context<'a> {
     pub poll: &'a mio::Registry,
     /// This host's own addresses.
     pub local: &'a mut dyn OwnAddresses,
+    /// The `/metrics` page (the daemon's backends and flow table), lent only to the
+    /// metrics listener; without it the listener serves the daemon's own metrics.
+    pub render: Option<&'a mut Render<'a>>,
+}
+
+impl Context<'_> {
+    /// The same context with the page renderer lent, for one call of the metrics listener.
+    pub fn with_render<'b>(&'b mut self, render: &'b mut Render<'_>) -> Context<'b> {
+        Context {
+            now: self.now,
+            wall: self.wall,
+            out: &mut *self.out,
+            metrics: &mut *self.metrics,
+            registry: self.registry,
+            poll: self.poll,
+            local: &mut *self.local,
+            render: Some(render),
+        }
+    }
 }

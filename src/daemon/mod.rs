@@ -278,12 +278,21 @@ impl Daemon {
         let mut control = None;
         let mut new_registry = None;
         {
-            let mut cx = Context { now, wall: Micros::now(), out: &mut *pending, metrics: &mut *metrics, registry: &*registry, poll: poll.registry(), local };
+            let mut cx = Context {
+                now,
+                wall: Micros::now(),
+                out: &mut *pending,
+                metrics: &mut *metrics,
+                registry: &*registry,
+                poll: poll.registry(),
+                local,
+                render: None,
+            };
             for ev in events.iter() {
                 match Slot::from(ev.token()) {
                     Slot::Signals => control = drain_signals(signals).or(control),
                     Slot::Waker => {
-                        new_registry = refresher.on_wake(now, cx.metrics);
+                        new_registry = refresher.on_wake(&mut cx);
                         enricher.on_wake(&mut cx);
                     }
                     Slot::Enrich => enricher.on_ready(&mut cx),
@@ -297,8 +306,9 @@ impl Daemon {
                     Slot::HttpListener | Slot::HttpConn(_) => {
                         if let Some(h) = http.as_mut() {
                             let conn = if let Slot::HttpConn(i) = Slot::from(ev.token()) { Some(i) } else { None };
-                            let mut render = |m: &mut Metrics, out: &mut Page| render_page(m, backends, flows, cx.registry, out);
-                            h.on_ready(cx.poll, conn, now, cx.metrics, &mut render);
+                            let registry = cx.registry;
+                            let mut render = |m: &mut Metrics, out: &mut Page| render_page(m, backends, flows, registry, out);
+                            h.on_ready(conn, &mut cx.with_render(&mut render));
                         }
                     }
                     Slot::Unknown => {
@@ -306,27 +316,28 @@ impl Daemon {
                     }
                 }
             }
+            // Due timers: every participant has the same signature, checked in this order.
+            let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
             for (i, p) in plugins.iter_mut().enumerate() {
-                if p.poll_at().is_some_and(|at| at <= now) {
+                if due(p.poll_at()) {
                     let before = cx.out.len();
                     p.on_timeout(&mut cx);
                     cx.out[before..].iter_mut().for_each(|e| e.origin = Origin::Plugin(i));
                 }
             }
-            for b in backends.iter_mut() {
-                if b.poll_at().is_some_and(|at| at <= now) {
-                    b.on_timeout(&mut cx);
-                }
+            for b in backends.iter_mut().filter(|b| due(b.poll_at())) {
+                b.on_timeout(&mut cx);
             }
-            if enricher.poll_at().is_some_and(|at| at <= now) {
+            if due(enricher.poll_at()) {
                 enricher.on_timeout(&mut cx);
             }
-            if refresher.poll_at().is_some_and(|at| at <= now) {
-                refresher.on_timeout(now, cx.metrics);
+            if due(refresher.poll_at()) {
+                refresher.on_timeout(&mut cx);
             }
-            if let Some(h) = http.as_mut().filter(|h| h.poll_at().is_some_and(|at| at <= now)) {
-                let mut render = |m: &mut Metrics, out: &mut Page| render_page(m, backends, flows, cx.registry, out);
-                h.on_timeout(cx.poll, now, cx.metrics, &mut render);
+            if let Some(h) = http.as_mut().filter(|h| due(h.poll_at())) {
+                let registry = cx.registry;
+                let mut render = |m: &mut Metrics, out: &mut Page| render_page(m, backends, flows, registry, out);
+                h.on_timeout(&mut cx.with_render(&mut render));
             }
             fan_out(plugins, backends, enricher, flows, backend_warn, &mut cx);
         }
@@ -447,7 +458,8 @@ impl Daemon {
             return;
         }
         let now = Instant::now();
-        let mut cx = Context { now, wall: Micros::now(), out: &mut *pending, metrics: &mut *metrics, registry: &*registry, poll: poll.registry(), local };
+        let mut cx =
+            Context { now, wall: Micros::now(), out: &mut *pending, metrics: &mut *metrics, registry: &*registry, poll: poll.registry(), local, render: None };
         let mut n = 0usize;
         for (key, f) in flows.iter() {
             let mut ev = FlowEvent::new(crate::flow::FlowState::Start, *key, f.exp, f.act, f.start);

@@ -398,7 +398,7 @@ mod tests {
 
         fn cx(&mut self, now: Instant) -> Context<'_> {
             let Turn { poll, out, metrics, registry, local, .. } = self;
-            Context { now, wall: Micros(99), out, metrics, registry, poll: poll.registry(), local }
+            Context { now, wall: Micros(99), out, metrics, registry, poll: poll.registry(), local, render: None }
         }
     }
 

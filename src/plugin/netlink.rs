@@ -217,6 +217,7 @@ mod tests {
             registry: &registry,
             poll: poll.registry(),
             local: &mut local,
+            render: None,
         };
         s.on_timeout(&mut cx);
         assert_eq!(s.phase, Phase::Idle { next: t0 + cfg.netlink.interval }, "a loopback-only host finishes both dumps at once");

@@ -106,7 +106,16 @@ fn feed(m: &mut Marker, metrics: &mut Metrics, ev: &FlowEvent) -> Result<(), Str
     let mut out = Vec::new();
     let poll = mio::Poll::new().map_err(|e| e.to_string())?;
     let mut local = LocalAddrs::new();
-    let mut cx = Context { now: Instant::now(), wall: Micros::now(), out: &mut out, metrics, registry: &registry, poll: poll.registry(), local: &mut local };
+    let mut cx = Context {
+        now: Instant::now(),
+        wall: Micros::now(),
+        out: &mut out,
+        metrics,
+        registry: &registry,
+        poll: poll.registry(),
+        local: &mut local,
+        render: None,
+    };
     m.handle(ev, &mut cx).map_err(|e| e.to_string())
 }
 
