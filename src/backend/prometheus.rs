@@ -47,6 +47,9 @@ pub const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
 /// TIME_WAIT or CLOSE), see `include/net/tcp_states.h`.
 const CONNECTED: u32 = (1 << 1) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) | (1 << 11);
 
+/// What a scrape dumps: sockets in those states, with their tcp_info.
+pub(crate) const FILTER: Filter = Filter { states: CONNECTED, info: true };
+
 /// Open flows matched to a kernel socket in the last scrape.
 pub static MATCHED: Desc = Desc {
     name: "flowd_prometheus_flows_matched",
@@ -227,7 +230,7 @@ pub struct FlowMetrics {
 
 /// One scrape's side of the dump: each socket is matched as its reply is parsed, and a
 /// family is dumped only when its sockets can still change the page.
-struct Scrape<'a> {
+pub(crate) struct Scrape<'a> {
     matched: &'a mut Matches,
     flows: &'a FlowTable,
     v4_flows: usize,
@@ -294,21 +297,17 @@ impl FlowMetrics {
             return;
         }
         let t0 = Instant::now();
-        if self.dump.is_none() {
-            match Dump::open() {
-                Ok(d) => self.dump = Some(d),
-                Err(e) => {
-                    metrics.inc(&BACKEND_ERRORS, &["prometheus", "sock_diag"]);
-                    log::warn!("prometheus: cannot read tcp_info: cannot open a sock_diag socket: {e}");
-                    return;
-                }
+        let mut dump = match self.dump.take().map_or_else(Dump::open, Ok) {
+            Ok(d) => d,
+            Err(e) => {
+                metrics.inc(&BACKEND_ERRORS, &["prometheus", "sock_diag"]);
+                log::warn!("prometheus: cannot read tcp_info: cannot open a sock_diag socket: {e}");
+                return;
             }
-        }
-        let Some(dump) = self.dump.as_mut() else { return };
-        let v6_flows = flows.iter().filter(|(k, _)| k.is_ipv6()).count();
-        self.matched.reserve(flows.len());
-        let mut scrape = Scrape { matched: &mut self.matched, flows, v4_flows: flows.len() - v6_flows, v6_flows, exact: 0 };
-        let sockets = match dump.run_blocking(Filter { states: CONNECTED, info: true }, DUMP_TIMEOUT, &mut scrape) {
+        };
+        let dumped = dump.run_blocking(FILTER, DUMP_TIMEOUT, &mut self.sink(flows));
+        self.dump = Some(dump);
+        let sockets = match dumped {
             Ok(n) => n,
             Err(e) => {
                 self.matched.clear();
@@ -320,6 +319,14 @@ impl FlowMetrics {
         metrics.set(&DUMP_SECONDS, Vec::new(), t0.elapsed().as_secs_f64());
         metrics.set(&SOCKETS, Vec::new(), sockets as f64);
         metrics.set(&MATCHED, Vec::new(), self.rows().len() as f64);
+    }
+
+    /// This scrape's side of the dump (the matches replace those of the last scrape).
+    pub(crate) fn sink<'a>(&'a mut self, flows: &'a FlowTable) -> Scrape<'a> {
+        let v6_flows = flows.iter().filter(|(k, _)| k.is_ipv6()).count();
+        self.matched.clear();
+        self.matched.reserve(flows.len());
+        Scrape { matched: &mut self.matched, flows, v4_flows: flows.len() - v6_flows, v6_flows, exact: 0 }
     }
 
     /// Matches one kernel socket to the open flow it belongs to, if any: the flow announced

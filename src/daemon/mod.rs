@@ -585,3 +585,62 @@ fn fan_out(plugins: &[Plugin], backends: &mut [Backend], enricher: &mut Enricher
     batch.append(cx.out);
     *cx.out = batch;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::prometheus::{self, FlowMetrics};
+    use crate::enrich::dump::replay_recorded;
+    use crate::enrich::tcp::TcpCache;
+    use crate::flow::FlowState;
+    use crate::plugin::conn_table::{ConnFilter, ConnTable};
+    use crate::plugin::netlink::Scan;
+    use crate::wire::sock_diag::{Family, Filter};
+
+    /// The netlink plugin's scan, the enrichment layer's tcp_info cache and the prometheus
+    /// scrape are three sinks of the one dump machine: the same recorded replies go
+    /// through it for each, and each gets what it needs from them.
+    #[test]
+    fn test_scan_enrichment_and_scrape_run_on_one_dump_machine() {
+        let mut metrics = Metrics::new();
+        // The scan: every established connection of the recording is a new flow.
+        let mut table = ConnTable::new(ConnFilter::default());
+        let mut found = Vec::new();
+        table.begin();
+        let (asked, conns) = replay_recorded(Filter::established(false), &mut Scan::new(&mut table, (2, 9), Micros(1), &mut found));
+        assert_eq!((asked, conns, found.len()), (Family::BOTH.to_vec(), 6, 6));
+        assert!(found.iter().all(|e| e.state == FlowState::Start && (e.exp, e.act) == (2, 9)));
+        assert_eq!(found.iter().filter(|e| e.key.is_ipv6()).count(), 2, "the IPv4-mapped socket is an IPv4 flow");
+        // Enrichment: each of those flows gets the tcp_info of its own socket.
+        let mut cache = TcpCache::new(100);
+        found.iter().for_each(|e| assert!(cache.observe(e).is_none()));
+        cache.next_generation();
+        assert_eq!(replay_recorded(Filter::established(true), &mut cache), (Family::BOTH.to_vec(), 6));
+        for e in &found {
+            let s = cache.observe(&FlowEvent::new(FlowState::Ongoing, e.key, 2, 9, Micros(2))).expect("a tcp_info sample");
+            assert!(!s.reversed && s.info.rtt().is_some(), "{}: its own socket", e.key);
+        }
+        // The scrape: every flow gets its series; IPv6 is dumped only when it can matter.
+        let mut flows = FlowTable::new(100);
+        for e in found.iter_mut() {
+            flows.track(e, &mut metrics);
+        }
+        let registry = Registry::bundled();
+        let mut p = FlowMetrics::new();
+        let rows = |p: &mut FlowMetrics| {
+            let mut page = Page::new();
+            p.write(&registry, &mut page);
+            String::from_utf8(page.to_vec()).unwrap_or_default().lines().filter(|l| l.starts_with("flow_tcp_rtt{")).count()
+        };
+        assert_eq!(replay_recorded(prometheus::FILTER, &mut p.sink(&flows)).0, Family::BOTH);
+        assert_eq!(rows(&mut p), 6);
+        // Only the flows of the IPv4 sockets, each matched by its own socket in the IPv4
+        // dump: the IPv6 dump cannot change the page and is not asked for.
+        let mut v4_only = FlowTable::new(100);
+        for e in found.iter_mut().take(3) {
+            v4_only.track(e, &mut metrics);
+        }
+        assert_eq!(replay_recorded(prometheus::FILTER, &mut p.sink(&v4_only)), (vec![Family::V4], 3));
+        assert_eq!(rows(&mut p), 3);
+    }
+}

@@ -360,6 +360,27 @@ pub(crate) fn fixture(name: &str, seq: u32) -> Vec<u8> {
     b
 }
 
+/// Runs one dump on a fresh [`Machine`] for `sink`, answering its IPv4 request with the
+/// recorded `est_v4.bin` and its IPv6 request with `est_v6.bin`. Returns the families
+/// asked for and the sockets handed to the sink.
+#[cfg(test)]
+pub(crate) fn replay_recorded(filter: Filter, sink: &mut impl Sink) -> (Vec<Family>, usize) {
+    let mut m = Machine::default();
+    let mut asked = Vec::new();
+    let mut next = m.begin(filter, Instant::now(), sink);
+    while let Some(req) = next {
+        let (family, name) = if req[16] == 2 { (Family::V4, "est_v4.bin") } else { (Family::V6, "est_v6.bin") };
+        asked.push(family);
+        let seq = u32::from_ne_bytes([req[8], req[9], req[10], req[11]]);
+        next = match m.feed(&fixture(name, seq), sink) {
+            Fed::Send(r) => Some(r),
+            Fed::Done { conns } => return (asked, conns),
+            other => panic!("{other:?}"),
+        };
+    }
+    (asked, 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

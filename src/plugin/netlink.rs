@@ -45,12 +45,20 @@ enum Phase {
     },
 }
 
-/// The scan's side of the dump: every established connection goes into the table.
-struct Scan<'a> {
+/// The scan's side of the dump: every established connection goes into the table,
+/// which pushes `start` events for new ones into `out`.
+pub(crate) struct Scan<'a> {
     table: &'a mut ConnTable,
     ids: (u32, u32),
     wall: Micros,
     out: &'a mut Vec<FlowEvent>,
+}
+
+impl<'a> Scan<'a> {
+    /// New flows get the (experiment, activity) `ids` and start at `wall`.
+    pub(crate) fn new(table: &'a mut ConnTable, ids: (u32, u32), wall: Micros, out: &'a mut Vec<FlowEvent>) -> Scan<'a> {
+        Scan { table, ids, wall, out }
+    }
 }
 
 impl Sink for Scan<'_> {
@@ -137,7 +145,7 @@ impl Scanner {
         }
         self.table.begin();
         self.phase = Phase::Scanning { started: cx.now };
-        let mut scan = Scan { table: &mut self.table, ids: self.ids, wall: cx.wall, out: &mut *cx.out };
+        let mut scan = Scan::new(&mut self.table, self.ids, cx.wall, cx.out);
         let step = self.dump.start(Filter::established(false), cx.now + self.dump_timeout, cx.poll, &mut scan);
         // Replies are usually queued already: read them in this turn.
         match step {
@@ -148,7 +156,7 @@ impl Scanner {
 
     /// The socket is readable: read replies until `WouldBlock` or the per-turn cap.
     pub fn on_ready(&mut self, cx: &mut Context<'_>) {
-        let mut scan = Scan { table: &mut self.table, ids: self.ids, wall: cx.wall, out: &mut *cx.out };
+        let mut scan = Scan::new(&mut self.table, self.ids, cx.wall, cx.out);
         let step = self.dump.read(TURN_CAP, cx.poll, &mut scan);
         self.step(step, cx);
     }
@@ -223,7 +231,7 @@ mod tests {
         assert_eq!(s.phase, Phase::Idle { next: t0 + cfg.netlink.interval }, "a loopback-only host finishes both dumps at once");
         assert_eq!(cx.metrics.get(&SCANS, &["netlink"]), Some(1.0));
         // A dump still in flight at its deadline is abandoned, counted, and the next scan works.
-        let mut scan = Scan { table: &mut s.table, ids: (2, 9), wall: cx.wall, out: &mut *cx.out };
+        let mut scan = Scan::new(&mut s.table, (2, 9), cx.wall, cx.out);
         assert!(matches!(s.dump.start(Filter::established(false), t0, cx.poll, &mut scan), Step::Pending));
         s.phase = Phase::Scanning { started: t0 };
         cx.now = t0 + Duration::from_millis(1);

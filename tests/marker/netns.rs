@@ -306,6 +306,10 @@ fn netns_marks_announced_flow_only_and_keeps_traffic_class() {
         let start = FlowEvent::new(FlowState::Start, remote_view, 2, 9, Micros::now());
         feed(&mut m, &mut metrics, &start).expect("start");
         let announced_label = m.label_of(&event(FlowState::Start, A1, B2, 2, 9).key);
+        // The enrichment layer's periodic `ongoing` events reach the marker too: no new
+        // flow, no new label.
+        feed(&mut m, &mut metrics, &FlowEvent::new(FlowState::Ongoing, remote_view, 2, 9, Micros::now())).expect("ongoing");
+        assert_eq!((m.flows(), m.label_of(&remote_view)), (1, announced_label));
         let chunk = vec![0x5Au8; 1 << 16];
         let mut c1 = connect(A1);
         let mut c3 = connect(A3);
