@@ -1,15 +1,39 @@
-//! What a plugin or backend may touch besides itself during one loop turn.
+//! What a plugin, backend or other loop participant may touch besides itself during one
+//! loop turn.
 //!
 //! Modelled on smoltcp's `iface::Context`: the loop builds one per turn with the time it
 //! read once, and handlers get it by `&mut`. Handlers never read the clock themselves.
+//! Shared services that belong to the daemon rather than to one participant are reached
+//! through it (this host's own addresses, the `/metrics` page renderer). Every loop
+//! participant (plugins, backends, the enrichment layer, the registry refresher, the
+//! metrics listener) has the same timer signature, `poll_at(&self) -> Option<Instant>`
+//! and `on_timeout(&mut self, cx: &mut Context)`. This module sits low in the crate
+//! (plugins, backends and the enrichment layer all use it), so it names services by the
+//! traits below and depends on nothing above it.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::flow::{FlowEvent, Micros};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::wire::prom::Page;
 
-/// Per-turn context handed to plugins and backends.
+/// Renders the metrics page into an empty [`Page`]; may update the store first (process
+/// metrics, the backends' scrape).
+pub type Render<'r> = dyn FnMut(&mut Metrics, &mut Page) + 'r;
+
+/// This host's own addresses, from the daemon's one cache (`enrich::local::LocalAddrs`).
+pub trait OwnAddresses {
+    /// The addresses, re-read first when the list is older than the cache's time to live.
+    fn list(&mut self, now: Instant) -> &[IpAddr];
+
+    /// The addresses, re-read first unless they were read moments ago: for a caller that
+    /// met an address it did not expect and suspects it was configured just now.
+    fn recheck(&mut self, now: Instant) -> &[IpAddr];
+}
+
+/// Per-turn context handed to plugins, backends and the other loop participants.
 pub struct Context<'a> {
     /// Monotonic time of this turn (for deadlines).
     pub now: Instant,
@@ -23,4 +47,25 @@ pub struct Context<'a> {
     pub registry: &'a Registry,
     /// The loop's `mio` registry, for sources that must re-register (e.g. a re-created pipe).
     pub poll: &'a mio::Registry,
+    /// This host's own addresses.
+    pub local: &'a mut dyn OwnAddresses,
+    /// The `/metrics` page (the daemon's backends and flow table), lent only to the
+    /// metrics listener; without it the listener serves the daemon's own metrics.
+    pub render: Option<&'a mut Render<'a>>,
+}
+
+impl Context<'_> {
+    /// The same context with the page renderer lent, for one call of the metrics listener.
+    pub fn with_render<'b>(&'b mut self, render: &'b mut Render<'_>) -> Context<'b> {
+        Context {
+            now: self.now,
+            wall: self.wall,
+            out: &mut *self.out,
+            metrics: &mut *self.metrics,
+            registry: self.registry,
+            poll: self.poll,
+            local: &mut *self.local,
+            render: Some(render),
+        }
+    }
 }

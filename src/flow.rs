@@ -1,8 +1,10 @@
 //! Flow events: the one data type that plugins produce and backends consume.
 //!
 //! Owns `FlowEvent`, `FlowKey`, `FlowState`, `Proto` and `Micros` (wall-clock time in
-//! microseconds since the Unix epoch). It does no I/O and never reads the clock: the
-//! loop stamps events with the time it read once per turn.
+//! microseconds since the Unix epoch), plus what travels with an event: who made it
+//! (`Origin`), what a relay passes on (`Relayed`) and what the enrichment layer attached
+//! (`Enriched`). It does no I/O and never reads the clock: the loop stamps events with
+//! the time it read once per turn.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -194,6 +196,30 @@ pub struct Relayed {
     pub netlink: Option<String>,
 }
 
+/// What the enrichment layer (`enrich`) attached to an event of this host's own flows
+/// before the fan-out; relayed events never carry it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Enriched {
+    /// The key as the outside sees it: a private src or dst replaced by this host's public
+    /// address (discovery, manual pairs). `None` when nothing is replaced.
+    pub public: Option<FlowKey>,
+    /// The flow's socket's `struct tcp_info` from the latest sock_diag dump, as the kernel
+    /// sent it (decode with `wire::sock_diag::TcpInfo::from_bytes`).
+    pub tcp_info: Option<Vec<u8>>,
+    /// True when that socket's local side is the flow's dst: its counters are seen from
+    /// the other end (received and sent swap).
+    pub reversed: bool,
+}
+
+/// Who made an event: the `plugin` label of `flowd_events_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Plugin number n (index into the daemon's plugin list).
+    Plugin(usize),
+    /// The enrichment layer (the periodic `ongoing` events); label `enrich`.
+    Enricher,
+}
+
 /// One flow event: what a plugin saw, in the shape every backend understands.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FlowEvent {
@@ -211,16 +237,19 @@ pub struct FlowEvent {
     pub start_time: Option<Micros>,
     /// When the flow ended (`end` events only).
     pub end_time: Option<Micros>,
-    /// Index of the plugin that produced the event (into the daemon's plugin list).
-    pub plugin: usize,
+    /// Who produced the event (the loop sets it for plugins' events).
+    pub origin: Origin,
     /// Data received with a relayed firefly.
     pub relayed: Option<Box<Relayed>>,
+    /// What the enrichment layer attached (own flows only, set during the fan-out).
+    pub enriched: Option<Box<Enriched>>,
 }
 
 impl FlowEvent {
-    /// A fresh event as a plugin makes it: no start/end time yet, nothing relayed.
+    /// A fresh event as a plugin makes it: no start/end time yet, nothing relayed or
+    /// attached; the loop sets the plugin's number in `origin`.
     pub fn new(state: FlowState, key: FlowKey, exp: u32, act: u32, at: Micros) -> FlowEvent {
-        FlowEvent { state, key, exp, act, at, start_time: None, end_time: None, plugin: 0, relayed: None }
+        FlowEvent { state, key, exp, act, at, start_time: None, end_time: None, origin: Origin::Plugin(0), relayed: None, enriched: None }
     }
 }
 

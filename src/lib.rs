@@ -6,10 +6,13 @@
 //! - `plugin/`: flow sources (np_api, …) — add a new source there.
 //! - `backend/`: marking methods (udp_firefly, …) — add a new method there.
 //! - `daemon/`: the single-threaded mio loop that connects them.
+//! - `enrich/`: what the daemon adds to events before the backends see them (tcp_info,
+//!   periodic `ongoing` events, public addresses), the one sock_diag dump machine and the
+//!   one cache of this host's addresses.
 //! - `wire/`: pure parsers/encoders (pipe lines, fireflies, timestamps).
 //! - `config/`: flowd.cfg (Python-compatible) → typed `Config`.
 //! - `sys/`: the thin layer of system calls.
-//! - `discovery/`: public-address discovery (STUN, HTTP fallback) and `flowd stun`.
+//! - `discovery/`: public-address discovery (STUN, HTTP fallback, run by `enrich`) and `flowd stun`.
 //! - `label`: the Scitags IPv6 flow label (pure) and the `flowd label` command.
 
 pub mod backend;
@@ -18,6 +21,7 @@ pub mod config;
 pub mod context;
 pub mod daemon;
 pub mod discovery;
+pub mod enrich;
 pub mod flow;
 pub mod flows;
 pub mod label;

@@ -167,9 +167,9 @@ pub static PROCESS_FDS: Desc = Desc { name: "process_open_fds", help: "Number of
 /// File descriptor limit.
 pub static PROCESS_MAX_FDS: Desc = Desc { name: "process_max_fds", help: "Maximum number of open file descriptors.", kind: Kind::Gauge, labels: &[] };
 
-/// Events received, by plugin and state.
+/// Events handed to the backends, by origin (plugin name, or `enrich`) and state.
 pub static EVENTS: Desc =
-    Desc { name: "flowd_events_total", help: "Flow events received from plugins, by plugin and state.", kind: Kind::Counter, labels: &["plugin", "state"] };
+    Desc { name: "flowd_events_total", help: "Flow events, by plugin (or enrich) and state.", kind: Kind::Counter, labels: &["plugin", "state"] };
 
 /// Input rejected, by where it came from and why.
 pub static BAD_INPUT: Desc = Desc {

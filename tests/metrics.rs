@@ -181,6 +181,23 @@ fn self_metrics_are_served_with_types_and_pass_promtool() {
 }
 
 #[test]
+fn ongoing_events_are_counted_by_origin_and_reach_every_backend() {
+    let (f, port) = start("BACKEND='udp_firefly,dummy'\nUDP_FIREFLY_ONGOING_INTERVAL=1");
+    f.write("start tcp 192.0.2.1 1094 198.51.100.7 40000 2 9\n");
+    // The dummy backend logs every event it is handed, the periodic ongoing ones too.
+    f.wait_log("flow ongoing tcp 192.0.2.1:1094 -> 198.51.100.7:40000 exp=2", Duration::from_secs(10));
+    let enrich = r#"plugin="enrich",state="ongoing""#;
+    let counted = |p: &str| samples(p, "flowd_events_total").into_iter().find(|(l, _)| l == enrich).map(|s| s.1);
+    let page = scrape_until(port, |p| counted(p).is_some_and(|n| n >= 2.0));
+    let ongoing = counted(&page).unwrap_or_else(|| panic!("no {enrich} events in\n{page}"));
+    assert!(ongoing >= 2.0, "{page}");
+    assert!(samples(&page, "flowd_events_total").contains(&(r#"plugin="np_api",state="start""#.to_string(), 1.0)), "{page}");
+    // Every ongoing event produced went through the fan-out in the turn that made it.
+    assert_eq!(samples(&page, "flowd_fireflies_ongoing_total"), [(String::new(), ongoing)], "{page}");
+    promtool_check(&page);
+}
+
+#[test]
 fn head_404_405_and_two_requests_on_one_keep_alive_connection() {
     let (_f, port) = start("");
     let mut s = connect(port);

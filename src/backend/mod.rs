@@ -1,26 +1,31 @@
 //! Backends: the marking methods. **Add a new marking method here.**
 //!
 //! Like plugins, backends are a closed enum chosen by config (BACKEND=…); this file is
-//! the only place that matches on the variants. Each backend struct has:
+//! the only place that matches on the variants. The enum offers what every backend needs
+//! and nothing that only one does:
 //!
-//! - `handle(&mut self, ev, cx) -> Result<(), BackendError>`: act on one flow event,
-//!   synchronously, without blocking (a would-block is an error that is counted).
-//! - `poll_at(&self)` / `on_timeout(&mut self, cx)`: optional periodic work.
-//! - `register` / `on_ready` / `on_wake` / `deregister`: optional event sources of its
-//!   own (udp_firefly's STUN and sock_diag sockets), all under the backend's one token.
+//! - `handle(ev, cx) -> Result<(), BackendError>`: act on one flow event, synchronously,
+//!   without blocking (a would-block is an error that is counted). Events arrive already
+//!   enriched (public address, tcp_info: `FlowEvent::enriched`), and `ongoing` events of
+//!   the enrichment layer arrive like any other; a backend reads what the event carries.
+//! - `flush(cx)`: end of the loop turn (send what `handle` queued).
+//! - `poll_at()` / `on_timeout(cx)`: periodic work, the same timer signature as every
+//!   other loop participant.
+//! - `scrape(flows, metrics)` / `write_metrics(registry, page)`: the `/metrics` page.
+//! - `keeps_flow_state()`: a re-created stateful backend is given the open flows again
+//!   (as `start` events through `handle`) after a reload.
 //!
-//! An error from `handle` is logged (rate-limited) and counted by the loop; it never
-//! stops the loop or the other backends.
+//! Backends own no sockets in the loop's `Poll`: daemon-level services (tcp_info,
+//! `ongoing` events, public-address discovery, this host's addresses) live in the
+//! enrichment layer and `Context`. An error from `handle` is logged (rate-limited) and
+//! counted by the loop; it never stops the loop or the other backends.
 
 pub mod dummy;
-pub mod firefly_extras;
 #[cfg(feature = "ebpf")]
 pub mod marker;
 pub mod prometheus;
-pub mod tcp_stats;
 pub mod udp_firefly;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::{BackendKind, Config};
@@ -124,11 +129,11 @@ impl Backend {
         }
     }
 
-    /// True for backends that keep per-flow state (they need the open flows replayed
-    /// after they are re-created on reload; stateless ones must not see them again).
+    /// True for backends that keep per-flow state: after they are re-created on reload,
+    /// the loop hands them the open flows again as `start` events (stateless ones must not
+    /// see them again: a firefly would be sent twice).
     pub fn keeps_flow_state(&self) -> bool {
         match self {
-            Backend::UdpFirefly(b) => b.tracks_flows(),
             #[cfg(feature = "ebpf")]
             Backend::Marker(_) => true,
             _ => false,
@@ -142,52 +147,10 @@ impl Backend {
         }
     }
 
-    /// A flow open before the backend was re-created (reload): stateful backends take
-    /// it up again without acting as for a new flow (no firefly is sent again).
-    pub fn replay(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<(), BackendError> {
-        match self {
-            Backend::UdpFirefly(b) => {
-                b.adopt(ev);
-                Ok(())
-            }
-            other => other.handle(ev, cx),
-        }
-    }
-
-    /// Registers the backend's own event sources (if any) under `token`; helper threads
-    /// wake the loop with `waker`. Failures are logged and disable only that feature.
-    pub fn register(&mut self, reg: &mio::Registry, token: mio::Token, waker: &Arc<mio::Waker>, now: Instant) {
-        if let Backend::UdpFirefly(b) = self {
-            b.register(reg, token, Arc::clone(waker), now);
-        }
-    }
-
-    /// Removes the backend's event sources from the poll (before it is dropped).
-    pub fn deregister(&mut self, reg: &mio::Registry) {
-        if let Backend::UdpFirefly(b) = self {
-            b.deregister(reg);
-        }
-    }
-
-    /// The backend's token is ready: read its sources until `WouldBlock`.
-    pub fn on_ready(&mut self, cx: &mut Context<'_>) {
-        if let Backend::UdpFirefly(b) = self {
-            b.on_ready(cx);
-        }
-    }
-
-    /// The loop's waker fired: collect results of the backend's helper threads.
-    pub fn on_wake(&mut self, cx: &mut Context<'_>) {
-        if let Backend::UdpFirefly(b) = self {
-            b.on_wake(cx);
-        }
-    }
-
     /// The backend's next deadline, if it has periodic work.
     pub fn poll_at(&self) -> Option<Instant> {
         match self {
-            Backend::UdpFirefly(b) => b.poll_at(),
-            Backend::Dummy(_) | Backend::Prometheus(_) => None,
+            Backend::UdpFirefly(_) | Backend::Dummy(_) | Backend::Prometheus(_) => None,
             #[cfg(feature = "ebpf")]
             Backend::Marker(b) => b.poll_at(),
         }
@@ -218,8 +181,7 @@ impl Backend {
     /// The deadline from `poll_at` has passed.
     pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
         match self {
-            Backend::UdpFirefly(b) => b.on_timeout(cx),
-            Backend::Dummy(_) | Backend::Prometheus(_) => {}
+            Backend::UdpFirefly(_) | Backend::Dummy(_) | Backend::Prometheus(_) => {}
             #[cfg(feature = "ebpf")]
             Backend::Marker(b) => b.on_timeout(cx),
         }

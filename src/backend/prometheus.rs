@@ -6,11 +6,13 @@
 //! backends have seen and that has not ended), so a flow's series vanish with its `end`
 //! event and survive a config reload. Per event it does nothing.
 //!
-//! One scrape = one blocking sock_diag dump of the TCP sockets in connected states
-//! (`sys::netlink::dump_blocking`, with `INET_DIAG_INFO`), bounded by [`DUMP_TIMEOUT`];
-//! a family whose sockets cannot matter is not dumped (see [`FlowMetrics::scrape`]). Each
-//! socket is looked up in the flow table by its 5-tuple in both orientations as its reply
-//! is parsed (an announced flow may name this host as src or as dst); when both ends are
+//! One scrape = one sock_diag dump of the TCP sockets in connected states (with
+//! `INET_DIAG_INFO`) through the daemon's one dump machine, `enrich::dump`, driven by its
+//! blocking driver (a scrape must return a complete page) and bounded by [`DUMP_TIMEOUT`];
+//! the socket is opened at the first scrape and reused. A family whose sockets cannot
+//! matter is not dumped (see [`FlowMetrics::scrape`]). Each socket is looked up in the
+//! flow table by its 5-tuple in both orientations as its reply is parsed (the [`Sink`] of
+//! the dump: an announced flow may name this host as src or as dst); when both ends are
 //! local (loopback) the socket whose local side is the announced src wins. This is
 //! O(sockets) hash lookups; there is no `ss` process.
 //!
@@ -28,12 +30,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::enrich::dump::{Dump, Sink};
 use crate::flow::{FlowKey, Proto};
 use crate::flows::FlowTable;
 use crate::metrics::{Desc, Kind, Metrics, BACKEND_ERRORS};
 use crate::netaddr;
 use crate::registry::Registry;
-use crate::sys::netlink;
 use crate::wire::buf::append;
 use crate::wire::prom::{self, Page, Value};
 use crate::wire::sock_diag::{Conn, Family, Filter, TcpInfo};
@@ -44,6 +46,9 @@ pub const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
 /// TCP states `ss` shows by default: every connected state (not LISTEN, SYN_RECV,
 /// TIME_WAIT or CLOSE), see `include/net/tcp_states.h`.
 const CONNECTED: u32 = (1 << 1) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) | (1 << 11);
+
+/// What a scrape dumps: sockets in those states, with their tcp_info.
+pub(crate) const FILTER: Filter = Filter { states: CONNECTED, info: true };
 
 /// Open flows matched to a kernel socket in the last scrape.
 pub static MATCHED: Desc = Desc {
@@ -209,13 +214,61 @@ struct Matched {
     act: u32,
 }
 
+/// Matches of a scrape in dump order: announced key, whether the socket's local side is
+/// the announced src, the match. A loopback flow has two entries (one per end);
+/// [`FlowMetrics::rows`] keeps one.
+type Matches = Vec<(FlowKey, bool, Matched)>;
+
 /// The prometheus backend.
 #[derive(Debug, Default)]
 pub struct FlowMetrics {
-    /// Matches of the last scrape in dump order: announced key, whether the socket's local
-    /// side is the announced src, the match. A loopback flow has two entries (one per
-    /// end); [`FlowMetrics::rows`] keeps one.
-    matched: Vec<(FlowKey, bool, Matched)>,
+    /// Matches of the last scrape.
+    matched: Matches,
+    /// The scrape's sock_diag dump (opened at the first scrape, then reused).
+    dump: Option<Dump>,
+}
+
+/// One scrape's side of the dump: each socket is matched as its reply is parsed, and a
+/// family is dumped only when its sockets can still change the page.
+pub(crate) struct Scrape<'a> {
+    matched: &'a mut Matches,
+    flows: &'a FlowTable,
+    v4_flows: usize,
+    v6_flows: usize,
+    /// Flows matched by the socket whose local side is the announced src: a flow has at
+    /// most one, and once every IPv4 flow has it, no IPv6 socket can change the page.
+    exact: usize,
+}
+
+impl Sink for Scrape<'_> {
+    fn wants(&mut self, family: Family) -> bool {
+        match family {
+            Family::V4 => self.v4_flows > 0,
+            Family::V6 => self.v6_flows > 0 || self.exact < self.v4_flows,
+        }
+    }
+
+    fn conn(&mut self, c: Conn) {
+        if match_into(self.matched, self.flows, &c) == Some(true) {
+            self.exact += 1;
+        }
+    }
+}
+
+/// Matches one kernel socket to the open flow it belongs to, if any: the flow announced
+/// with this socket's local side as src (`Some(true)`), else the one announced the other
+/// way round (`Some(false)`).
+fn match_into(matched: &mut Matches, flows: &FlowTable, c: &Conn) -> Option<bool> {
+    let info = c.tcp_info?;
+    let key = FlowKey { proto: Proto::Tcp, src: plain(c.src), dst: plain(c.dst) };
+    if let Some(f) = flows.get(&key) {
+        matched.push((key, true, Matched { info, exp: f.exp, act: f.act }));
+        return Some(true);
+    }
+    let rev = key.reversed();
+    let f = flows.get(&rev)?;
+    matched.push((rev, false, Matched { info, exp: f.exp, act: f.act }));
+    Some(false)
 }
 
 impl FlowMetrics {
@@ -244,48 +297,43 @@ impl FlowMetrics {
             return;
         }
         let t0 = Instant::now();
-        let v6_flows = flows.iter().filter(|(k, _)| k.is_ipv6()).count();
-        let v4_flows = flows.len() - v6_flows;
-        self.matched.reserve(flows.len());
-        let mut sockets = 0usize;
-        // Flows matched by the socket whose local side is the announced src: a flow has at
-        // most one, and once every IPv4 flow has it, no IPv6 socket can change the page.
-        let exact = std::cell::Cell::new(0usize);
-        let next = |family| match family {
-            Family::V4 => v4_flows > 0,
-            Family::V6 => v6_flows > 0 || exact.get() < v4_flows,
-        };
-        let dumped = netlink::dump_blocking(Filter { states: CONNECTED, info: true }, &Family::BOTH, DUMP_TIMEOUT, next, |c| {
-            sockets += 1;
-            if self.match_conn(flows, &c) == Some(true) {
-                exact.set(exact.get() + 1);
+        let mut dump = match self.dump.take().map_or_else(Dump::open, Ok) {
+            Ok(d) => d,
+            Err(e) => {
+                metrics.inc(&BACKEND_ERRORS, &["prometheus", "sock_diag"]);
+                log::warn!("prometheus: cannot read tcp_info: cannot open a sock_diag socket: {e}");
+                return;
             }
-        });
-        if let Err(e) = dumped {
-            self.matched.clear();
-            metrics.inc(&BACKEND_ERRORS, &["prometheus", "sock_diag"]);
-            log::warn!("prometheus: cannot read tcp_info: {e}");
-            return;
-        }
+        };
+        let dumped = dump.run_blocking(FILTER, DUMP_TIMEOUT, &mut self.sink(flows));
+        self.dump = Some(dump);
+        let sockets = match dumped {
+            Ok(n) => n,
+            Err(e) => {
+                self.matched.clear();
+                metrics.inc(&BACKEND_ERRORS, &["prometheus", "sock_diag"]);
+                log::warn!("prometheus: cannot read tcp_info: {e}");
+                return;
+            }
+        };
         metrics.set(&DUMP_SECONDS, Vec::new(), t0.elapsed().as_secs_f64());
         metrics.set(&SOCKETS, Vec::new(), sockets as f64);
         metrics.set(&MATCHED, Vec::new(), self.rows().len() as f64);
     }
 
+    /// This scrape's side of the dump (the matches replace those of the last scrape).
+    pub(crate) fn sink<'a>(&'a mut self, flows: &'a FlowTable) -> Scrape<'a> {
+        let v6_flows = flows.iter().filter(|(k, _)| k.is_ipv6()).count();
+        self.matched.clear();
+        self.matched.reserve(flows.len());
+        Scrape { matched: &mut self.matched, flows, v4_flows: flows.len() - v6_flows, v6_flows, exact: 0 }
+    }
+
     /// Matches one kernel socket to the open flow it belongs to, if any: the flow announced
-    /// with this socket's local side as src (`Some(true)`), else the one announced the
-    /// other way round (`Some(false)`).
+    /// with this socket's local side as src (`Some(true)`), else the one announced the other
+    /// way round (`Some(false)`). What the scrape's dump does for each socket.
     pub fn match_conn(&mut self, flows: &FlowTable, c: &Conn) -> Option<bool> {
-        let info = c.tcp_info?;
-        let key = FlowKey { proto: Proto::Tcp, src: plain(c.src), dst: plain(c.dst) };
-        if let Some(f) = flows.get(&key) {
-            self.matched.push((key, true, Matched { info, exp: f.exp, act: f.act }));
-            return Some(true);
-        }
-        let rev = key.reversed();
-        let f = flows.get(&rev)?;
-        self.matched.push((rev, false, Matched { info, exp: f.exp, act: f.act }));
-        Some(false)
+        match_into(&mut self.matched, flows, c)
     }
 
     /// The matches in key order, one per flow: when both ends of a flow are local

@@ -5,15 +5,19 @@
 //! turn (`flush`) with non-blocking `sendmmsg` on two unconnected sockets (IPv4 and
 //! IPv6): one system call per 64 datagrams instead of one each. A failed or would-block
 //! send is counted and logged (rate-limited), never retried, so the loop never waits on
-//! the network. Collector host names are resolved once at start (and at
-//! each reload). Public addresses, `netlink`/`usage` and `ongoing` fireflies come from
-//! `firefly_extras` (its loop hooks are forwarded from here).
+//! the network. Collector host names are resolved once at start (and at each reload).
+//!
+//! It only encodes what the event carries: the daemon's enrichment layer (`enrich`) has
+//! attached the public-address key and the socket's tcp_info to events of this host's
+//! flows (encoded here as `netlink` and, except on `start`, `usage`), and its periodic
+//! `ongoing` events arrive through the same fan-out as every other event. Relayed events
+//! carry what was received instead. The backend keeps no flow state and has no timer or
+//! socket in the loop besides its two send sockets.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::backend::firefly_extras::Extras;
 use crate::backend::BackendError;
 use crate::config::Config;
 use crate::context::Context;
@@ -22,6 +26,8 @@ use crate::logger::RateLimit;
 use crate::metrics::{Desc, Kind};
 use crate::netaddr::{canonical, split_host_port};
 use crate::wire::firefly::{self, Firefly};
+use crate::wire::netlink_json;
+use crate::wire::sock_diag::TcpInfo;
 
 /// Fireflies sent, by recipient kind (`peer` or `collector`).
 pub static SENT: Desc = Desc {
@@ -46,9 +52,6 @@ pub static RELAY_SKIPPED: Desc = Desc {
     kind: Kind::Counter,
     labels: &["to", "reason"],
 };
-
-/// How often the host's own addresses are re-read while relaying.
-const OWN_ADDRESSES_TTL: Duration = Duration::from_secs(10);
 
 /// SPEC §6: may a firefly received from `from` be relayed to `to`? `None` = yes, else
 /// the reason it may not: never to one of this host's own addresses (`own`, plus
@@ -100,11 +103,9 @@ pub struct Sender {
     /// Queued sends: (destination, arena range, recipient kind).
     queue: Vec<(SocketAddr, std::ops::Range<usize>, &'static str)>,
     warn: RateLimit,
-    /// Public-address discovery, tcp_info and ongoing fireflies.
-    extras: Box<Extras>,
+    /// Scratch buffer for the `netlink` object of the event being encoded.
+    json: String,
     listen_port: u16,
-    own: Vec<IpAddr>,
-    own_read_at: Option<Instant>,
 }
 
 /// Queued datagrams that trigger an early flush (bounds memory within one turn).
@@ -149,17 +150,15 @@ impl Sender {
             arena: Vec::with_capacity(64 * 1024),
             queue: Vec::with_capacity(MAX_QUEUED),
             warn: RateLimit::new(10, Duration::from_secs(10)),
-            extras: Box::new(Extras::new(cfg)),
+            json: String::with_capacity(1024),
             listen_port: cfg.firefly.port,
-            own: Vec::new(),
-            own_read_at: None,
         })
     }
 
-    /// The key as it appears in the firefly: private addresses become public ones (not
-    /// for relayed fireflies), then UDP_FIREFLY_IP4_SRC/IP6_SRC replace `src-ip`.
-    fn wire_key(&self, key: &FlowKey, own: bool) -> FlowKey {
-        let mut k = if own { self.extras.public_key(key) } else { *key };
+    /// The key as it appears in the firefly: the public-address key the enrichment layer
+    /// attached (own flows), then UDP_FIREFLY_IP4_SRC/IP6_SRC replace `src-ip`.
+    fn wire_key(&self, ev: &FlowEvent) -> FlowKey {
+        let mut k = ev.enriched.as_ref().and_then(|e| e.public).unwrap_or(ev.key);
         match (k.src.ip(), self.ip4_src, self.ip6_src) {
             (IpAddr::V4(_), Some(a), _) => k.src.set_ip(IpAddr::V4(a)),
             (IpAddr::V6(_), _, Some(a)) => k.src.set_ip(IpAddr::V6(a)),
@@ -175,8 +174,18 @@ impl Sender {
             FlowState::End => Some(ev.end_time.unwrap_or(ev.at)),
             _ => None,
         };
-        let key = self.wire_key(&ev.key, relayed.is_none());
-        let (usage, netlink) = if relayed.is_none() { self.extras.enrich(ev) } else { (None, None) };
+        let key = self.wire_key(ev);
+        let mut usage = None;
+        let mut netlink = None;
+        if let Some(e) = ev.enriched.as_deref() {
+            if let Some(raw) = e.tcp_info.as_deref() {
+                let info = TcpInfo::from_bytes(raw);
+                self.json.clear();
+                netlink_json::write_netlink(&mut self.json, &info);
+                netlink = Some(self.json.as_str());
+                usage = if ev.state == FlowState::Start { None } else { src_usage(&info, e.reversed) };
+            }
+        }
         let ff = Firefly {
             state: ev.state,
             current_time: cx.wall,
@@ -192,46 +201,28 @@ impl Sender {
         let start = self.arena.len();
         firefly::encode(&mut self.arena, &self.hostname, &ff);
         let range = start..self.arena.len();
-        if relayed.is_some() {
-            self.refresh_own_addresses(cx.now);
-        }
-        let from = relayed.and_then(|r| r.from);
-        if self.to_peer {
-            let peer = SocketAddr::new(ev.key.dst.ip(), self.peer_port);
-            self.enqueue(peer, range.clone(), "peer", relayed.is_some(), from, cx);
-        }
-        for i in 0..self.collectors.len() {
-            let c = self.collectors[i];
-            self.enqueue(c, range.clone(), "collector", relayed.is_some(), from, cx);
+        let peer = self.to_peer.then(|| (SocketAddr::new(ev.key.dst.ip(), self.peer_port), "peer"));
+        let to = peer.into_iter().chain(self.collectors.iter().map(|c| (*c, "collector")));
+        match relayed {
+            None => self.queue.extend(to.map(|(to, kind)| (to, range.clone(), kind))),
+            Some(r) => {
+                // SPEC §6: never relay in a loop.
+                let own = cx.local.list(cx.now);
+                for (to, kind) in to {
+                    match relay_blocked(to, r.from, own, self.listen_port) {
+                        None => self.queue.push((to, range.clone(), kind)),
+                        Some(reason) => {
+                            cx.metrics.inc(&RELAY_SKIPPED, &[kind, reason]);
+                            log::debug!("udp_firefly: not relaying to {to} ({kind}): {reason}");
+                        }
+                    }
+                }
+            }
         }
         if self.queue.len() >= MAX_QUEUED {
             self.flush(cx);
         }
         Ok(())
-    }
-
-    /// Queues one send, unless it would relay a firefly in a loop (SPEC §6).
-    fn enqueue(&mut self, to: SocketAddr, range: std::ops::Range<usize>, kind: &'static str, relayed: bool, from: Option<IpAddr>, cx: &mut Context<'_>) {
-        if relayed {
-            if let Some(reason) = relay_blocked(to, from, &self.own, self.listen_port) {
-                cx.metrics.inc(&RELAY_SKIPPED, &[kind, reason]);
-                log::debug!("udp_firefly: not relaying to {to} ({kind}): {reason}");
-                return;
-            }
-        }
-        self.queue.push((to, range, kind));
-    }
-
-    /// Re-reads the host's addresses when they are older than `OWN_ADDRESSES_TTL`.
-    fn refresh_own_addresses(&mut self, now: Instant) {
-        if self.own_read_at.is_some_and(|t| now.saturating_duration_since(t) < OWN_ADDRESSES_TTL) {
-            return;
-        }
-        self.own_read_at = Some(now);
-        match crate::sys::local_addresses() {
-            Ok(a) => self.own = a,
-            Err(e) => log::warn!("udp_firefly: cannot list this host's addresses (keeping {} known): {e}", self.own.len()),
-        }
     }
 
     /// Sends everything queued this turn.
@@ -283,56 +274,28 @@ impl Sender {
     }
 }
 
-impl Sender {
-    /// Registers discovery and tcp_info sockets under `token`.
-    pub fn register(&mut self, reg: &mio::Registry, token: mio::Token, waker: std::sync::Arc<mio::Waker>, now: std::time::Instant) {
-        self.extras.register(reg, token, waker, now);
-    }
-
-    /// Removes the sockets from the poll (before the backend is dropped).
-    pub fn deregister(&mut self, reg: &mio::Registry) {
-        self.extras.deregister(reg);
-    }
-
-    /// True when open flows are followed (they are replayed after a reload).
-    pub fn tracks_flows(&self) -> bool {
-        self.extras.tracks_flows()
-    }
-
-    /// Follows a flow that was open before a reload, without sending anything.
-    pub fn adopt(&mut self, ev: &FlowEvent) {
-        self.extras.adopt(ev);
-    }
-
-    /// The next deadline of discovery or of the tcp_info/ongoing period.
-    pub fn poll_at(&self) -> Option<std::time::Instant> {
-        self.extras.poll_at()
-    }
-
-    /// Due timers; sends this turn's share of `ongoing` fireflies.
-    pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
-        self.extras.on_timeout(cx.poll, cx.now, cx.metrics);
-        while let Some(ev) = self.extras.next_ongoing(cx.wall, cx.metrics) {
-            // `handle` never fails for own fireflies: sends are counted at flush.
-            let _ = self.handle(&ev, cx);
-        }
-        self.flush(cx);
-    }
-
-    /// The backend's token is ready (STUN replies, sock_diag dump replies).
-    pub fn on_ready(&mut self, cx: &mut Context<'_>) {
-        self.extras.on_ready(cx.poll, cx.now, cx.metrics);
-    }
-
-    /// The loop's waker fired.
-    pub fn on_wake(&mut self, cx: &mut Context<'_>) {
-        self.extras.on_wake(cx.poll, cx.now, cx.metrics);
-    }
+/// `usage` (received, sent) from the flow's src side: swapped when the socket's local
+/// side is the flow's dst.
+fn src_usage(info: &TcpInfo, reversed: bool) -> Option<(u64, u64)> {
+    let (rx, tx) = netlink_json::usage(info)?;
+    Some(if reversed { (tx, rx) } else { (rx, tx) })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_usage_is_seen_from_the_flow_src() {
+        let mut raw = [0u8; 248];
+        raw[0] = 1;
+        raw[120..128].copy_from_slice(&100u64.to_ne_bytes());
+        raw[128..136].copy_from_slice(&7u64.to_ne_bytes());
+        let info = TcpInfo::from_bytes(&raw);
+        assert_eq!(src_usage(&info, false), Some((7, 100)));
+        assert_eq!(src_usage(&info, true), Some((100, 7)));
+        assert_eq!(src_usage(&TcpInfo::from_bytes(&raw[..100]), false), None);
+    }
 
     #[test]
     fn test_relay_loop_rules() {

@@ -30,12 +30,8 @@ impl BackendKind {
     /// reads for it is equal): a reload keeps it running.
     pub fn reads_same(self, a: &Config, b: &Config) -> bool {
         match self {
-            // Its own keys; the firefly listener's port (no relaying back to it); the
-            // tcp_info/ongoing and discovery extras, whose flow map is FLOW_TABLE_SIZE big.
-            BackendKind::UdpFirefly => {
-                (&a.udp_firefly, a.firefly.port, &a.enrich, &a.discovery, a.daemon.flow_table_size)
-                    == (&b.udp_firefly, b.firefly.port, &b.enrich, &b.discovery, b.daemon.flow_table_size)
-            }
+            // Its own keys and the firefly listener's port (no relaying back to it).
+            BackendKind::UdpFirefly => (&a.udp_firefly, a.firefly.port) == (&b.udp_firefly, b.firefly.port),
             BackendKind::Ebpf => a.marker == b.marker,
             // Built from nothing in the configuration.
             BackendKind::Prometheus | BackendKind::Dummy => true,
@@ -98,6 +94,9 @@ pub struct Changes {
     pub plugins: Instances<PluginKind>,
     /// Backends kept and built.
     pub backends: Instances<BackendKind>,
+    /// The enrichment layer is rebuilt: its keys (tcp_info, ongoing, discovery) or its
+    /// flow capacity (FLOW_TABLE_SIZE) changed, or udp_firefly, which it serves, came or went.
+    pub enrich: bool,
     /// The metrics listener moves (PROMETHEUS_SRV_HOST/PORT).
     pub http: bool,
     /// The flow table's capacity changes (FLOW_TABLE_SIZE).
@@ -114,6 +113,10 @@ impl Changes {
         Changes {
             plugins: Instances::decide(&old.plugins, &new.plugins, |k| k.reads_same(old, new)),
             backends: Instances::decide(&old.backends, &new.backends, |k| k.reads_same(old, new)),
+            enrich: !Component::Enrich.same(old, new)
+                || !Component::Discovery.same(old, new)
+                || old.daemon.flow_table_size != new.daemon.flow_table_size
+                || old.backends.contains(&BackendKind::UdpFirefly) != new.backends.contains(&BackendKind::UdpFirefly),
             http: !Component::Http.same(old, new),
             flow_table: old.daemon.flow_table_size != new.daemon.flow_table_size,
             registry: !Component::Registry.same(old, new),
@@ -125,7 +128,12 @@ impl Changes {
     /// [udp_firefly]; metrics listener restarted`.
     pub fn summary(&self) -> String {
         let mut parts = vec![self.plugins.describe("plugins", PluginKind::name), self.backends.describe("backends", BackendKind::name)];
-        for (changed, what) in [(self.http, "metrics listener restarted"), (self.flow_table, "flow table resized"), (self.registry, "registry reloaded")] {
+        for (changed, what) in [
+            (self.enrich, "enrichment restarted"),
+            (self.http, "metrics listener restarted"),
+            (self.flow_table, "flow table resized"),
+            (self.registry, "registry reloaded"),
+        ] {
             if changed {
                 parts.push(what.to_string());
             }

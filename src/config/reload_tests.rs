@@ -50,28 +50,41 @@ fn test_listener_port_change_rebuilds_udp_firefly() {
     assert_eq!(c.summary(), "plugins unchanged; backends restarted [udp_firefly]");
 }
 
-/// Bug: udp_firefly's tcp_info/ongoing flow map kept the old FLOW_TABLE_SIZE.
+/// Bug: the tcp_info/ongoing flow map (now the enrichment layer's) kept the old
+/// FLOW_TABLE_SIZE.
 #[test]
-fn test_flow_table_size_change_resizes_the_table_and_rebuilds_udp_firefly() {
+fn test_flow_table_size_change_resizes_the_table_and_rebuilds_the_enrichment_layer() {
     let old = cfg(ALL);
     let new = cfg(&format!("{ALL}FLOW_TABLE_SIZE=1000\n"));
     let c = Changes::between(&old, &new);
-    assert!(c.flow_table);
-    assert_eq!(built_backends(&c), ["udp_firefly"]);
+    assert!(c.flow_table && c.enrich);
+    assert_eq!(built_backends(&c), Vec::<&str>::new());
     assert_eq!(built_plugins(&c), Vec::<&str>::new());
     assert!(!c.http && !c.registry && !c.pid_file);
+    assert_eq!(c.summary(), "plugins unchanged; backends unchanged; enrichment restarted; flow table resized");
+}
+
+#[test]
+fn test_enrichment_follows_its_keys_and_the_udp_firefly_backend() {
+    let c = Changes::between(&cfg(ALL), &cfg(&format!("{ALL}UDP_FIREFLY_ONGOING_INTERVAL=30\n")));
+    assert!(c.enrich && built_backends(&c).is_empty());
+    let c = Changes::between(&cfg("BACKEND='udp_firefly'\n"), &cfg("BACKEND='dummy'\n"));
+    assert!(c.enrich, "udp_firefly went: the layer it serves is rebuilt (off)");
+    let c = Changes::between(&cfg("BACKEND='udp_firefly'\n"), &cfg("BACKEND='udp_firefly,dummy'\n"));
+    assert!(!c.enrich);
 }
 
 /// What a reload must redo when only `name` changes, everything running:
-/// (plugins built, backends built, [http, flow_table, registry, pid_file]).
-fn expected(name: &str) -> (Vec<&'static str>, Vec<&'static str>, [bool; 4]) {
-    let none = [false; 4];
+/// (plugins built, backends built, [enrich, http, flow_table, registry, pid_file]).
+fn expected(name: &str) -> (Vec<&'static str>, Vec<&'static str>, [bool; 5]) {
+    let none = [false; 5];
     match keys::find(name).map(|k| k.component) {
-        Some(Component::Registry) => (vec![], vec![], [false, false, true, false]),
+        Some(Component::Registry) => (vec![], vec![], [false, false, false, true, false]),
         Some(Component::NpApi) => (vec!["np_api"], vec![], none),
-        _ if name == "PID_FILE" => (vec![], vec![], [false, false, false, true]),
-        _ if name == "FLOW_TABLE_SIZE" => (vec![], vec!["udp_firefly"], [false, true, false, false]),
-        Some(Component::UdpFirefly | Component::Enrich | Component::Discovery) => (vec![], vec!["udp_firefly"], none),
+        _ if name == "PID_FILE" => (vec![], vec![], [false, false, false, false, true]),
+        _ if name == "FLOW_TABLE_SIZE" => (vec![], vec![], [true, false, true, false, false]),
+        Some(Component::UdpFirefly) => (vec![], vec!["udp_firefly"], none),
+        Some(Component::Enrich | Component::Discovery) => (vec![], vec![], [true, false, false, false, false]),
         Some(Component::Netstat) => (vec!["netstat", "iperf"], vec![], none),
         Some(Component::Netlink) => (vec!["netlink"], vec![], none),
         Some(Component::Iperf) => (vec!["iperf"], vec![], none),
@@ -79,7 +92,7 @@ fn expected(name: &str) -> (Vec<&'static str>, Vec<&'static str>, [bool; 4]) {
         Some(Component::Firefly) => (vec!["firefly"], vec![], none),
         Some(Component::Marker) => (vec![], vec!["ebpf"], none),
         _ if name == "PROMETHEUS_SS_PATH" => (vec![], vec![], none),
-        Some(Component::Http) => (vec![], vec![], [true, false, false, false]),
+        Some(Component::Http) => (vec![], vec![], [false, true, false, false, false]),
         other => panic!("{name}: no expectation for {other:?}"),
     }
 }
@@ -90,7 +103,7 @@ fn test_each_key_restarts_exactly_what_reads_it() {
     for name in keys::names().filter(|n| !["PLUGIN", "BACKEND"].contains(n)) {
         let new = cfg(&format!("{ALL}{name}={}\n", keys::tests::sample(name)));
         let c = Changes::between(&old, &new);
-        let got = (built_plugins(&c), built_backends(&c), [c.http, c.flow_table, c.registry, c.pid_file]);
+        let got = (built_plugins(&c), built_backends(&c), [c.enrich, c.http, c.flow_table, c.registry, c.pid_file]);
         assert_eq!(got, expected(name), "{name}");
     }
     let same = Changes::between(&old, &cfg(ALL));

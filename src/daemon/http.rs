@@ -2,7 +2,9 @@
 //! connection, all driven by the daemon's single `mio::Poll` (mio `tcp_server` shape).
 //!
 //! Owns the sockets, the per-connection buffers and deadlines; the protocol itself is in
-//! `wire::http` (parsing, routing, response heads) and the page in `wire::prom`. It never
+//! `wire::http` (parsing, routing, response heads) and the page in `wire::prom`, rendered
+//! by the renderer the loop lends through `Context::render`. Its hooks are the loop's
+//! (`on_ready(slot, cx)`, `poll_at()`, `on_timeout(cx)`). It never
 //! blocks: every read and write stops at `WouldBlock`, and the rest waits for the next
 //! readiness edge. Connections are registered READABLE|WRITABLE once (edge-triggered), so
 //! a response that did not fit in the socket buffer continues on the next writable edge
@@ -32,6 +34,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
+use crate::context::{Context, Render};
 use crate::daemon::token;
 use crate::metrics::{Desc, Kind, Metrics};
 use crate::wire::http::{self, Head, Parsed, Route, Status};
@@ -91,10 +94,6 @@ pub struct BindError {
 
 /// How long the buffers of the last page are kept for the next scrape.
 pub const SPARE_KEEP: Duration = Duration::from_secs(300);
-
-/// Renders the metrics page (an empty [`Page`]); may update the store first (process
-/// metrics).
-pub type Render<'a> = dyn FnMut(&mut Metrics, &mut Page) + 'a;
 
 /// Where a connection is in its request/response cycle.
 enum Phase {
@@ -194,15 +193,19 @@ impl Http {
     }
 
     /// A readiness event for the listener or connection slot `slot` (`None` = listener).
-    pub fn on_ready(&mut self, registry: &Registry, slot: Option<usize>, now: Instant, metrics: &mut Metrics, render: &mut Render<'_>) {
+    /// A `/metrics` request is rendered with `cx.render`.
+    pub fn on_ready(&mut self, slot: Option<usize>, cx: &mut Context<'_>) {
+        let Context { now, poll, metrics, render, .. } = cx;
         match slot {
-            None => self.accept(registry, now, metrics),
-            Some(i) => self.drive(registry, i, now, metrics, render),
+            None => self.accept(poll, *now, metrics),
+            Some(i) => with_page(render, |render| self.drive(poll, i, *now, metrics, render)),
         }
     }
 
     /// Deadlines: expire idle or stuck connections, resume left-over work, resume accepting.
-    pub fn on_timeout(&mut self, registry: &Registry, now: Instant, metrics: &mut Metrics, render: &mut Render<'_>) {
+    pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
+        let Context { now, poll, metrics, render, .. } = cx;
+        let (now, registry) = (*now, *poll);
         if self.spare.as_ref().is_some_and(|(_, until)| *until <= now) {
             self.spare = None;
         }
@@ -213,32 +216,34 @@ impl Http {
         if self.paused_until.is_none() && self.accept_again.is_some() {
             self.accept(registry, now, metrics);
         }
-        for i in 0..self.conns.len() {
-            let Some(c) = self.conns[i].as_mut() else { continue };
-            if c.resume.is_some() {
-                self.drive(registry, i, now, metrics, render);
-                continue;
-            }
-            if c.deadline > now {
-                continue;
-            }
-            if let Phase::Reading { buf } = &c.phase {
-                if !buf.is_empty() {
-                    // Best effort: one non-blocking write of the 408, then drain and close.
-                    let mut out = Vec::with_capacity(160);
-                    http::write_error(&mut out, Status::RequestTimeout, false, false);
-                    let _ = c.stream.write(&out);
-                    let _ = c.stream.shutdown(Shutdown::Write);
-                    metrics.inc(&REQUESTS, &[Status::RequestTimeout.code_str()]);
-                    c.phase = Phase::Draining;
-                    c.deadline = now + LINGER;
-                    c.drained = 0;
+        with_page(render, |render| {
+            for i in 0..self.conns.len() {
+                let Some(c) = self.conns[i].as_mut() else { continue };
+                if c.resume.is_some() {
+                    self.drive(registry, i, now, metrics, render);
                     continue;
                 }
+                if c.deadline > now {
+                    continue;
+                }
+                if let Phase::Reading { buf } = &c.phase {
+                    if !buf.is_empty() {
+                        // Best effort: one non-blocking write of the 408, then drain and close.
+                        let mut out = Vec::with_capacity(160);
+                        http::write_error(&mut out, Status::RequestTimeout, false, false);
+                        let _ = c.stream.write(&out);
+                        let _ = c.stream.shutdown(Shutdown::Write);
+                        metrics.inc(&REQUESTS, &[Status::RequestTimeout.code_str()]);
+                        c.phase = Phase::Draining;
+                        c.deadline = now + LINGER;
+                        c.drained = 0;
+                        continue;
+                    }
+                }
+                log::debug!("metrics connection {i} timed out");
+                self.release(registry, i, metrics);
             }
-            log::debug!("metrics connection {i} timed out");
-            self.release(registry, i, metrics);
-        }
+        });
     }
 
     fn accept(&mut self, registry: &Registry, now: Instant, metrics: &mut Metrics) {
@@ -376,6 +381,15 @@ impl Http {
             };
         }
         self.release(registry, i, metrics);
+    }
+}
+
+/// Runs `f` with the page renderer lent in the context, or, without one, a renderer of
+/// the daemon's own metrics.
+fn with_page<T>(render: &mut Option<&mut Render<'_>>, f: impl FnOnce(&mut Render<'_>) -> T) -> T {
+    match render {
+        Some(r) => f(&mut **r),
+        None => f(&mut |m: &mut Metrics, page: &mut Page| m.render(page.add_part())),
     }
 }
 

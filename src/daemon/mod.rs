@@ -1,8 +1,10 @@
 //! The daemon: one `mio::Poll` that owns every source, and the fan-out to backends.
 //!
 //! Single-threaded. Each turn: sleep until an fd is ready or the earliest deadline
-//! (`poll_at`) passes; let ready sources and due timers push `FlowEvent`s into `pending`;
-//! then hand each event, in order, to the flow table and to every backend. Signals
+//! (`poll_at`) passes; let ready sources and due timers push `FlowEvent`s into `pending`
+//! (plugins, and the enrichment layer's periodic `ongoing` events); then hand each event,
+//! in order, to the flow table, to the enrichment layer (which attaches the public
+//! address and tcp_info) and to every backend. Signals
 //! arrive through a signalfd in the same `Poll`: SIGTERM/SIGINT stop the loop after the
 //! events already read are handled; SIGHUP/SIGUSR1 reload the config and the registry.
 //! Only startup failures and `Poll::poll` failures are fatal.
@@ -28,8 +30,9 @@ use crate::backend::Backend;
 use crate::config::reload::{Changes, Instances};
 use crate::config::{self, BackendKind, Config, PluginKind};
 use crate::context::Context;
-
-use crate::flow::{FlowEvent, Micros};
+use crate::enrich::local::LocalAddrs;
+use crate::enrich::Enricher;
+use crate::flow::{FlowEvent, Micros, Origin};
 use crate::flows::FlowTable;
 use crate::logger::RateLimit;
 use crate::metrics::{Desc, Kind, Metrics, BACKEND_ERRORS, BAD_INPUT, EVENTS};
@@ -84,7 +87,11 @@ pub struct Daemon {
     refresher: Refresher,
     plugins: Vec<Plugin>,
     backends: Vec<Backend>,
+    /// tcp_info, `ongoing` events and public addresses for every backend.
+    enricher: Enricher,
     flows: FlowTable,
+    /// This host's own addresses (lent to every participant through `Context::local`).
+    local: LocalAddrs,
     metrics: Metrics,
     /// The metrics listener (`None` when PROMETHEUS_SRV_PORT is 0).
     http: Option<http::Http>,
@@ -107,18 +114,23 @@ fn start_plugin(kind: PluginKind, cfg: &Config, poll: &Poll, handed: &Inherited,
     Ok(p)
 }
 
-fn build_backends(cfg: &Config, poll: &Poll, waker: &Arc<Waker>) -> Result<Vec<Backend>, Error> {
-    cfg.backends.iter().enumerate().map(|(i, kind)| start_backend(*kind, cfg, poll, waker, i)).collect()
+fn build_backends(cfg: &Config) -> Result<Vec<Backend>, Error> {
+    cfg.backends.iter().map(|kind| start_backend(*kind, cfg)).collect()
 }
 
-/// Builds backend `kind` and registers it as the backend at position `i`.
-fn start_backend(kind: BackendKind, cfg: &Config, poll: &Poll, waker: &Arc<Waker>, i: usize) -> Result<Backend, Error> {
-    let mut b = Backend::new(kind, cfg)?;
-    b.register(poll.registry(), token::backend(i), waker, Instant::now());
+/// Builds backend `kind` (backends own no event sources: the loop only calls them).
+fn start_backend(kind: BackendKind, cfg: &Config) -> Result<Backend, Error> {
+    let b = Backend::new(kind, cfg)?;
     log::info!("backend {} started", b.name());
     Ok(b)
 }
 
+/// The enrichment layer as configured, started (its sockets under `token::ENRICH`).
+fn start_enricher(cfg: &Config, poll: &Poll, waker: &Arc<Waker>) -> Enricher {
+    let mut e = Enricher::new(cfg);
+    e.start(poll.registry(), token::ENRICH, waker, Instant::now());
+    e
+}
 /// Moves `running` instances (plugins or backends) into `out` as `plan` says: first
 /// stops every instance not kept (so a new one can take over the same pipe or port),
 /// then keeps or starts one per position. On error, the instances not yet moved over
@@ -202,18 +214,7 @@ fn declare_metrics(m: &mut Metrics, cfg: &Config) {
     if cfg.backends.contains(&crate::config::BackendKind::Prometheus) {
         crate::backend::prometheus::FlowMetrics::declare(m);
     }
-    if cfg.backends.contains(&crate::config::BackendKind::UdpFirefly) {
-        if cfg.discovery.enabled {
-            m.declare(&crate::discovery::PUBLIC_ADDRESS);
-            m.declare(&crate::discovery::FAILURES);
-        }
-        if cfg.enrich.netlink {
-            m.declare(&crate::backend::tcp_stats::DUMPS);
-        }
-        if cfg.enrich.ongoing_interval.is_some() {
-            m.declare(&crate::backend::tcp_stats::ONGOING);
-        }
-    }
+    crate::enrich::declare(m, cfg);
     m.clear(&BUILD_INFO);
     let join = |v: Vec<&str>| v.join(",");
     m.set(
@@ -252,7 +253,8 @@ impl Daemon {
             log::warn!("socket activation: {r}");
         }
         let plugins = build_plugins(&config, &poll, &handed)?;
-        let backends = build_backends(&config, &poll, &waker)?;
+        let backends = build_backends(&config)?;
+        let enricher = start_enricher(&config, &poll, &waker);
         let http = start_http(&config, &poll, &handed, &mut metrics)?;
         Ok(Daemon {
             poll,
@@ -261,11 +263,13 @@ impl Daemon {
             waker,
             source,
             flows: FlowTable::new(config.daemon.flow_table_size),
+            local: LocalAddrs::new(),
             config,
             registry,
             refresher,
             plugins,
             backends,
+            enricher,
             metrics,
             http,
             pending: Vec::with_capacity(1024),
@@ -280,7 +284,7 @@ impl Daemon {
         let p = self.plugins.iter().filter_map(Plugin::poll_at);
         let b = self.backends.iter().filter_map(Backend::poll_at);
         let h = self.http.as_ref().and_then(http::Http::poll_at);
-        p.chain(b).chain(self.refresher.poll_at()).chain(h).min()
+        p.chain(b).chain(self.enricher.poll_at()).chain(self.refresher.poll_at()).chain(h).min()
     }
 
     /// Runs until SIGTERM/SIGINT. Returns an error only if polling itself fails.
@@ -325,36 +329,42 @@ impl Daemon {
 
     /// One loop turn after `poll` returned: ready sources, due timers, fan-out.
     fn turn(&mut self) -> Option<Control> {
-        let Daemon { poll, events, signals, refresher, registry, plugins, backends, flows, metrics, http, pending, backend_warn, .. } = self;
+        let Daemon { poll, events, signals, refresher, registry, plugins, backends, enricher, flows, local, metrics, http, pending, backend_warn, .. } = self;
         let now = Instant::now();
         let mut control = None;
         let mut new_registry = None;
         {
-            let mut cx = Context { now, wall: Micros::now(), out: &mut *pending, metrics: &mut *metrics, registry: &*registry, poll: poll.registry() };
+            let mut cx = Context {
+                now,
+                wall: Micros::now(),
+                out: &mut *pending,
+                metrics: &mut *metrics,
+                registry: &*registry,
+                poll: poll.registry(),
+                local,
+                render: None,
+            };
             for ev in events.iter() {
                 match Slot::from(ev.token()) {
                     Slot::Signals => control = drain_signals(signals).or(control),
                     Slot::Waker => {
-                        new_registry = refresher.on_wake(now, cx.metrics);
-                        backends.iter_mut().for_each(|b| b.on_wake(&mut cx));
+                        new_registry = refresher.on_wake(&mut cx);
+                        enricher.on_wake(&mut cx);
                     }
-                    Slot::Backend(i) => {
-                        if let Some(b) = backends.get_mut(i) {
-                            b.on_ready(&mut cx);
-                        }
-                    }
+                    Slot::Enrich => enricher.on_ready(&mut cx),
                     Slot::Plugin(i) => {
                         if let Some(p) = plugins.get_mut(i) {
                             let before = cx.out.len();
                             p.on_ready(&mut cx);
-                            cx.out[before..].iter_mut().for_each(|e| e.plugin = i);
+                            cx.out[before..].iter_mut().for_each(|e| e.origin = Origin::Plugin(i));
                         }
                     }
                     Slot::HttpListener | Slot::HttpConn(_) => {
                         if let Some(h) = http.as_mut() {
                             let conn = if let Slot::HttpConn(i) = Slot::from(ev.token()) { Some(i) } else { None };
-                            let mut render = |m: &mut Metrics, out: &mut Page| render_page(m, backends, flows, cx.registry, out);
-                            h.on_ready(cx.poll, conn, now, cx.metrics, &mut render);
+                            let registry = cx.registry;
+                            let mut render = |m: &mut Metrics, out: &mut Page| render_page(m, backends, flows, registry, out);
+                            h.on_ready(conn, &mut cx.with_render(&mut render));
                         }
                     }
                     Slot::Unknown => {
@@ -362,26 +372,30 @@ impl Daemon {
                     }
                 }
             }
+            // Due timers: every participant has the same signature, checked in this order.
+            let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
             for (i, p) in plugins.iter_mut().enumerate() {
-                if p.poll_at().is_some_and(|at| at <= now) {
+                if due(p.poll_at()) {
                     let before = cx.out.len();
                     p.on_timeout(&mut cx);
-                    cx.out[before..].iter_mut().for_each(|e| e.plugin = i);
+                    cx.out[before..].iter_mut().for_each(|e| e.origin = Origin::Plugin(i));
                 }
             }
-            for b in backends.iter_mut() {
-                if b.poll_at().is_some_and(|at| at <= now) {
-                    b.on_timeout(&mut cx);
-                }
+            for b in backends.iter_mut().filter(|b| due(b.poll_at())) {
+                b.on_timeout(&mut cx);
             }
-            if refresher.poll_at().is_some_and(|at| at <= now) {
-                refresher.on_timeout(now, cx.metrics);
+            if due(enricher.poll_at()) {
+                enricher.on_timeout(&mut cx);
             }
-            if let Some(h) = http.as_mut().filter(|h| h.poll_at().is_some_and(|at| at <= now)) {
-                let mut render = |m: &mut Metrics, out: &mut Page| render_page(m, backends, flows, cx.registry, out);
-                h.on_timeout(cx.poll, now, cx.metrics, &mut render);
+            if due(refresher.poll_at()) {
+                refresher.on_timeout(&mut cx);
             }
-            fan_out(plugins, backends, flows, backend_warn, &mut cx);
+            if let Some(h) = http.as_mut().filter(|h| due(h.poll_at())) {
+                let registry = cx.registry;
+                let mut render = |m: &mut Metrics, out: &mut Page| render_page(m, backends, flows, registry, out);
+                h.on_timeout(&mut cx.with_render(&mut render));
+            }
+            fan_out(plugins, backends, enricher, flows, backend_warn, &mut cx);
         }
         if let Some(r) = new_registry {
             *registry = r;
@@ -432,7 +446,11 @@ impl Daemon {
             log::error!("reload: {}; restoring the previous backends", e.chain());
             return self.restore(true);
         }
-        self.replay_open_flows(&changes.backends.built());
+        if changes.enrich {
+            self.enricher.deregister(self.poll.registry());
+            self.enricher = start_enricher(&new, &self.poll, &self.waker);
+        }
+        self.replay_open_flows(&changes.backends.built(), changes.enrich);
         if changes.http {
             self.restart_http(&new);
         }
@@ -460,8 +478,8 @@ impl Daemon {
 
     /// Swaps the running backends for those of `cfg` as `plan` says (kept ones stay).
     fn swap_backends(&mut self, cfg: &Config, plan: &Instances<BackendKind>) -> Result<(), Error> {
-        let (running, poll, waker) = (std::mem::take(&mut self.backends), &self.poll, &self.waker);
-        swap(running, plan, |b| b.deregister(poll.registry()), |k, i| start_backend(k, cfg, poll, waker, i), &mut self.backends)
+        let running = std::mem::take(&mut self.backends);
+        swap(running, plan, |_| {}, |k, _| start_backend(k, cfg), &mut self.backends)
     }
 
     /// Moves the metrics listener to the new address; if that fails, back to the old one.
@@ -483,29 +501,35 @@ impl Daemon {
     }
 
     /// Gives the flows that are still open to the re-created stateful backends at
-    /// positions `rebuilt` (e.g. the marker's map is new and empty), as `start` events
-    /// with their original start time. Backends that kept running are not given them.
-    fn replay_open_flows(&mut self, rebuilt: &[usize]) {
-        let Daemon { poll, registry, backends, flows, metrics, pending, .. } = self;
+    /// positions `rebuilt` (e.g. the marker's map is new and empty) and, when
+    /// `enricher_rebuilt`, to the new enrichment layer, as `start` events with their
+    /// original start time. What kept running is not given them again.
+    fn replay_open_flows(&mut self, rebuilt: &[usize], enricher_rebuilt: bool) {
+        let Daemon { poll, registry, backends, enricher, flows, local, metrics, pending, .. } = self;
         let fresh: Vec<usize> = rebuilt.iter().copied().filter(|i| backends.get(*i).is_some_and(Backend::keeps_flow_state)).collect();
-        if fresh.is_empty() || flows.is_empty() {
+        let adopt = enricher_rebuilt && enricher.tracks_flows();
+        if (fresh.is_empty() && !adopt) || flows.is_empty() {
             return;
         }
         let now = Instant::now();
-        let mut cx = Context { now, wall: Micros::now(), out: &mut *pending, metrics: &mut *metrics, registry: &*registry, poll: poll.registry() };
+        let mut cx =
+            Context { now, wall: Micros::now(), out: &mut *pending, metrics: &mut *metrics, registry: &*registry, poll: poll.registry(), local, render: None };
         let mut n = 0usize;
         for (key, f) in flows.iter() {
             let mut ev = FlowEvent::new(crate::flow::FlowState::Start, *key, f.exp, f.act, f.start);
             ev.start_time = Some(f.start);
+            if adopt {
+                enricher.adopt(&ev);
+            }
             for &i in &fresh {
                 let Some(b) = backends.get_mut(i) else { continue };
-                if let Err(e) = b.replay(&ev, &mut cx) {
+                if let Err(e) = b.handle(&ev, &mut cx) {
                     cx.metrics.inc(&BACKEND_ERRORS, &[b.name(), e.reason()]);
                 }
             }
             n += 1;
         }
-        log::info!("reload: replayed {n} open flows to the re-created backends");
+        log::info!("reload: replayed {n} open flows to the re-created backends and enrichment layer");
     }
 
     /// Rebuilds the plugins, and the backends too when `backends` (their swap failed),
@@ -521,11 +545,11 @@ impl Daemon {
             Err(e) => log::error!("reload: cannot restore plugins: {}", e.chain()),
         }
         if backends {
-            self.drop_backends();
-            match build_backends(&self.config, &self.poll, &self.waker) {
+            self.backends.clear();
+            match build_backends(&self.config) {
                 Ok(b) => {
                     self.backends = b;
-                    self.replay_open_flows(&(0..self.backends.len()).collect::<Vec<_>>());
+                    self.replay_open_flows(&(0..self.backends.len()).collect::<Vec<_>>(), false);
                 }
                 Err(e) => log::error!("reload: cannot restore backends: {}", e.chain()),
             }
@@ -539,17 +563,10 @@ impl Daemon {
             p.shutdown();
         }
         self.plugins.clear();
-        self.drop_backends();
+        self.backends.clear();
+        self.enricher.deregister(self.poll.registry());
         log_totals(&self.metrics);
         log::info!("flowd stopped");
-    }
-
-    /// Takes the backends' own sources out of the poll and drops the backends.
-    fn drop_backends(&mut self) {
-        for b in self.backends.iter_mut() {
-            b.deregister(self.poll.registry());
-        }
-        self.backends.clear();
     }
 
     /// The daemon's metrics (for the HTTP listener and tests).
@@ -592,17 +609,23 @@ fn drain_signals(signals: &mut SignalFd) -> Option<Control> {
     }
 }
 
-/// Hands every pending event to the flow table and then to every backend, in order.
-fn fan_out(plugins: &[Plugin], backends: &mut [Backend], flows: &mut FlowTable, warn: &mut RateLimit, cx: &mut Context<'_>) {
+/// Hands every pending event to the flow table, the enrichment layer and then to every
+/// backend, in order. Each is counted in `flowd_events_total` by its origin: the plugin's
+/// name, or `enrich` for the enrichment layer's `ongoing` events.
+fn fan_out(plugins: &[Plugin], backends: &mut [Backend], enricher: &mut Enricher, flows: &mut FlowTable, warn: &mut RateLimit, cx: &mut Context<'_>) {
     if cx.out.is_empty() {
         return;
     }
     let mut batch = std::mem::take(cx.out);
     for ev in batch.iter_mut() {
-        let plugin = plugins.get(ev.plugin).map(Plugin::name).unwrap_or("unknown");
-        cx.metrics.inc(&EVENTS, &[plugin, ev.state.as_str()]);
+        let origin = match ev.origin {
+            Origin::Plugin(i) => plugins.get(i).map(Plugin::name).unwrap_or("unknown"),
+            Origin::Enricher => "enrich",
+        };
+        cx.metrics.inc(&EVENTS, &[origin, ev.state.as_str()]);
         flows.track(ev, cx.metrics);
-        log::debug!("event from {plugin}: {} {} exp={} act={}", ev.state, ev.key, ev.exp, ev.act);
+        enricher.enrich(ev);
+        log::debug!("event from {origin}: {} {} exp={} act={}", ev.state, ev.key, ev.exp, ev.act);
         for b in backends.iter_mut() {
             if let Err(e) = b.handle(ev, cx) {
                 cx.metrics.inc(&BACKEND_ERRORS, &[b.name(), e.reason()]);
@@ -620,4 +643,63 @@ fn fan_out(plugins: &[Plugin], backends: &mut [Backend], flows: &mut FlowTable, 
     // Keep the allocation; anything pushed by backends meanwhile is kept as well.
     batch.append(cx.out);
     *cx.out = batch;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::prometheus::{self, FlowMetrics};
+    use crate::enrich::dump::replay_recorded;
+    use crate::enrich::tcp::TcpCache;
+    use crate::flow::FlowState;
+    use crate::plugin::conn_table::{ConnFilter, ConnTable};
+    use crate::plugin::netlink::Scan;
+    use crate::wire::sock_diag::{Family, Filter};
+
+    /// The netlink plugin's scan, the enrichment layer's tcp_info cache and the prometheus
+    /// scrape are three sinks of the one dump machine: the same recorded replies go
+    /// through it for each, and each gets what it needs from them.
+    #[test]
+    fn test_scan_enrichment_and_scrape_run_on_one_dump_machine() {
+        let mut metrics = Metrics::new();
+        // The scan: every established connection of the recording is a new flow.
+        let mut table = ConnTable::new(ConnFilter::default());
+        let mut found = Vec::new();
+        table.begin();
+        let (asked, conns) = replay_recorded(Filter::established(false), &mut Scan::new(&mut table, (2, 9), Micros(1), &mut found));
+        assert_eq!((asked, conns, found.len()), (Family::BOTH.to_vec(), 6, 6));
+        assert!(found.iter().all(|e| e.state == FlowState::Start && (e.exp, e.act) == (2, 9)));
+        assert_eq!(found.iter().filter(|e| e.key.is_ipv6()).count(), 2, "the IPv4-mapped socket is an IPv4 flow");
+        // Enrichment: each of those flows gets the tcp_info of its own socket.
+        let mut cache = TcpCache::new(100);
+        found.iter().for_each(|e| assert!(cache.observe(e).is_none()));
+        cache.next_generation();
+        assert_eq!(replay_recorded(Filter::established(true), &mut cache), (Family::BOTH.to_vec(), 6));
+        for e in &found {
+            let s = cache.observe(&FlowEvent::new(FlowState::Ongoing, e.key, 2, 9, Micros(2))).expect("a tcp_info sample");
+            assert!(!s.reversed && s.info.rtt().is_some(), "{}: its own socket", e.key);
+        }
+        // The scrape: every flow gets its series; IPv6 is dumped only when it can matter.
+        let mut flows = FlowTable::new(100);
+        for e in found.iter_mut() {
+            flows.track(e, &mut metrics);
+        }
+        let registry = Registry::bundled();
+        let mut p = FlowMetrics::new();
+        let rows = |p: &mut FlowMetrics| {
+            let mut page = Page::new();
+            p.write(&registry, &mut page);
+            String::from_utf8(page.to_vec()).unwrap_or_default().lines().filter(|l| l.starts_with("flow_tcp_rtt{")).count()
+        };
+        assert_eq!(replay_recorded(prometheus::FILTER, &mut p.sink(&flows)).0, Family::BOTH);
+        assert_eq!(rows(&mut p), 6);
+        // Only the flows of the IPv4 sockets, each matched by its own socket in the IPv4
+        // dump: the IPv6 dump cannot change the page and is not asked for.
+        let mut v4_only = FlowTable::new(100);
+        for e in found.iter_mut().take(3) {
+            v4_only.track(e, &mut metrics);
+        }
+        assert_eq!(replay_recorded(prometheus::FILTER, &mut p.sink(&v4_only)), (vec![Family::V4], 3));
+        assert_eq!(rows(&mut p), 3);
+    }
 }

@@ -8,13 +8,15 @@
 //! file read on a short-lived helper thread; the result comes back through a channel and
 //! a `mio::Waker`, so the loop thread never waits on the network, and names resolve with
 //! the newest registry from the turn it arrives. On failure the last good registry stays
-//! in force. Each good http fetch is saved for the next start.
+//! in force. Each good http fetch is saved for the next start. The
+//! timer hooks are the loop's (`poll_at()`, `on_timeout(cx)`).
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::context::Context;
 use crate::metrics::{Desc, Kind, Metrics};
 use crate::registry::Registry;
 
@@ -165,7 +167,8 @@ impl Refresher {
     }
 
     /// Starts a fetch on a helper thread if one is due.
-    pub fn on_timeout(&mut self, now: Instant, metrics: &mut Metrics) {
+    pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
+        let (now, metrics) = (cx.now, &mut *cx.metrics);
         let (Some(next), Some(src)) = (self.next, self.source.clone()) else { return };
         if now < next || self.inflight.is_some() {
             return;
@@ -188,8 +191,10 @@ impl Refresher {
         }
     }
 
-    /// Collects a finished fetch (after the waker fired). `Some` = new registry to use.
-    pub fn on_wake(&mut self, now: Instant, metrics: &mut Metrics) -> Option<Registry> {
+    /// Collects a finished fetch (after the waker fired). `Some` = new registry to use
+    /// (the loop swaps it in after the turn).
+    pub fn on_wake(&mut self, cx: &mut Context<'_>) -> Option<Registry> {
+        let (now, metrics) = (cx.now, &mut *cx.metrics);
         let rx = self.inflight.as_ref()?;
         let res = match rx.try_recv() {
             Ok(r) => r,

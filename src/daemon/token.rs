@@ -8,10 +8,11 @@ pub const SIGNALS: Token = Token(0);
 pub const WAKER: Token = Token(1);
 /// The metrics HTTP listener.
 pub const HTTP_LISTENER: Token = Token(2);
+/// The enrichment layer's sockets (sock_diag dump, STUN probes), all under one token:
+/// on readiness each is read until `WouldBlock`.
+pub const ENRICH: Token = Token(3);
 /// First plugin token: `Token(PLUGIN_BASE + index into Daemon::plugins)`.
 pub const PLUGIN_BASE: usize = 0x100;
-/// First backend token: `Token(BACKEND_BASE + index into Daemon::backends)`.
-pub const BACKEND_BASE: usize = 0x200;
 /// First HTTP connection token: `Token(HTTP_CONN_BASE + connection slot)`.
 pub const HTTP_CONN_BASE: usize = 0x1_0000;
 
@@ -24,10 +25,10 @@ pub enum Slot {
     Waker,
     /// The HTTP listener.
     HttpListener,
+    /// The enrichment layer.
+    Enrich,
     /// Plugin number n.
     Plugin(usize),
-    /// Backend number n.
-    Backend(usize),
     /// HTTP connection in slot n.
     HttpConn(usize),
     /// Nothing we registered.
@@ -40,8 +41,8 @@ impl From<Token> for Slot {
             0 => Slot::Signals,
             1 => Slot::Waker,
             2 => Slot::HttpListener,
+            3 => Slot::Enrich,
             t if t >= HTTP_CONN_BASE => Slot::HttpConn(t - HTTP_CONN_BASE),
-            t if t >= BACKEND_BASE => Slot::Backend(t - BACKEND_BASE),
             t if t >= PLUGIN_BASE => Slot::Plugin(t - PLUGIN_BASE),
             _ => Slot::Unknown,
         }
@@ -53,11 +54,6 @@ pub fn plugin(i: usize) -> Token {
     Token(PLUGIN_BASE + i)
 }
 
-/// The token of backend `i`.
-pub fn backend(i: usize) -> Token {
-    Token(BACKEND_BASE + i)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,7 +62,7 @@ mod tests {
     fn test_tokens_round_trip() {
         assert_eq!(Slot::from(SIGNALS), Slot::Signals);
         assert_eq!(Slot::from(plugin(3)), Slot::Plugin(3));
-        assert_eq!(Slot::from(backend(1)), Slot::Backend(1));
+        assert_eq!(Slot::from(ENRICH), Slot::Enrich);
         assert_eq!(Slot::from(Token(HTTP_CONN_BASE + 7)), Slot::HttpConn(7));
         assert_eq!(Slot::from(Token(50)), Slot::Unknown);
     }

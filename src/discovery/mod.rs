@@ -11,10 +11,12 @@
 //! address, and the server's answer is the *public* one. Fireflies then show the public
 //! address wherever a flow's src or dst is the internal one (as the Python flowd does).
 //!
-//! Nothing here blocks: sockets are registered in the loop's `Poll` (under the owning
-//! backend's token), timers go through `poll_at`/`on_timeout`, name resolution and HTTP
-//! run on helper threads that wake the loop through its `Waker`. A failure is logged,
-//! counted and retried later; the last good address stays in force meanwhile.
+//! Nothing here blocks: sockets are registered in the loop's `Poll` (under the owner's
+//! token: the daemon's enrichment layer, `enrich::Enricher`, which attaches the public
+//! address to events; or `flowd stun`'s own loop), timers go through
+//! `poll_at`/`on_timeout`, name resolution and HTTP run on helper threads that wake the
+//! loop through its `Waker`. A failure is logged, counted and retried later; the last good
+//! address stays in force meanwhile.
 
 pub mod command;
 mod helper;
@@ -108,7 +110,7 @@ impl FamilyState {
     }
 }
 
-/// Public-address discovery for one backend (or for `flowd stun`).
+/// Public-address discovery for the enrichment layer (or for `flowd stun`).
 pub struct Discovery {
     enabled: bool,
     servers: Vec<Server>,

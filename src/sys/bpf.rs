@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{self, Read};
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
 /// Fills `buf` with random bytes from the kernel's pool (`/dev/urandom`, which never
 /// blocks once the pool is initialised at boot).
@@ -32,21 +32,6 @@ pub fn interfaces_with_global_v6() -> io::Result<Vec<String>> {
         }
     }
     Ok(names.into_iter().collect())
-}
-
-/// Every address configured on this host's interfaces (in the caller's network namespace).
-pub fn local_addresses() -> io::Result<BTreeSet<IpAddr>> {
-    let mut out = BTreeSet::new();
-    for ifa in nix::ifaddrs::getifaddrs().map_err(io::Error::from)? {
-        if let Some(a) = ifa.address.as_ref() {
-            if let Some(s) = a.as_sockaddr_in6() {
-                out.insert(IpAddr::V6(s.ip()));
-            } else if let Some(s) = a.as_sockaddr_in() {
-                out.insert(IpAddr::V4(s.ip()));
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// The index of interface `name` (`if_nametoindex`).

@@ -263,6 +263,12 @@ impl TcpInfo {
         TcpInfo { len: n as u16, raw }
     }
 
+    /// The bytes as the kernel sent them (at most [`TCP_INFO_MAX`]): `from_bytes` of
+    /// them gives this `TcpInfo` back.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.raw.get(..self.len()).unwrap_or(&self.raw)
+    }
+
     /// How many bytes of `struct tcp_info` the kernel sent (at most [`TCP_INFO_MAX`]).
     pub fn len(&self) -> usize {
         usize::from(self.len)

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use flowd::backend::marker::{AttachMode, Attached, Marker, MarkerConfig, PACKETS_MARKED};
 use flowd::context::Context;
+use flowd::enrich::local::LocalAddrs;
 use flowd::flow::{FlowEvent, FlowKey, FlowState, Micros, Proto};
 use flowd::label;
 use flowd::metrics::Metrics;
@@ -104,7 +105,17 @@ fn feed(m: &mut Marker, metrics: &mut Metrics, ev: &FlowEvent) -> Result<(), Str
     let registry = Registry::bundled();
     let mut out = Vec::new();
     let poll = mio::Poll::new().map_err(|e| e.to_string())?;
-    let mut cx = Context { now: Instant::now(), wall: Micros::now(), out: &mut out, metrics, registry: &registry, poll: poll.registry() };
+    let mut local = LocalAddrs::new();
+    let mut cx = Context {
+        now: Instant::now(),
+        wall: Micros::now(),
+        out: &mut out,
+        metrics,
+        registry: &registry,
+        poll: poll.registry(),
+        local: &mut local,
+        render: None,
+    };
     m.handle(ev, &mut cx).map_err(|e| e.to_string())
 }
 
@@ -295,6 +306,10 @@ fn netns_marks_announced_flow_only_and_keeps_traffic_class() {
         let start = FlowEvent::new(FlowState::Start, remote_view, 2, 9, Micros::now());
         feed(&mut m, &mut metrics, &start).expect("start");
         let announced_label = m.label_of(&event(FlowState::Start, A1, B2, 2, 9).key);
+        // The enrichment layer's periodic `ongoing` events reach the marker too: no new
+        // flow, no new label.
+        feed(&mut m, &mut metrics, &FlowEvent::new(FlowState::Ongoing, remote_view, 2, 9, Micros::now())).expect("ongoing");
+        assert_eq!((m.flows(), m.label_of(&remote_view)), (1, announced_label));
         let chunk = vec![0x5Au8; 1 << 16];
         let mut c1 = connect(A1);
         let mut c3 = connect(A3);

@@ -2,10 +2,12 @@
 //!
 //! Owns the flow bookkeeping: on a `start` event of an IPv6 TCP/UDP flow it writes the
 //! flow's outgoing 5-tuple and its label (experiment, activity and five random entropy
-//! bits drawn once per flow) into the kernel map; on `end` it deletes the entry. The
-//! classifier (`ebpf/flowd.bpf.c`) then rewrites the flow label of every egress packet of
-//! that flow. IPv4 flows are ignored. Every few seconds it mirrors the kernel counters
-//! into `Metrics`.
+//! bits drawn once per flow) into the kernel map, oriented as its packets leave this host
+//! (this host's addresses come from the daemon's one cache, `Context::local`); on `end`
+//! it deletes the entry; `ongoing` changes nothing (the flow is marked already, and a
+//! periodic `ongoing` from the enrichment layer must not draw a new label). The classifier
+//! (`ebpf/flowd.bpf.c`) then rewrites the flow label of every egress packet of that flow.
+//! IPv4 flows are ignored. Every few seconds it mirrors the kernel counters into `Metrics`.
 //!
 //! Loading lives in `program.rs`, attaching (TCX or clsact) in `attach.rs`, the C ABI in
 //! `abi.rs`. Dropping a `Marker` detaches it from every interface.
@@ -15,7 +17,7 @@ pub mod attach;
 pub mod program;
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -35,8 +37,6 @@ pub use program::{Counters, MarkerProgram, ProgramLoadError};
 
 /// How often kernel counters are copied into `Metrics`.
 pub const STATS_PERIOD: Duration = Duration::from_secs(5);
-/// How often, at most, the local address list is re-read when an event names no local address.
-const ADDR_REFRESH: Duration = Duration::from_secs(1);
 
 /// `flowd_marker_packets_seen_total{interface}`.
 pub static PACKETS_SEEN: Desc = Desc {
@@ -142,8 +142,6 @@ pub struct Marker {
     prog: MarkerProgram,
     ifaces: Vec<Iface>,
     active: HashMap<FlowKey, Active>,
-    local: BTreeSet<IpAddr>,
-    local_read_at: Option<Instant>,
     next_stats: Instant,
     attach_mode: AttachMode,
 }
@@ -182,15 +180,7 @@ impl Marker {
         }
         let prog = MarkerProgram::load(mc.map_size)?;
         // From here on, an early return drops `marker`, which detaches what was attached.
-        let mut marker = Marker {
-            prog,
-            ifaces,
-            active: HashMap::new(),
-            local: BTreeSet::new(),
-            local_read_at: None,
-            next_stats: Instant::now() + STATS_PERIOD,
-            attach_mode: mc.attach,
-        };
+        let mut marker = Marker { prog, ifaces, active: HashMap::new(), next_stats: Instant::now() + STATS_PERIOD, attach_mode: mc.attach };
         for i in 0..marker.ifaces.len() {
             let name = marker.ifaces[i].name.clone();
             let classifier = marker.prog.classifier()?;
@@ -199,7 +189,6 @@ impl Marker {
             marker.ifaces[i].mode = mode;
             log::info!("marker: attached to {name} egress ({})", mode.as_str());
         }
-        marker.refresh_local(None);
         Ok(marker)
     }
 
@@ -223,26 +212,15 @@ impl Marker {
         self.active.get(key).or_else(|| self.active.get(&key.reversed())).map(|a| a.label)
     }
 
-    fn refresh_local(&mut self, now: Option<Instant>) {
-        if let (Some(now), Some(at)) = (now, self.local_read_at) {
-            if now.saturating_duration_since(at) < ADDR_REFRESH {
-                return;
-            }
-        }
-        match sysbpf::local_addresses() {
-            Ok(set) => self.local = set,
-            Err(e) => log::warn!("marker: cannot list local addresses: {e}"),
-        }
-        self.local_read_at = Some(now.unwrap_or_else(Instant::now));
-    }
-
     fn start(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<(), BackendError> {
         let (exp, act) = (ev.exp, ev.act);
-        let known = |a: IpAddr, local: &BTreeSet<IpAddr>| local.contains(&a);
-        if !known(ev.key.src.ip(), &self.local) && !known(ev.key.dst.ip(), &self.local) {
-            self.refresh_local(Some(cx.now));
+        let (src, dst) = (ev.key.src.ip(), ev.key.dst.ip());
+        let mut local = cx.local.list(cx.now);
+        if !local.contains(&src) && !local.contains(&dst) {
+            // Neither end is ours: maybe the address was configured just now.
+            local = cx.local.recheck(cx.now);
         }
-        let key = orient(&ev.key, |a| self.local.contains(&a));
+        let key = orient(&ev.key, |a| local.contains(&a));
         let Some(raw) = RawKey::from_flow(&key) else { return Ok(()) };
         // A repeated start keeps the flow's entropy, so its packets keep one label.
         let entropy = match self.active.get(&key) {
