@@ -171,6 +171,8 @@ install-files:
 	else install -D -m 0644 etc/flowd.cfg $(DESTDIR)$(SYSCONFDIR)/flowd/flowd.cfg; fi
 	install -D -m 0644 etc/flowd.service $(DESTDIR)$(UNITDIR)/flowd.service
 	install -D -m 0644 etc/flowd@.service $(DESTDIR)$(UNITDIR)/flowd@.service
+	install -D -m 0644 etc/flowd.socket $(DESTDIR)$(UNITDIR)/flowd.socket
+	install -D -m 0644 etc/flowd@.socket $(DESTDIR)$(UNITDIR)/flowd@.socket
 	install -d -m 0755 $(DESTDIR)$(MANDIR)/man8
 	gzip -9n < etc/flowd.8 > $(DESTDIR)$(MANDIR)/man8/flowd.8.gz
 	chmod 0644 $(DESTDIR)$(MANDIR)/man8/flowd.8.gz

@@ -72,6 +72,8 @@ fn check_same_as_tree(root: &Path, unitdir: &str) {
         ("etc/flowd.cfg", "etc/flowd/flowd.cfg".to_string()),
         ("etc/flowd.service", format!("{unitdir}/flowd.service")),
         ("etc/flowd@.service", format!("{unitdir}/flowd@.service")),
+        ("etc/flowd.socket", format!("{unitdir}/flowd.socket")),
+        ("etc/flowd@.socket", format!("{unitdir}/flowd@.socket")),
     ] {
         let a = std::fs::read(repo().join(src)).unwrap();
         let b = std::fs::read(root.join(&dst)).unwrap_or_else(|e| panic!("{dst}: {e}"));
@@ -143,13 +145,15 @@ fn rpm_metadata_requires_and_files() {
             "/etc/flowd  drwxr-xr-x",
             "/etc/flowd/flowd.cfg cn -rw-r--r--",
             "/usr/lib/systemd/system/flowd.service  -rw-r--r--",
+            "/usr/lib/systemd/system/flowd.socket  -rw-r--r--",
             "/usr/lib/systemd/system/flowd@.service  -rw-r--r--",
+            "/usr/lib/systemd/system/flowd@.socket  -rw-r--r--",
             "/usr/sbin/flowd  -rwxr-xr-x",
             "/usr/share/man/man8/flowd.8.gz d -rw-r--r--",
         ],
         "rpm file list (c = %config, n = noreplace, d = %doc)"
     );
-    assert_eq!(ok(Command::new("rpm").arg("-qlp").arg(&rpm)).lines().count(), 6);
+    assert_eq!(ok(Command::new("rpm").arg("-qlp").arg(&rpm)).lines().count(), 8);
 }
 
 #[test]
@@ -172,7 +176,10 @@ fn rpm_installs_upgrades_and_erases_in_a_root() {
     check_same_as_tree(r, "usr/lib/systemd/system");
     if require("systemd-analyze") {
         add_host_units(r);
-        verify_units(r, &["/usr/lib/systemd/system/flowd.service", "/usr/lib/systemd/system/flowd@.service", "flowd@tags.service"]);
+        verify_units(
+            r,
+            &["/usr/lib/systemd/system/flowd.service", "/usr/lib/systemd/system/flowd@.service", "flowd@tags.service", "flowd.socket", "flowd@tags.socket"],
+        );
     }
     // Upgrade keeps a locally edited config (%config(noreplace)).
     let cfg = r.join("etc/flowd/flowd.cfg");
@@ -252,7 +259,9 @@ fn deb_metadata_and_contents() {
         [
             "./etc/flowd/flowd.cfg",
             "./lib/systemd/system/flowd.service",
+            "./lib/systemd/system/flowd.socket",
             "./lib/systemd/system/flowd@.service",
+            "./lib/systemd/system/flowd@.socket",
             "./usr/sbin/flowd",
             "./usr/share/doc/flowd/copyright",
             "./usr/share/man/man8/flowd.8.gz",
@@ -305,7 +314,10 @@ fn deb_installs_upgrades_removes_and_purges_in_a_root() {
     assert!(status.starts_with(&format!("install ok installed {VERSION}-1")) && status.contains("/etc/flowd/flowd.cfg"), "{status}");
     if require("systemd-analyze") {
         add_host_units(r);
-        verify_units(r, &["/lib/systemd/system/flowd.service", "/lib/systemd/system/flowd@.service", "flowd@tags.service"]);
+        verify_units(
+            r,
+            &["/lib/systemd/system/flowd.service", "/lib/systemd/system/flowd@.service", "flowd@tags.service", "flowd.socket", "flowd@tags.socket"],
+        );
     }
 
     // Upgrade: the edited conffile is kept; running units are restarted, not started.

@@ -187,6 +187,8 @@ fn unit_files_pass_systemd_analyze_verify() {
     for (src, dst) in [
         ("etc/flowd.service", "usr/lib/systemd/system/flowd.service"),
         ("etc/flowd@.service", "usr/lib/systemd/system/flowd@.service"),
+        ("etc/flowd.socket", "usr/lib/systemd/system/flowd.socket"),
+        ("etc/flowd@.socket", "usr/lib/systemd/system/flowd@.socket"),
         ("etc/flowd.cfg", "etc/flowd/flowd.cfg"),
     ] {
         std::fs::create_dir_all(r.join(dst).parent().unwrap()).unwrap();
@@ -197,7 +199,44 @@ fn unit_files_pass_systemd_analyze_verify() {
     std::fs::create_dir_all(r.join("usr/share/man/man8")).unwrap();
     std::fs::copy(repo().join("etc/flowd.8"), r.join("usr/share/man/man8/flowd.8")).unwrap();
     add_host_units(r);
-    verify_units(r, &["/usr/lib/systemd/system/flowd.service", "/usr/lib/systemd/system/flowd@.service", "flowd@tags.service"]);
+    verify_units(
+        r,
+        &[
+            "/usr/lib/systemd/system/flowd.service",
+            "/usr/lib/systemd/system/flowd@.service",
+            "flowd@tags.service",
+            "/usr/lib/systemd/system/flowd.socket",
+            "/usr/lib/systemd/system/flowd@.socket",
+            "flowd@tags.socket",
+        ],
+    );
+}
+
+/// The socket units hold the pipe the shipped config names, with the config's mode,
+/// owner and group and a 1 MiB buffer, keep it when they stop, and are enabled with
+/// the service (Also=).
+#[test]
+fn socket_units_match_the_shipped_config() {
+    let cfg = flowd::config::load(&repo().join("etc/flowd.cfg")).unwrap().config;
+    for (sock, service, fifo) in [
+        ("etc/flowd.socket", "etc/flowd.service", cfg.np_api.file.to_string_lossy().replace("/var/run/", "/run/")),
+        ("etc/flowd@.socket", "etc/flowd@.service", "/run/flowd-%i".to_string()),
+    ] {
+        let text = std::fs::read_to_string(repo().join(sock)).unwrap();
+        let one = |k: &str| unit_values(&text, k).join(" | ");
+        assert_eq!(one("ListenFIFO"), fifo, "{sock}");
+        assert_eq!(u32::from_str_radix(&one("SocketMode"), 8).unwrap(), cfg.np_api.mode, "{sock}");
+        assert_eq!(one("SocketUser"), cfg.np_api.owner.clone().unwrap_or_else(|| "root".into()), "{sock}");
+        assert_eq!(one("SocketGroup"), cfg.np_api.group.clone().unwrap_or_else(|| "root".into()), "{sock}");
+        assert_eq!(one("PipeSize"), "1M");
+        assert_eq!(one("RemoveOnStop"), "no");
+        assert_eq!(one("FileDescriptorName"), "", "{sock}: one name would apply to every fd of the unit; flowd tells them apart by type");
+        let unit = std::path::Path::new(sock).file_name().unwrap().to_string_lossy().replace("@.", "@%i.");
+        let svc = std::fs::read_to_string(repo().join(service)).unwrap();
+        assert_eq!(unit_values(&svc, "Also"), [unit.clone()], "{service}");
+        assert!(unit_values(&svc, "Wants").contains(&unit), "{service}");
+        assert_eq!(unit_values(&svc, "StateDirectory"), ["flowd"], "{service}: the registry's saved copy");
+    }
 }
 
 fn unit_values(text: &str, key: &str) -> Vec<String> {
@@ -213,8 +252,8 @@ fn units_have_the_required_settings_and_justify_each_capability() {
         assert_eq!(one("ExecStart"), format!("/usr/sbin/flowd --fg -c {cfg}"), "{file}");
         assert_eq!(unit_values(&text, "ExecReload"), vec![format!("/usr/sbin/flowd --check -c {cfg}"), "/bin/kill -HUP $MAINPID".to_string()]);
         assert_eq!(one("Restart"), "on-failure");
-        assert_eq!(one("After"), "network-online.target");
-        assert_eq!(one("Wants"), "network-online.target");
+        assert!(one("After").starts_with("network-online.target "), "{file}");
+        assert_eq!(unit_values(&text, "Wants")[0], "network-online.target");
         assert_eq!(one("ProtectSystem"), "strict");
         assert_eq!(one("ReadWritePaths"), "/run");
         assert_eq!(one("RestrictAddressFamilies"), "AF_UNIX AF_INET AF_INET6 AF_NETLINK");
