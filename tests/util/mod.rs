@@ -203,6 +203,17 @@ impl Flowd {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+
+    /// Stops flowd (SIGTERM) and hands back its directory, config text and the log it
+    /// wrote, for starting it again on the same pipe.
+    pub fn take_down(mut self) -> (TempDir, String, String) {
+        let (st, _) = self.stop_keep();
+        assert_eq!(st.code(), Some(0), "{}", self.stderr());
+        let log = self.stderr();
+        let text = std::fs::read_to_string(&self.cfg).unwrap();
+        let dir = std::mem::replace(&mut self.dir, TempDir(PathBuf::new()));
+        (dir, text, log)
+    }
 }
 
 impl Drop for Flowd {
