@@ -211,3 +211,18 @@ fn sighup_whose_new_plugin_fails_keeps_the_running_plugins() {
     let (st, _) = f.stop();
     assert!(st.success());
 }
+
+/// A Python flowd config sets PROMETHEUS_SRV_PORT (the Python flowd served it on every
+/// address) but no host: flowd says once, at start, that it serves loopback only and
+/// which key opens it up.
+#[test]
+fn a_python_flowd_metrics_port_without_host_is_announced_as_loopback_only() {
+    let dir = TempDir::new("pyport");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let text = format!("PLUGIN='np_api'\nBACKEND='udp_firefly'\nNP_API_FILE='{}'\nPID_FILE=''\nPROMETHEUS_SRV_PORT={port}\n", dir.path().join("np").display());
+    let f = Flowd::start_with(dir, &text, &[]);
+    let log = f.stderr();
+    assert_eq!(log.matches("PROMETHEUS_SRV_PORT is set without PROMETHEUS_SRV_HOST").count(), 1, "{log}");
+    assert!(log.contains(&format!("metrics are served on 127.0.0.1:{port} only")) && log.contains("PROMETHEUS_SRV_HOST='0.0.0.0'"), "{log}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+}

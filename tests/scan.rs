@@ -222,3 +222,36 @@ fn iperf_reports_only_iperf3_flows_with_round_robin_ids() {
     assert!(rest.iter().all(|j| j["flow-id"]["dst-port"].as_u64() != Some(6000)));
     drop((plain, on_port));
 }
+
+/// A Python flowd iperf config (`PLUGIN='iperf_rr'`, no IPERF_FLOW_ID: its plugins never
+/// read that key) validates and runs, handing out the Python flowd's built-in pairs.
+#[test]
+fn python_iperf_config_without_flow_ids_runs_with_the_builtin_pairs() {
+    require_root!();
+    if Command::new("iperf3").arg("-v").stdout(Stdio::null()).status().is_err() {
+        crate::util::skip("iperf3 is not installed (apt-get install iperf3)");
+        return;
+    }
+    let ns = NsPair::new();
+    let sink = NsPair::udp(&ns.a, "127.0.0.1:0");
+    let _server = Proc(
+        Command::new("ip").args(["netns", "exec", &ns.b, "iperf3", "-s", "-p", "5201", "-1"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let f =
+        NsPair::flowd(&ns.a, &format!("PLUGIN='iperf_rr'\nUDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'\nNETSTAT_TIMEOUT=0.2\n", sink.local_addr().unwrap()));
+    let client = Proc(
+        Command::new("ip")
+            .args(["netns", "exec", &ns.a, "iperf3", "-c", "100.64.0.2", "-p", "5201", "-t", "2", "-P", "2", "-b", "10M"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let got = collect(&sink, 3, T);
+    drop(client);
+    assert!(got.len() >= 3, "control + 2 streams: {}", f.stderr());
+    let ids: Vec<(u64, u64)> = got.iter().map(|j| (j["context"]["experiment-id"].as_u64().unwrap(), j["context"]["activity-id"].as_u64().unwrap())).collect();
+    // The Python iperf_rr list, in turn: (2,19) (2,19) (3,3) …
+    assert_eq!(ids[..3], [(2, 19), (2, 19), (3, 3)], "{}", f.stderr());
+}

@@ -488,9 +488,10 @@ pub static TABLE: &[Key] = &[
     // iperf plugin
     key("IPERF_FLOW_ID", C::Iperf, Parse::Custom { what: "list of (experiment, activity)", apply: iperf_flow_id })
         .default("[]")
-        .means("none")
+        .means("the Python flowd's built-in lists")
         .example("[(2, 2), ('cms', 'perfSONAR')]")
-        .doc("(experiment, activity) pairs handed out to iperf3 flows; required by the iperf plugin."),
+        .doc("(experiment, activity) pairs handed out to iperf3 flows.")
+        .long("Unset, the iperf plugin uses the Python flowd's built-in lists: at random from (2,9) (2,19) (3,3) (3,4) (4,3) (4,4) (5,10) (5,14); in turn (IPERF_ROUND_ROBIN or `iperf_rr`) from (2,19) (2,19) (3,3) (3,3) (4,3) (4,3) (5,10) (5,10)."),
     key("IPERF_PORTS", C::Iperf, Parse::Custom { what: "port list", apply: iperf_ports })
         .default("(5201,)")
         .doc("Ports whose connections count as iperf flows."),

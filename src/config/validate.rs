@@ -228,7 +228,26 @@ pub(crate) fn build(entries: &[Entry], problems: &mut Vec<(usize, String)>, warn
         }
     }
     cross_checks(&c, entries, &mut cx);
+    if let Some(w) = loopback_only_notice(&c, entries) {
+        warnings.push(w);
+    }
     c
+}
+
+/// The Python flowd had no PROMETHEUS_SRV_HOST and served its metrics on every address;
+/// flowd serves loopback unless told otherwise. A file that sets the port but not the
+/// host (a Python flowd config) gets one plain warning naming the key that opens it up.
+fn loopback_only_notice(c: &Config, entries: &[Entry]) -> Option<String> {
+    let port = entries.iter().rev().find(|e| e.key == "PROMETHEUS_SRV_PORT")?;
+    if c.http.port == 0 || entries.iter().any(|e| e.key == "PROMETHEUS_SRV_HOST") {
+        return None;
+    }
+    Some(format!(
+        "line {}: PROMETHEUS_SRV_PORT is set without PROMETHEUS_SRV_HOST: metrics are served on {}:{} only (loopback), \
+         not on every address as the Python flowd did; set PROMETHEUS_SRV_HOST='0.0.0.0' (or '::') to let a Prometheus server \
+         on another host scrape them",
+        port.line, c.http.host, c.http.port
+    ))
 }
 
 /// One `private=public` pair of IP_DISCOVERY_MAP (both of the same family).
@@ -257,10 +276,6 @@ fn cross_checks(c: &Config, entries: &[Entry], cx: &mut Ctx<'_>) {
     };
     need(PluginKind::Netstat, ["NETSTAT_EXPERIMENT", "NETSTAT_ACTIVITY"], &c.netstat);
     need(PluginKind::Netlink, ["NETLINK_EXPERIMENT", "NETLINK_ACTIVITY"], &c.netlink.scan);
-    if c.plugins.contains(&PluginKind::Iperf) && c.iperf.flow_id.is_empty() {
-        let line = line_of("PLUGIN");
-        cx.problems.push((line, format!("line {line}: PLUGIN: the iperf plugin needs IPERF_FLOW_ID")));
-    }
 }
 
 #[cfg(test)]

@@ -152,3 +152,15 @@ fn test_discovery_and_netlink_keys() {
     assert_eq!(p.len(), 4, "{p:?}");
     assert!(p[0].contains("same family"));
 }
+
+#[test]
+fn test_a_python_config_setting_only_the_metrics_port_is_told_it_is_loopback_now() {
+    let (_, w) = load("PLUGIN='np_api'\nPROMETHEUS_SRV_PORT=9100\n").unwrap();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("line 2: PROMETHEUS_SRV_PORT is set without PROMETHEUS_SRV_HOST: metrics are served on 127.0.0.1:9100 only"), "{w:?}");
+    assert!(w[0].contains("PROMETHEUS_SRV_HOST='0.0.0.0'"));
+    for quiet in ["PROMETHEUS_SRV_PORT=9100\nPROMETHEUS_SRV_HOST='127.0.0.1'\n", "PROMETHEUS_SRV_PORT=0\n", "PLUGIN='np_api'\n"] {
+        let (_, w) = load(quiet).unwrap();
+        assert!(w.is_empty(), "{quiet:?}: {w:?}");
+    }
+}

@@ -96,6 +96,22 @@ pub fn process_socket_inodes(comm: &[u8], out: &mut HashSet<u32>) {
     }
 }
 
+/// The (experiment, activity) pairs the Python flowd's `iperf` plugin picks from at random
+/// (its built-in `FLOW_IDS`), used when IPERF_FLOW_ID is not set.
+pub const PYTHON_RANDOM_IDS: [(u32, u32); 8] = [(2, 9), (2, 19), (3, 3), (3, 4), (4, 3), (4, 4), (5, 10), (5, 14)];
+/// The pairs the Python flowd's `iperf_rr` plugin hands out in turn, used when
+/// IPERF_FLOW_ID is not set and round robin is on.
+pub const PYTHON_ROUND_ROBIN_IDS: [(u32, u32); 8] = [(2, 19), (2, 19), (3, 3), (3, 3), (4, 3), (4, 3), (5, 10), (5, 10)];
+
+/// IPERF_FLOW_ID, or the Python flowd's built-in list for the mode when it is not set.
+pub fn flow_ids(cfg: &Config) -> Vec<(IdOrName, IdOrName)> {
+    if !cfg.iperf.flow_id.is_empty() {
+        return cfg.iperf.flow_id.clone();
+    }
+    let builtin: &[(u32, u32)] = if cfg.iperf.round_robin { &PYTHON_ROUND_ROBIN_IDS } else { &PYTHON_RANDOM_IDS };
+    builtin.iter().map(|&(e, a)| (IdOrName::Id(e), IdOrName::Id(a))).collect()
+}
+
 /// The running iperf scanner.
 pub struct Scanner {
     timer: ScanTimer,
@@ -117,7 +133,7 @@ impl Scanner {
         std::fs::File::open(super::netstat::PROC_NET[0])?;
         Ok(Scanner {
             timer: ScanTimer::new(cfg.netstat.interval),
-            pairs: cfg.iperf.flow_id.clone(),
+            pairs: flow_ids(cfg),
             ports: cfg.iperf.ports.clone(),
             round_robin: cfg.iperf.round_robin,
             rr_next: 0,
@@ -191,6 +207,20 @@ impl Scanner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Python flowd iperf config has no IPERF_FLOW_ID: it validates, and the plugin
+    /// hands out the Python flowd's built-in pairs for its mode.
+    #[test]
+    fn test_python_iperf_configs_without_flow_ids_use_the_builtin_lists() {
+        let load = |text: &str| crate::config::from_text(text, std::path::Path::new("t.cfg")).unwrap().config;
+        let random = load("PLUGIN='iperf'\n");
+        let ids: Vec<(IdOrName, IdOrName)> = PYTHON_RANDOM_IDS.iter().map(|&(e, a)| (IdOrName::Id(e), IdOrName::Id(a))).collect();
+        assert_eq!(flow_ids(&random), ids);
+        let rr = load("PLUGIN='iperf_rr'\n");
+        assert_eq!(flow_ids(&rr)[..3], [(IdOrName::Id(2), IdOrName::Id(19)), (IdOrName::Id(2), IdOrName::Id(19)), (IdOrName::Id(3), IdOrName::Id(3))]);
+        let own = load("PLUGIN='iperf'\nIPERF_FLOW_ID=[(7, 1)]\n");
+        assert_eq!(flow_ids(&own), [(IdOrName::Id(7), IdOrName::Id(1))]);
+    }
 
     #[test]
     fn test_xorshift_spreads_and_is_deterministic_per_seed() {
