@@ -481,8 +481,8 @@ pub fn request_with_ext(family: Family, filter: Filter, ext: u8, seq: u32) -> [u
     b
 }
 
-/// Number of `u32`s in `INET_DIAG_SKMEMINFO` (`SK_MEMINFO_VARS`; kernels before 4.7
-/// send 8, without the drop count).
+/// Number of `u32`s in `INET_DIAG_SKMEMINFO` (`SK_MEMINFO_VARS`). Older kernels send
+/// fewer: 8 before `SK_MEMINFO_DROPS` was added, 7 before `SK_MEMINFO_BACKLOG`.
 pub const SK_MEMINFO_VARS: usize = 9;
 
 /// `INET_DIAG_SKMEMINFO` as the kernel sent it, length-tolerant like [`TcpInfo`]: each
@@ -557,7 +557,7 @@ impl SkMemInfo {
     pub fn backlog(&self) -> Option<u32> {
         self.get(7)
     }
-    /// `SK_MEMINFO_DROPS` (`d`): packets dropped by the socket (a count; Linux 4.7+).
+    /// `SK_MEMINFO_DROPS` (`d`): packets dropped before reaching the socket (a count).
     pub fn drops(&self) -> Option<u32> {
         self.get(8)
     }
@@ -926,7 +926,7 @@ mod tests {
             [m.rmem_alloc(), m.rcvbuf(), m.wmem_alloc(), m.sndbuf(), m.fwd_alloc(), m.wmem_queued(), m.optmem(), m.backlog(), m.drops()],
             [Some(3832), Some(2_128_302), Some(7), Some(3_939_840), Some(264), Some(11), Some(12), Some(13), Some(14)]
         );
-        // A kernel before SK_MEMINFO_DROPS: eight values.
+        // An older kernel, before SK_MEMINFO_DROPS: eight values.
         let old = SkMemInfo::from_bytes(&ne(&[1, 2, 3, 4, 5, 6, 7, 8]));
         assert_eq!((old.len(), old.backlog(), old.drops()), (8, Some(8), None));
         // A future kernel with more values, and a trailing partial value: ignored.
