@@ -447,6 +447,301 @@ pub fn parse(buf: &[u8], seq: u32, mut each: impl FnMut(Conn)) -> Result<Parsed,
     Ok(p)
 }
 
+// --- Extensions: socket memory, congestion-control name, BBR state -------------------
+//
+// What `ss -tim` shows and the Python flowd's Prometheus backend exported (it parsed
+// `ss -iotnmH`): skmem:(r,rb,t,tb,f,w,o,bl,d) from INET_DIAG_SKMEMINFO, the algorithm
+// name from INET_DIAG_CONG, bbr:(bw,mrtt,pacing_gain,cwnd_gain) from INET_DIAG_BBRINFO.
+
+/// `INET_DIAG_VEGASINFO`: congestion-control module info (also the request bit for BBR).
+const INET_DIAG_VEGASINFO: u16 = 3;
+/// `INET_DIAG_CONG`: the congestion-control algorithm's name, NUL-terminated.
+const INET_DIAG_CONG: u16 = 4;
+/// `INET_DIAG_SKMEMINFO`: `u32[SK_MEMINFO_VARS]`.
+const INET_DIAG_SKMEMINFO: u16 = 7;
+/// `INET_DIAG_BBRINFO`: `struct tcp_bbr_info`.
+const INET_DIAG_BBRINFO: u16 = 16;
+
+/// Bits of a request's `idiag_ext` byte (`1 << (INET_DIAG_* - 1)`), for [`request_with_ext`].
+pub mod ext {
+    /// `INET_DIAG_INFO` (struct tcp_info): what [`Filter::info`](super::Filter::info) sets.
+    pub const INFO: u8 = 1 << (super::INET_DIAG_INFO - 1);
+    /// Congestion-control module info: the kernel answers with the module's own attribute,
+    /// `INET_DIAG_BBRINFO` for bbr (`INET_DIAG_VEGASINFO`/`DCTCPINFO` for vegas/dctcp;
+    /// nothing for cubic and reno). `idiag_ext` is one byte, so BBRINFO (extension 16) has
+    /// no bit of its own: bbr answers this one (`ss -i` asks the same way).
+    pub const CC_INFO: u8 = 1 << (super::INET_DIAG_VEGASINFO - 1);
+    /// `INET_DIAG_CONG`: the congestion-control algorithm's name.
+    pub const CONG: u8 = 1 << (super::INET_DIAG_CONG - 1);
+    /// `INET_DIAG_SKMEMINFO`: the socket's memory counters.
+    pub const SKMEMINFO: u8 = 1 << (super::INET_DIAG_SKMEMINFO - 1);
+    /// Everything the Python flowd's Prometheus families came from (`ss -tinm`).
+    pub const ALL: u8 = INFO | CC_INFO | CONG | SKMEMINFO;
+}
+
+/// Builds the dump request like [`request`], asking in addition for the extensions in
+/// `ext` (a mask of [`ext`] bits; `ext::INFO` is the same as `filter.info`).
+pub fn request_with_ext(family: Family, filter: Filter, ext: u8, seq: u32) -> [u8; REQUEST_LEN] {
+    let mut b = request(family, filter, seq);
+    b[18] |= ext;
+    b
+}
+
+/// Number of `u32`s in `INET_DIAG_SKMEMINFO` (`SK_MEMINFO_VARS`). Older kernels send
+/// fewer: 8 before `SK_MEMINFO_DROPS` was added, 7 before `SK_MEMINFO_BACKLOG`.
+pub const SK_MEMINFO_VARS: usize = 9;
+
+/// `INET_DIAG_SKMEMINFO` as the kernel sent it, length-tolerant like [`TcpInfo`]: each
+/// accessor returns `None` when the kernel sent fewer values. All values are bytes except
+/// [`drops`](SkMemInfo::drops). `ss` shows them as `skmem:(r,rb,t,tb,f,w,o,bl,d)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SkMemInfo {
+    len: u8,
+    raw: [u32; SK_MEMINFO_VARS],
+}
+
+impl SkMemInfo {
+    /// Decodes the attribute payload (values past [`SK_MEMINFO_VARS`] are ignored, a
+    /// trailing partial value too).
+    pub fn from_bytes(b: &[u8]) -> SkMemInfo {
+        let mut m = SkMemInfo::default();
+        for (slot, chunk) in m.raw.iter_mut().zip(b.chunks_exact(4)) {
+            *slot = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            m.len += 1;
+        }
+        m
+    }
+
+    /// How many values the kernel sent (at most [`SK_MEMINFO_VARS`]).
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// True when the kernel sent no value.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Value `i` in kernel order (`SK_MEMINFO_RMEM_ALLOC` = 0 … `SK_MEMINFO_DROPS` = 8).
+    pub fn get(&self, i: usize) -> Option<u32> {
+        if i < self.len() {
+            self.raw.get(i).copied()
+        } else {
+            None
+        }
+    }
+
+    /// `SK_MEMINFO_RMEM_ALLOC` (`r`): bytes of received data queued (truesize).
+    pub fn rmem_alloc(&self) -> Option<u32> {
+        self.get(0)
+    }
+    /// `SK_MEMINFO_RCVBUF` (`rb`): receive buffer size (bytes).
+    pub fn rcvbuf(&self) -> Option<u32> {
+        self.get(1)
+    }
+    /// `SK_MEMINFO_WMEM_ALLOC` (`t`): bytes of sent data in flight below the socket.
+    pub fn wmem_alloc(&self) -> Option<u32> {
+        self.get(2)
+    }
+    /// `SK_MEMINFO_SNDBUF` (`tb`): send buffer size (bytes).
+    pub fn sndbuf(&self) -> Option<u32> {
+        self.get(3)
+    }
+    /// `SK_MEMINFO_FWD_ALLOC` (`f`): memory reserved but not yet used (bytes).
+    pub fn fwd_alloc(&self) -> Option<u32> {
+        self.get(4)
+    }
+    /// `SK_MEMINFO_WMEM_QUEUED` (`w`): bytes queued in the send queue.
+    pub fn wmem_queued(&self) -> Option<u32> {
+        self.get(5)
+    }
+    /// `SK_MEMINFO_OPTMEM` (`o`): option memory (bytes).
+    pub fn optmem(&self) -> Option<u32> {
+        self.get(6)
+    }
+    /// `SK_MEMINFO_BACKLOG` (`bl`): bytes in the backlog queue.
+    pub fn backlog(&self) -> Option<u32> {
+        self.get(7)
+    }
+    /// `SK_MEMINFO_DROPS` (`d`): packets dropped before reaching the socket (a count).
+    pub fn drops(&self) -> Option<u32> {
+        self.get(8)
+    }
+}
+
+/// Longest congestion-control name, with its NUL (`TCP_CA_NAME_MAX`).
+pub const TCP_CA_NAME_MAX: usize = 16;
+
+/// `INET_DIAG_CONG`: the name of the socket's congestion-control algorithm ("cubic",
+/// "bbr", …), stored inline (no allocation).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CongName {
+    len: u8,
+    raw: [u8; TCP_CA_NAME_MAX],
+}
+
+impl CongName {
+    /// Decodes the attribute payload: the bytes before the first NUL (the kernel always
+    /// sends one; a payload without it is taken whole). `None` for an empty name, one
+    /// longer than `TCP_CA_NAME_MAX - 1` bytes, or one with bytes other than printable
+    /// ASCII (kernel module names are `[a-z0-9_]`), so the name is safe as a label value.
+    pub fn from_bytes(b: &[u8]) -> Option<CongName> {
+        let name = b.split(|&c| c == 0).next().unwrap_or(&[]);
+        if name.is_empty() || name.len() >= TCP_CA_NAME_MAX || !name.iter().all(|c| c.is_ascii_graphic()) {
+            return None;
+        }
+        let mut raw = [0u8; TCP_CA_NAME_MAX];
+        raw[..name.len()].copy_from_slice(name);
+        Some(CongName { len: name.len() as u8, raw })
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.raw.get(..usize::from(self.len)).unwrap_or(&[])).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for CongName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CongName({:?})", self.as_str())
+    }
+}
+
+impl std::fmt::Display for CongName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `INET_DIAG_BBRINFO`: `struct tcp_bbr_info`, the state of a bbr socket. Sent only for
+/// sockets using bbr, and only when [`ext::CC_INFO`] was asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BbrInfo {
+    /// `bbr_bw_lo`: low 32 bits of the bandwidth estimate (bytes/s).
+    pub bw_lo: u32,
+    /// `bbr_bw_hi`: high 32 bits of the bandwidth estimate.
+    pub bw_hi: u32,
+    /// `bbr_min_rtt`: minimum RTT (µs).
+    pub min_rtt: u32,
+    /// `bbr_pacing_gain`: pacing gain, fixed point with 8 fraction bits (256 = 1.0).
+    pub pacing_gain: u32,
+    /// `bbr_cwnd_gain`: cwnd gain, fixed point with 8 fraction bits (256 = 1.0).
+    pub cwnd_gain: u32,
+}
+
+impl BbrInfo {
+    /// Size of `struct tcp_bbr_info`.
+    pub const LEN: usize = 20;
+
+    /// Decodes the attribute payload; `None` when it is shorter than [`BbrInfo::LEN`]
+    /// (longer payloads, from a future kernel, keep their first five fields).
+    pub fn from_bytes(b: &[u8]) -> Option<BbrInfo> {
+        Some(BbrInfo { bw_lo: u32_at(b, 0)?, bw_hi: u32_at(b, 4)?, min_rtt: u32_at(b, 8)?, pacing_gain: u32_at(b, 12)?, cwnd_gain: u32_at(b, 16)? })
+    }
+
+    /// The bandwidth estimate (bytes/s; `ss` shows it ×8 as bits/s).
+    pub fn bw(&self) -> u64 {
+        (u64::from(self.bw_hi) << 32) | u64::from(self.bw_lo)
+    }
+
+    /// The pacing gain as a ratio (1.25 while probing for bandwidth).
+    pub fn pacing_gain_ratio(&self) -> f64 {
+        f64::from(self.pacing_gain) / 256.0
+    }
+
+    /// The cwnd gain as a ratio.
+    pub fn cwnd_gain_ratio(&self) -> f64 {
+        f64::from(self.cwnd_gain) / 256.0
+    }
+}
+
+/// The extension attributes of one socket: each is `Some` when it was asked for (see
+/// [`ext`]) and the kernel sent it (TIME_WAIT sockets carry none; cubic and reno have
+/// no BBR info).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnExt {
+    /// `INET_DIAG_SKMEMINFO`.
+    pub skmem: Option<SkMemInfo>,
+    /// `INET_DIAG_CONG`.
+    pub cong: Option<CongName>,
+    /// `INET_DIAG_BBRINFO`.
+    pub bbr: Option<BbrInfo>,
+}
+
+/// Decodes the extension attributes of one `inet_diag_msg` (same framing checks as
+/// the attribute walk of [`parse`]). Attributes with an unusable payload stay `None`.
+fn conn_ext(body: &[u8]) -> Result<ConnExt, DiagError> {
+    let mut x = ConnExt::default();
+    let mut attrs = body.get(DIAG_MSG_LEN..).ok_or(DiagError::Malformed)?;
+    while attrs.len() >= 4 {
+        let len = usize::from(u16_at(attrs, 0).ok_or(DiagError::Malformed)?);
+        let ty = u16_at(attrs, 2).ok_or(DiagError::Malformed)? & 0x3fff;
+        if len < 4 || len > attrs.len() {
+            return Err(DiagError::Malformed);
+        }
+        let payload = &attrs[4..len];
+        match ty {
+            INET_DIAG_SKMEMINFO => x.skmem = Some(SkMemInfo::from_bytes(payload)),
+            INET_DIAG_CONG => x.cong = CongName::from_bytes(payload),
+            INET_DIAG_BBRINFO => x.bbr = BbrInfo::from_bytes(payload),
+            _ => {}
+        }
+        attrs = attrs.get((len + 3) & !3..).unwrap_or(&[]);
+    }
+    Ok(x)
+}
+
+/// Like [`parse`], handing each socket to `each` together with its extension
+/// attributes (for a dump requested with [`request_with_ext`]). The [`Conn`]s are the
+/// ones [`parse`] gives for the same buffer.
+pub fn parse_with_ext(buf: &[u8], seq: u32, mut each: impl FnMut(Conn, ConnExt)) -> Result<Parsed, DiagError> {
+    let mut p = Parsed::default();
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let len = u32_at(rest, 0).ok_or(DiagError::Malformed)? as usize;
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            return Err(DiagError::Malformed);
+        }
+        let ty = u16_at(rest, 4).ok_or(DiagError::Malformed)?;
+        let flags = u16_at(rest, 6).ok_or(DiagError::Malformed)?;
+        let mseq = u32_at(rest, 8).ok_or(DiagError::Malformed)?;
+        let body = &rest[NLMSG_HDRLEN..len];
+        rest = rest.get((len + 3) & !3..).unwrap_or(&[]);
+        if mseq != seq {
+            p.stale += 1;
+            continue;
+        }
+        if flags & NLM_F_DUMP_INTR != 0 {
+            return Err(DiagError::Interrupted);
+        }
+        match ty {
+            NLMSG_DONE => {
+                let code = body.get(0..4).and_then(|b| b.try_into().ok()).map(i32::from_ne_bytes).unwrap_or(0);
+                if code < 0 {
+                    return Err(DiagError::Kernel(code.saturating_neg()));
+                }
+                p.done = true;
+                return Ok(p);
+            }
+            NLMSG_ERROR => {
+                let code = body.get(0..4).and_then(|b| b.try_into().ok()).map(i32::from_ne_bytes).ok_or(DiagError::Malformed)?;
+                if code != 0 {
+                    return Err(DiagError::Kernel(code.saturating_neg()));
+                }
+            }
+            SOCK_DIAG_BY_FAMILY => {
+                if let Some(c) = conn(body)? {
+                    let x = conn_ext(body)?;
+                    p.conns += 1;
+                    each(c, x);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -612,5 +907,165 @@ mod tests {
         bad_attr[0] = 2;
         bad_attr.extend_from_slice(&[200, 0, 2, 0]);
         assert_eq!(all(&msg(SOCK_DIAG_BY_FAMILY, 2, 7, &bad_attr), 7).1, Err(DiagError::Malformed));
+    }
+
+    fn ne(vals: &[u32]) -> Vec<u8> {
+        vals.iter().flat_map(|v| v.to_ne_bytes()).collect()
+    }
+
+    #[test]
+    fn test_request_with_ext_bytes() {
+        assert_eq!((ext::INFO, ext::CC_INFO, ext::CONG, ext::SKMEMINFO, ext::ALL), (0x02, 0x04, 0x08, 0x40, 0x4e));
+        let r = request_with_ext(Family::V4, Filter::established(false), ext::ALL, 9);
+        let base = request(Family::V4, Filter::established(false), 9);
+        assert_eq!(r[18], 0x4e);
+        assert_eq!((&r[..18], &r[19..]), (&base[..18], &base[19..]), "only idiag_ext differs");
+        assert_eq!(request_with_ext(Family::V6, Filter::established(true), 0, 3), request(Family::V6, Filter::established(true), 3));
+        assert_eq!(request_with_ext(Family::V6, Filter::established(true), ext::CONG, 3)[18], 0x0a);
+    }
+
+    #[test]
+    fn test_skmeminfo_bytes() {
+        let m = SkMemInfo::from_bytes(&ne(&[3832, 2_128_302, 7, 3_939_840, 264, 11, 12, 13, 14]));
+        assert_eq!(m.len(), 9);
+        assert_eq!(
+            [m.rmem_alloc(), m.rcvbuf(), m.wmem_alloc(), m.sndbuf(), m.fwd_alloc(), m.wmem_queued(), m.optmem(), m.backlog(), m.drops()],
+            [Some(3832), Some(2_128_302), Some(7), Some(3_939_840), Some(264), Some(11), Some(12), Some(13), Some(14)]
+        );
+        // An older kernel, before SK_MEMINFO_DROPS: eight values.
+        let old = SkMemInfo::from_bytes(&ne(&[1, 2, 3, 4, 5, 6, 7, 8]));
+        assert_eq!((old.len(), old.backlog(), old.drops()), (8, Some(8), None));
+        // A future kernel with more values, and a trailing partial value: ignored.
+        let mut long = ne(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        long.push(0xff);
+        let l = SkMemInfo::from_bytes(&long);
+        assert_eq!((l.len(), l.drops(), l.get(9)), (9, Some(9), None));
+        let part = SkMemInfo::from_bytes(&[1, 0, 0, 0, 2, 0]);
+        assert_eq!((part.len(), part.rcvbuf()), (1, None));
+        assert!(SkMemInfo::from_bytes(&[]).is_empty());
+    }
+
+    #[test]
+    fn test_cong_name_bytes() {
+        assert_eq!(CongName::from_bytes(b"bbr\0").unwrap().as_str(), "bbr");
+        assert_eq!(CongName::from_bytes(b"cubic\0").unwrap().to_string(), "cubic");
+        assert_eq!(CongName::from_bytes(b"dctcp\0\0\0").unwrap().as_str(), "dctcp");
+        assert_eq!(CongName::from_bytes(b"reno").unwrap().as_str(), "reno", "no NUL: the whole payload");
+        assert_eq!(format!("{:?}", CongName::from_bytes(b"bbr\0").unwrap()), "CongName(\"bbr\")");
+        assert_eq!(CongName::from_bytes(b"fifteen_chars_x\0").unwrap().as_str().len(), 15);
+        for bad in [&b""[..], b"\0", b"\0bbr\0", b"sixteen_chars_xx\0", b"b r\0", b"bb\xc3\xa9\0", b"a\nb\0"] {
+            assert_eq!(CongName::from_bytes(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn test_bbr_info_bytes() {
+        // struct tcp_bbr_info as recorded for the bbr sender in ext_v4.bin.
+        let b = BbrInfo::from_bytes(&ne(&[211_697_331, 3, 5, 320, 512])).unwrap();
+        assert_eq!(b, BbrInfo { bw_lo: 211_697_331, bw_hi: 3, min_rtt: 5, pacing_gain: 320, cwnd_gain: 512 });
+        assert_eq!(b.bw(), 13_096_599_219);
+        assert_eq!(b.bw() * 8, 104_772_793_752, "what ss printed as bw:…bps");
+        assert_eq!((b.pacing_gain_ratio(), b.cwnd_gain_ratio()), (1.25, 2.0));
+        assert_eq!(BbrInfo::from_bytes(&ne(&[1, 2, 3, 4])), None, "too short");
+        let mut longer = ne(&[1, 0, 3, 256, 512]);
+        longer.extend_from_slice(&[9; 8]);
+        assert_eq!(BbrInfo::from_bytes(&longer).map(|b| (b.bw(), b.pacing_gain_ratio())), Some((1, 1.0)));
+    }
+
+    /// The `ss -tinmHO` line of `src` → `dst` recorded beside the fixture.
+    fn ss_line<'a>(ss: &'a str, src: &SocketAddr, dst: &SocketAddr) -> &'a str {
+        ss.lines()
+            .find(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.get(2) == Some(&src.to_string().as_str()) && w.get(3) == Some(&dst.to_string().as_str())
+            })
+            .unwrap_or_else(|| panic!("no ss line for {src} {dst}"))
+    }
+
+    /// The values of `key:(a1,b2,…)` in an ss line, as (prefix, number) pairs.
+    fn ss_group<'a>(line: &'a str, key: &str) -> Option<Vec<&'a str>> {
+        let start = line.find(&format!("{key}:("))? + key.len() + 2;
+        let end = start + line[start..].find(')')?;
+        Some(line[start..end].split(',').collect())
+    }
+
+    #[test]
+    fn test_captured_dump_with_extensions_matches_ss() {
+        let buf = fixture("ext_v4.bin");
+        let ss = String::from_utf8(fixture("ext_v4.ss")).unwrap();
+        let mut v = Vec::new();
+        let p = parse_with_ext(&buf, 9, |c, x| v.push((c, x))).unwrap();
+        assert!(p.done);
+        assert_eq!((p.conns, p.stale), (4, 0));
+        // The same connections parse() gives.
+        assert_eq!(all(&buf, 9).0, v.iter().map(|(c, _)| *c).collect::<Vec<_>>());
+        let mut bbr_senders = 0;
+        for (c, x) in &v {
+            let line = ss_line(&ss, &c.src, &c.dst);
+            let cong = x.cong.unwrap();
+            let want_cong = if c.src.port() == 5011 || c.dst.port() == 5011 { "bbr" } else { "cubic" };
+            assert_eq!(cong.as_str(), want_cong);
+            assert!(line.split_whitespace().any(|w| w == want_cong), "{line}");
+            // skmem:(r3832,rb…,t0,tb…,f264,w0,o0,bl0,d0): same values, same order.
+            let m = x.skmem.unwrap();
+            assert_eq!(m.len(), SK_MEMINFO_VARS);
+            let from_ss: Vec<u32> = ss_group(line, "skmem").unwrap().iter().map(|f| f.trim_start_matches(char::is_alphabetic).parse().unwrap()).collect();
+            assert_eq!(from_ss, (0..SK_MEMINFO_VARS).map(|i| m.get(i).unwrap()).collect::<Vec<_>>(), "{line}");
+            // The receivers left 3000 bytes unread.
+            if c.src.port() == 5011 || c.src.port() == 5012 {
+                assert!(m.rmem_alloc().unwrap() >= 3000, "{m:?}");
+            }
+            assert!(c.tcp_info.is_some());
+            match (want_cong, x.bbr) {
+                ("cubic", b) => assert_eq!(b, None, "cubic has no BBR info"),
+                (_, Some(b)) => {
+                    let g = ss_group(line, "bbr").unwrap();
+                    assert_eq!(g[0], format!("bw:{}bps", b.bw() * 8));
+                    assert_eq!(g[1], format!("mrtt:{}", f64::from(b.min_rtt) / 1000.0));
+                    if b.pacing_gain != 0 {
+                        assert_eq!(g[2], format!("pacing_gain:{}", b.pacing_gain_ratio()));
+                        assert_eq!(g[3], format!("cwnd_gain:{}", b.cwnd_gain_ratio()));
+                        bbr_senders += 1;
+                        assert_eq!(b, BbrInfo { bw_lo: 211_697_331, bw_hi: 3, min_rtt: 5, pacing_gain: 320, cwnd_gain: 512 });
+                    }
+                }
+                (_, None) => panic!("bbr socket without INET_DIAG_BBRINFO: {line}"),
+            }
+        }
+        assert_eq!(bbr_senders, 1);
+        // Without the extension bits nothing is decoded from a plain dump.
+        let (plain, _) = all(&fixture("est_v4.bin"), 7);
+        let mut exts = Vec::new();
+        parse_with_ext(&fixture("est_v4.bin"), 7, |c, x| exts.push((c, x))).unwrap();
+        assert_eq!(plain, exts.iter().map(|(c, _)| *c).collect::<Vec<_>>());
+        assert!(exts.iter().all(|(_, x)| *x == ConnExt::default()));
+    }
+
+    #[test]
+    fn test_extension_garbage_never_panics() {
+        let good = fixture("ext_v4.bin");
+        for cut in 0..good.len() {
+            let _ = parse_with_ext(&good[..cut], 9, |_, _| {});
+        }
+        let mut flipped = good.clone();
+        for i in (0..flipped.len()).step_by(5) {
+            flipped[i] ^= 0x5a;
+            let _ = parse_with_ext(&flipped, 9, |_, _| {});
+        }
+        // A message with only a CONG attribute whose length runs past the message.
+        let mut body = vec![0u8; 72];
+        body[0] = 2;
+        body.extend_from_slice(&[12, 0, 4, 0, b'b', b'b', b'r', 0]);
+        assert_eq!(parse_with_ext(&msg(SOCK_DIAG_BY_FAMILY, 2, 7, &body), 7, |_, _| {}), Err(DiagError::Malformed));
+        // The same attribute with the right length decodes; a short BBR attribute is dropped.
+        let mut body = vec![0u8; 72];
+        body[0] = 2;
+        body.extend_from_slice(&[8, 0, 4, 0, b'b', b'b', b'r', 0]);
+        body.extend_from_slice(&[12, 0, 16, 0]);
+        body.extend_from_slice(&ne(&[1, 2]));
+        let mut got = Vec::new();
+        parse_with_ext(&msg(SOCK_DIAG_BY_FAMILY, 2, 7, &body), 7, |_, x| got.push(x)).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].cong.map(|c| c.to_string()), got[0].bbr, got[0].skmem), (Some("bbr".into()), None, None));
     }
 }
