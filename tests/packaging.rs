@@ -246,10 +246,16 @@ fn rpm_scriptlets_reload_systemd_and_never_start_flowd() {
     let wants = r.join("etc/systemd/system/multi-user.target.wants");
     std::fs::create_dir_all(&wants).unwrap();
     std::os::unix::fs::symlink("/usr/lib/systemd/system/flowd@.service", wants.join("flowd@tags.service")).unwrap();
+    let sockets = r.join("etc/systemd/system/sockets.target.wants");
+    std::fs::create_dir_all(&sockets).unwrap();
+    std::os::unix::fs::symlink("/usr/lib/systemd/system/flowd@.socket", sockets.join("flowd@tags.socket")).unwrap();
     run_scriptlet(&rpm, "PREUN", 0, r, &fake);
     run_scriptlet(&rpm, "POSTUN", 0, r, &fake);
     let calls = fake.take();
-    assert_eq!(calls, ["--no-reload disable flowd@tags.service", "stop flowd.service flowd@*.service", "daemon-reload"]);
+    assert_eq!(
+        calls,
+        ["--no-reload disable flowd@tags.service flowd@tags.socket", "stop flowd.service flowd@*.service flowd.socket flowd@*.socket", "daemon-reload"]
+    );
     assert_never_starts(&calls);
 }
 
@@ -352,11 +358,18 @@ fn deb_installs_upgrades_removes_and_purges_in_a_root() {
     let wants = r.join("etc/systemd/system/multi-user.target.wants");
     std::fs::create_dir_all(&wants).unwrap();
     std::os::unix::fs::symlink("/lib/systemd/system/flowd@.service", wants.join("flowd@tags.service")).unwrap();
+    let sockets = r.join("etc/systemd/system/sockets.target.wants");
+    std::fs::create_dir_all(&sockets).unwrap();
+    std::os::unix::fs::symlink("/lib/systemd/system/flowd@.socket", sockets.join("flowd@tags.socket")).unwrap();
     ok(dpkg(r, &fake).args(["--remove", "flowd"]));
     let calls = fake.take();
     assert_eq!(
         calls,
-        [format!("--root={} --no-reload disable flowd@tags.service", r.display()), "stop flowd.service flowd@*.service".into(), "daemon-reload".into()]
+        [
+            format!("--root={} --no-reload disable flowd@tags.service flowd@tags.socket", r.display()),
+            "stop flowd.service flowd@*.service flowd.socket flowd@*.socket".into(),
+            "daemon-reload".into()
+        ]
     );
     assert!(!r.join("usr/sbin/flowd").exists());
     assert_eq!(std::fs::read_to_string(&cfg).unwrap(), edited, "remove keeps the config");
