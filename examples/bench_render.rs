@@ -15,7 +15,7 @@ use flowd::flows::FlowTable;
 use flowd::metrics::Metrics;
 use flowd::registry::Registry;
 use flowd::wire::prom::Page;
-use flowd::wire::sock_diag::{Conn, TcpInfo};
+use flowd::wire::sock_diag::{BbrInfo, CongName, Conn, ConnExt, SkMemInfo, TcpInfo};
 
 fn arg(args: &[String], name: &str, default: usize) -> usize {
     args.windows(2).find(|w| w[0] == name).and_then(|w| w[1].parse().ok()).unwrap_or(default)
@@ -41,6 +41,18 @@ fn median(mut v: Vec<Duration>) -> (Duration, Duration) {
     (v[v.len() / 2], v[0])
 }
 
+/// What a scrape's dump carries besides tcp_info: socket memory and the algorithm name
+/// for every socket, BBR state for every fourth (as on a host running some bbr flows).
+fn ext(i: u32) -> ConnExt {
+    let mem: Vec<u8> = [i % 4096, 131_072, i % 7, 87_040, 264, i % 100, 0, 0, 0].iter().flat_map(|v| v.to_ne_bytes()).collect();
+    let bbr = i % 4 == 0;
+    ConnExt {
+        skmem: Some(SkMemInfo::from_bytes(&mem)),
+        cong: CongName::from_bytes(if bbr { b"bbr\0" } else { b"cubic\0" }),
+        bbr: bbr.then_some(BbrInfo { bw_lo: 12_500_000 + i, bw_hi: 0, min_rtt: 200 + i % 50, pacing_gain: 320, cwnd_gain: 512 }),
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (n, rounds) = (arg(&args, "--flows", 10_000), arg(&args, "--rounds", 30));
@@ -53,7 +65,7 @@ fn main() {
         let key = FlowKey { proto: Proto::Tcp, src: c, dst: s };
         flows.track(&mut FlowEvent::new(FlowState::Start, key, 3, 14, Micros(1)), &mut metrics);
         for (src, dst) in [(c, s), (s, c)] {
-            conns.push(Conn { src, dst, state: 1, inode: i as u32 + 1, uid: 0, tcp_info: Some(tcp_info(i as u32)) });
+            conns.push(Conn { src, dst, state: 1, inode: i as u32 + 1, uid: 0, tcp_info: Some(tcp_info(i as u32)), ext: ext(i as u32) });
         }
     }
     let registry = Registry::bundled();

@@ -409,6 +409,76 @@ fn real_loopback_flows_get_tcp_info_series_that_vanish_after_end() {
     promtool_check(&page);
 }
 
+/// The families the Python flowd parsed out of `ss -tinm` besides tcp_info: socket memory,
+/// BBR state, and the congestion-control name in `flow_tcp_ca_info{opts}`, from one dump
+/// of real loopback sockets, one of them running bbr.
+#[test]
+fn python_flowd_skmem_bbr_and_congestion_families_from_real_sockets() {
+    let available = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control").unwrap_or_default();
+    if !available.split_whitespace().any(|a| a == "bbr") && std::process::Command::new("modprobe").arg("tcp_bbr").status().map_or(true, |s| !s.success()) {
+        crate::util::skip("the kernel has no tcp_bbr");
+        return;
+    }
+    let (f, port) = start("BACKEND='prometheus'");
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = socket2_connect_with_cc(l.local_addr().unwrap(), "bbr");
+    let (mut s, _) = l.accept().unwrap();
+    let mut c = c;
+    c.write_all(&[5u8; 200_000]).unwrap();
+    s.read_exact(&mut vec![0u8; 200_000]).unwrap();
+    let (ca, sa) = (c.local_addr().unwrap(), s.local_addr().unwrap());
+    let l2 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let cubic_c = socket2_connect_with_cc(l2.local_addr().unwrap(), "cubic");
+    let (cubic_s, _) = l2.accept().unwrap();
+    let (ka, kb) = (cubic_c.local_addr().unwrap(), cubic_s.local_addr().unwrap());
+    f.write(&format!(
+        "start tcp 127.0.0.1 {} 127.0.0.1 {} atlas Debug\nstart tcp 127.0.0.1 {} 127.0.0.1 {} atlas Debug\n",
+        ca.port(),
+        sa.port(),
+        ka.port(),
+        kb.port()
+    ));
+    let page = scrape_until(port, |p| samples(p, "flowd_prometheus_flows_matched").first().is_some_and(|s| s.1 == 2.0));
+    let bbr = format!(r#"act="Debug",dst="127.0.0.1",exp="atlas",flow="{}:{}",src="127.0.0.1""#, ca.port(), sa.port());
+    let cubic = format!(r#"act="Debug",dst="127.0.0.1",exp="atlas",flow="{}:{}",src="127.0.0.1""#, ka.port(), kb.port());
+    // The flows are announced from the client side, whose socket chose the algorithm.
+    for name in [
+        "flow_tcp_skmem_rmem_alloc",
+        "flow_tcp_skmem_rcv_buf",
+        "flow_tcp_skmem_wmem_allow",
+        "flow_tcp_skmem_snd_buf",
+        "flow_tcp_skmem_fwd_alloc",
+        "flow_tcp_skmem_wmem_queued",
+        "flow_tcp_skmem_opt_mem",
+        "flow_tcp_skmem_back_log",
+        "flow_tcp_skmem_sock_drop",
+    ] {
+        assert_eq!(type_of(&page, name).as_deref(), Some("gauge"), "{name}");
+        let s = samples(&page, name);
+        assert!(s.iter().any(|(l, _)| l == &bbr) && s.iter().any(|(l, _)| l == &cubic), "{name}: {s:?}");
+    }
+    let rcvbuf = samples(&page, "flow_tcp_skmem_rcv_buf").into_iter().find(|(l, _)| l == &bbr).unwrap().1;
+    assert!(rcvbuf > 1000.0, "rcv_buf in bytes: {rcvbuf}");
+    let bw = samples(&page, "flow_tcp_bbr_bw");
+    assert!(bw.iter().any(|(l, v)| l == &bbr && *v > 0.0), "bbr bandwidth for the bbr flow: {bw:?}");
+    assert!(bw.iter().all(|(l, _)| l != &cubic), "no bbr series for cubic: {bw:?}");
+    assert!(samples(&page, "flow_tcp_bbr_mrtt").iter().any(|(l, v)| l == &bbr && *v < 1000.0));
+    let ca_info = samples(&page, "flow_tcp_ca_info");
+    let opts = |flow: &str| ca_info.iter().find(|(l, _)| l.contains(flow)).map(|(l, _)| l.clone()).unwrap_or_default();
+    assert!(opts(&format!("flow=\"{}:{}\"", ca.port(), sa.port())).contains(" bbr wscale:"), "{ca_info:?}");
+    assert!(opts(&format!("flow=\"{}:{}\"", ka.port(), kb.port())).contains(" cubic wscale:"), "{ca_info:?}");
+    promtool_check(&page);
+}
+
+/// A TCP connection to `to` whose socket uses congestion control `cc` from the SYN on.
+fn socket2_connect_with_cc(to: std::net::SocketAddr, cc: &str) -> TcpStream {
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+    let fd = socket::socket(AddressFamily::Inet, SockType::Stream, SockFlag::empty(), None).unwrap();
+    socket::setsockopt(&fd, sockopt::TcpCongestion, &std::ffi::OsString::from(cc)).unwrap();
+    socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(to)).unwrap();
+    TcpStream::from(fd)
+}
+
 /// An IPv4 flow whose local socket is an IPv4-mapped one on a dual-stack listener (as
 /// XRootD on `[::]`): its tcp_info comes from that socket, not from the peer's plain IPv4
 /// socket found first in the IPv4 dump; pages served on one kept-alive connection (whose
@@ -435,7 +505,7 @@ fn ipv4_flow_on_a_dual_stack_socket_and_repeated_scrapes_on_one_connection() {
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
         let page = read_resp(&mut s, &mut pending, false).expect("a response").text();
         assert!(acked(&page).unwrap() >= 3000.0, "{page}");
-        assert_eq!(page.matches("# TYPE flow_tcp_").count(), 45, "every family once");
+        assert_eq!(page.matches("# TYPE flow_tcp_").count(), 58, "every family once");
         assert_eq!(page.matches("flowd_open_flows 1\n").count(), 1, "{page}");
     }
     promtool_check(&scrape(port));

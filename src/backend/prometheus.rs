@@ -38,7 +38,7 @@ use crate::netaddr;
 use crate::registry::Registry;
 use crate::wire::buf::append;
 use crate::wire::prom::{self, Page, Value};
-use crate::wire::sock_diag::{Conn, Family, Filter, TcpInfo};
+use crate::wire::sock_diag::{ext, Conn, ConnExt, Family, Filter, TcpInfo};
 
 /// Longest a scrape waits for the kernel's socket dump.
 pub const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -47,8 +47,9 @@ pub const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
 /// TIME_WAIT or CLOSE), see `include/net/tcp_states.h`.
 const CONNECTED: u32 = (1 << 1) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) | (1 << 11);
 
-/// What a scrape dumps: sockets in those states, with their tcp_info.
-pub(crate) const FILTER: Filter = Filter { states: CONNECTED, info: true };
+/// What a scrape dumps: sockets in those states, with their tcp_info, socket memory,
+/// congestion-control name and BBR state (what `ss -tinm` shows), in the same dump.
+pub(crate) const FILTER: Filter = Filter { states: CONNECTED, info: true, ext: ext::SKMEMINFO | ext::CONG | ext::CC_INFO };
 
 /// Open flows matched to a kernel socket in the last scrape.
 pub static MATCHED: Desc = Desc {
@@ -172,12 +173,49 @@ static FIELDS: &[Field] = &[
     c!("flow_tcp_bytes_retrans_total", "Bytes retransmitted.", |t| n64(t.bytes_retrans())),
 ];
 
+/// One exported extension field (socket memory, BBR state).
+struct ExtField {
+    name: &'static str,
+    help: &'static str,
+    get: fn(&ConnExt) -> Option<Value>,
+}
+
+macro_rules! x {
+    ($name:literal, $help:literal, $get:expr) => {
+        ExtField { name: $name, help: $help, get: $get }
+    };
+}
+
+/// A BBR gain as the ratio `ss` prints; absent when zero, as `ss` leaves it out then.
+fn gain(g: u32) -> Option<Value> {
+    (g != 0).then(|| Value::Float(f64::from(g) / 256.0))
+}
+
+/// The Python flowd's `skmem_*` and `bbr_*` families (it parsed `ss -tinm`): all gauges,
+/// with its names (`wmem_allow` is its spelling of `ss`'s `t`).
+static EXT_FIELDS: &[ExtField] = &[
+    x!("flow_tcp_skmem_rmem_alloc", "Receive queue memory in use, skmem r (bytes).", |e| n32(e.skmem?.rmem_alloc())),
+    x!("flow_tcp_skmem_rcv_buf", "Receive buffer size, skmem rb (bytes).", |e| n32(e.skmem?.rcvbuf())),
+    x!("flow_tcp_skmem_wmem_allow", "Send memory in flight below the socket, skmem t (bytes).", |e| n32(e.skmem?.wmem_alloc())),
+    x!("flow_tcp_skmem_snd_buf", "Send buffer size, skmem tb (bytes).", |e| n32(e.skmem?.sndbuf())),
+    x!("flow_tcp_skmem_fwd_alloc", "Memory reserved and not yet used, skmem f (bytes).", |e| n32(e.skmem?.fwd_alloc())),
+    x!("flow_tcp_skmem_wmem_queued", "Send queue memory, skmem w (bytes).", |e| n32(e.skmem?.wmem_queued())),
+    x!("flow_tcp_skmem_opt_mem", "Option memory, skmem o (bytes).", |e| n32(e.skmem?.optmem())),
+    x!("flow_tcp_skmem_back_log", "Backlog queue memory, skmem bl (bytes).", |e| n32(e.skmem?.backlog())),
+    x!("flow_tcp_skmem_sock_drop", "Packets dropped before reaching the socket, skmem d.", |e| n32(e.skmem?.drops())),
+    x!("flow_tcp_bbr_bw", "BBR bandwidth estimate (bits/s).", |e| e.bbr.map(|b| Value::Int(b.bw().saturating_mul(8)))),
+    x!("flow_tcp_bbr_mrtt", "BBR minimum round-trip time (ms).", |e| e.bbr.map(|b| Value::Millis(u64::from(b.min_rtt)))),
+    x!("flow_tcp_bbr_pacing_gain", "BBR pacing gain (ratio).", |e| gain(e.bbr?.pacing_gain)),
+    x!("flow_tcp_bbr_cwnd_gain", "BBR congestion window gain (ratio).", |e| gain(e.bbr?.cwnd_gain)),
+];
+
 /// The family carrying the TCP options as a label.
 const CA_INFO: &str = "flow_tcp_ca_info";
 
-/// Appends the `opts` label value of `flow_tcp_ca_info`, in `ss` order: `ts sack ecn
-/// ecnseen fastopen wscale:S,R`.
-fn write_opts(out: &mut Vec<u8>, t: &TcpInfo) {
+/// Appends the `opts` label value of `flow_tcp_ca_info`, in `ss` order (as the Python
+/// flowd collected it from `ss -i`): `ts sack ecn ecnseen fastopen CONG wscale:S,R`,
+/// where CONG is the congestion-control algorithm's name.
+fn write_opts(out: &mut Vec<u8>, t: &TcpInfo, cong: Option<&str>) {
     let o = t.options().unwrap_or(0);
     let start = out.len();
     let word = |out: &mut Vec<u8>, w: &[u8]| {
@@ -190,6 +228,10 @@ fn write_opts(out: &mut Vec<u8>, t: &TcpInfo) {
         if o & bit != 0 {
             word(out, name.as_bytes());
         }
+    }
+    if let Some(c) = cong {
+        // A kernel module name (`[a-z0-9_]`, checked by `CongName`): safe as a label value.
+        word(out, c.as_bytes());
     }
     if o & 4 != 0 {
         if let (Some(s), Some(r)) = (t.snd_wscale(), t.rcv_wscale()) {
@@ -210,6 +252,7 @@ fn plain(a: SocketAddr) -> SocketAddr {
 #[derive(Debug, Clone, Copy)]
 struct Matched {
     info: TcpInfo,
+    ext: ConnExt,
     exp: u32,
     act: u32,
 }
@@ -262,12 +305,12 @@ fn match_into(matched: &mut Matches, flows: &FlowTable, c: &Conn) -> Option<bool
     let info = c.tcp_info?;
     let key = FlowKey { proto: Proto::Tcp, src: plain(c.src), dst: plain(c.dst) };
     if let Some(f) = flows.get(&key) {
-        matched.push((key, true, Matched { info, exp: f.exp, act: f.act }));
+        matched.push((key, true, Matched { info, ext: c.ext, exp: f.exp, act: f.act }));
         return Some(true);
     }
     let rev = key.reversed();
     let f = flows.get(&rev)?;
-    matched.push((rev, false, Matched { info, exp: f.exp, act: f.act }));
+    matched.push((rev, false, Matched { info, ext: c.ext, exp: f.exp, act: f.act }));
     Some(false)
 }
 
@@ -365,12 +408,22 @@ impl FlowMetrics {
             let src_at = write_label_block(&mut labels, key, m.exp, m.act, registry);
             spans.push((start, src_at, labels.len()));
         }
-        let Some((ca_info, families)) = page.add_parts(FIELDS.len() + 1).split_last_mut() else { return };
-        for (out, field) in families.iter_mut().zip(FIELDS) {
+        let Some((ca_info, families)) = page.add_parts(FIELDS.len() + EXT_FIELDS.len() + 1).split_last_mut() else { return };
+        let (tcp, exts) = families.split_at_mut(FIELDS.len());
+        for (out, field) in tcp.iter_mut().zip(FIELDS) {
             out.reserve(labels.len() + rows.len() * (field.name.len() + 14) + 256);
             prom::write_header(out, field.name, field.help, field.kind);
             for ((_, m), &(start, _, end)) in rows.iter().zip(&spans) {
                 if let Some(v) = (field.get)(&m.info) {
+                    prom::write_sample_value(out, field.name, &labels[start..end], v);
+                }
+            }
+        }
+        for (out, field) in exts.iter_mut().zip(EXT_FIELDS) {
+            out.reserve(labels.len() + rows.len() * (field.name.len() + 14) + 256);
+            prom::write_header(out, field.name, field.help, Kind::Gauge);
+            for ((_, m), &(start, _, end)) in rows.iter().zip(&spans) {
+                if let Some(v) = (field.get)(&m.ext) {
                     prom::write_sample_value(out, field.name, &labels[start..end], v);
                 }
             }
@@ -383,7 +436,7 @@ impl FlowMetrics {
             with_opts.clear();
             append(&mut with_opts, &labels[start..src_at]);
             append(&mut with_opts, b",opts=\"");
-            write_opts(&mut with_opts, &m.info);
+            write_opts(&mut with_opts, &m.info, m.ext.cong.as_ref().map(|c| c.as_str()));
             with_opts.push(b'"');
             append(&mut with_opts, &labels[src_at..end]);
             prom::write_sample_value(ca_info, CA_INFO, &with_opts, Value::Int(1));
@@ -465,7 +518,7 @@ mod tests {
     }
 
     fn conn(src: &str, dst: &str, rtt_us: u32) -> Conn {
-        Conn { src: src.parse().unwrap(), dst: dst.parse().unwrap(), state: 1, inode: 1, uid: 0, tcp_info: Some(info(rtt_us, 1)) }
+        Conn { src: src.parse().unwrap(), dst: dst.parse().unwrap(), state: 1, inode: 1, uid: 0, tcp_info: Some(info(rtt_us, 1)), ext: Default::default() }
     }
 
     #[test]
@@ -473,11 +526,11 @@ mod tests {
         let k = FlowKey::new(Proto::Tcp, "192.0.2.1:1094".parse().unwrap(), "198.51.100.2:40000".parse().unwrap()).unwrap();
         let k2 = FlowKey::new(Proto::Tcp, "[2001:db8::1]:1".parse().unwrap(), "[2001:db8::2]:2".parse().unwrap()).unwrap();
         let mut p = FlowMetrics::new();
-        p.matched.push((k2, false, Matched { info: info(1500, 5), exp: 999, act: 7 }));
-        p.matched.push((k, true, Matched { info: info(361, 1_612_210_340), exp: 2, act: 9 }));
+        p.matched.push((k2, false, Matched { info: info(1500, 5), ext: ConnExt::default(), exp: 999, act: 7 }));
+        p.matched.push((k, true, Matched { info: info(361, 1_612_210_340), ext: ConnExt::default(), exp: 2, act: 9 }));
         let mut out = Page::new();
         p.write(&Registry::bundled(), &mut out);
-        assert_eq!(out.parts().len(), FIELDS.len() + 1, "one part per family");
+        assert_eq!(out.parts().len(), FIELDS.len() + EXT_FIELDS.len() + 1, "one part per family");
         let page = String::from_utf8(out.to_vec()).unwrap();
         let l1 = r#"{act="Debug",dst="198.51.100.2",exp="atlas",flow="1094:40000",src="192.0.2.1"}"#;
         let l2 = r#"{act="7",dst="2001:db8::2",exp="999",flow="1:2",src="2001:db8::1"}"#;
@@ -500,6 +553,46 @@ mod tests {
             assert!([0, 2].contains(&page.matches(&format!("\n{}{{", f.name)).count()), "{}", f.name);
         }
         assert!(p.matched.is_empty());
+    }
+
+    /// The Python flowd's skmem_*, bbr_* families and the congestion-control name in
+    /// `flow_tcp_ca_info{opts}`, from the dump's extension attributes.
+    #[test]
+    fn test_socket_memory_bbr_and_congestion_name_families() {
+        use crate::wire::sock_diag::{BbrInfo, CongName, SkMemInfo};
+        let k = FlowKey::new(Proto::Tcp, "192.0.2.1:1094".parse().unwrap(), "198.51.100.2:40000".parse().unwrap()).unwrap();
+        let k2 = FlowKey::new(Proto::Tcp, "192.0.2.1:1095".parse().unwrap(), "198.51.100.2:40001".parse().unwrap()).unwrap();
+        let skmem = SkMemInfo::from_bytes(&[3832u32, 131_072, 0, 87_040, 264, 0, 0, 0, 2].iter().flat_map(|v| v.to_ne_bytes()).collect::<Vec<u8>>());
+        let bbr = BbrInfo { bw_lo: 211_697_331, bw_hi: 3, min_rtt: 5, pacing_gain: 320, cwnd_gain: 512 };
+        let with_bbr = ConnExt { skmem: Some(skmem), cong: CongName::from_bytes(b"bbr\0"), bbr: Some(bbr) };
+        let cubic = ConnExt { skmem: Some(skmem), cong: CongName::from_bytes(b"cubic\0"), bbr: None };
+        let mut p = FlowMetrics::new();
+        p.matched.push((k, true, Matched { info: info(361, 1), ext: with_bbr, exp: 2, act: 9 }));
+        p.matched.push((k2, true, Matched { info: info(361, 1), ext: cubic, exp: 2, act: 9 }));
+        let mut out = Page::new();
+        p.write(&Registry::bundled(), &mut out);
+        let page = String::from_utf8(out.to_vec()).unwrap();
+        let l1 = r#"{act="Debug",dst="198.51.100.2",exp="atlas",flow="1094:40000",src="192.0.2.1"}"#;
+        let l2 = r#"{act="Debug",dst="198.51.100.2",exp="atlas",flow="1095:40001",src="192.0.2.1"}"#;
+        for line in [
+            format!("flow_tcp_skmem_rmem_alloc{l1} 3832\n"),
+            format!("flow_tcp_skmem_rcv_buf{l1} 131072\n"),
+            format!("flow_tcp_skmem_snd_buf{l2} 87040\n"),
+            format!("flow_tcp_skmem_fwd_alloc{l1} 264\n"),
+            format!("flow_tcp_skmem_sock_drop{l1} 2\n"),
+            format!("flow_tcp_bbr_bw{l1} 104772793752\n"),
+            format!("flow_tcp_bbr_mrtt{l1} 0.005\n"),
+            format!("flow_tcp_bbr_pacing_gain{l1} 1.25\n"),
+            format!("flow_tcp_bbr_cwnd_gain{l1} 2\n"),
+        ] {
+            assert!(page.contains(&line), "{line:?} not in\n{page}");
+        }
+        assert!(!page.contains(&format!("flow_tcp_bbr_bw{l2}")), "cubic has no bbr series");
+        for f in EXT_FIELDS {
+            assert!(page.contains(&format!("# TYPE {} gauge\n", f.name)), "{}", f.name);
+        }
+        assert!(page.contains(r#"opts="ts sack bbr wscale:7,9",src="192.0.2.1"} 1"#), "{page}");
+        assert!(page.contains(r#"flow="1095:40001",opts="ts sack cubic wscale:7,9""#), "{page}");
     }
 
     #[test]

@@ -246,7 +246,7 @@ impl Enricher {
                 match self.dump.as_mut().filter(|_| self.tcp.has_tcp()) {
                     Some(d) => {
                         self.tcp.next_generation();
-                        let step = d.start(Filter { states: CONNECTED, info: true }, now + self.cfg.period().min(DUMP_TIMEOUT), cx.poll, &mut self.tcp);
+                        let step = d.start(Filter { states: CONNECTED, info: true, ext: 0 }, now + self.cfg.period().min(DUMP_TIMEOUT), cx.poll, &mut self.tcp);
                         self.phase = Phase::Dumping { next };
                         self.step(step, cx);
                     }

@@ -145,7 +145,7 @@ mod tests {
     }
 
     fn conn(src: SocketAddr, dst: SocketAddr, rtt: u32) -> Conn {
-        Conn { src, dst, state: 1, inode: 1, uid: 0, tcp_info: Some(info(rtt)) }
+        Conn { src, dst, state: 1, inode: 1, uid: 0, tcp_info: Some(info(rtt)), ext: Default::default() }
     }
 
     #[test]

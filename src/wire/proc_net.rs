@@ -82,7 +82,7 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Conn>, ProcNetError> {
     let uid = dec_u32(rest.next().ok_or(ProcNetError::Short)?).ok_or(ProcNetError::Number)?;
     let _timeout = rest.next().ok_or(ProcNetError::Short)?;
     let inode = dec_u32(rest.next().ok_or(ProcNetError::Short)?).ok_or(ProcNetError::Number)?;
-    Ok(Some(Conn { src, dst, state: st, inode, uid, tcp_info: None }))
+    Ok(Some(Conn { src, dst, state: st, inode, uid, tcp_info: None, ext: Default::default() }))
 }
 
 /// Parses a whole file, handing each connection to `each`; returns the number of bad lines.

@@ -77,12 +77,15 @@ pub struct Filter {
     pub states: u32,
     /// Ask for `INET_DIAG_INFO` (struct tcp_info) with each socket.
     pub info: bool,
+    /// Further extensions to ask for (a mask of [`ext`] bits: socket memory, congestion
+    /// control name, BBR state), decoded into [`Conn::ext`].
+    pub ext: u8,
 }
 
 impl Filter {
     /// Established connections only, with or without tcp_info.
     pub const fn established(info: bool) -> Filter {
-        Filter { states: state_mask(state::ESTABLISHED), info }
+        Filter { states: state_mask(state::ESTABLISHED), info, ext: 0 }
     }
 }
 
@@ -96,7 +99,7 @@ pub fn request(family: Family, filter: Filter, seq: u32) -> [u8; REQUEST_LEN] {
     // nlmsg_pid 0: addressed to the kernel.
     b[16] = family.af();
     b[17] = IPPROTO_TCP;
-    b[18] = if filter.info { 1 << (INET_DIAG_INFO - 1) } else { 0 };
+    b[18] = if filter.info { ext::INFO } else { 0 } | filter.ext;
     b[20..24].copy_from_slice(&filter.states.to_ne_bytes());
     // inet_diag_sockid: zero ports/addresses/interface; cookie INET_DIAG_NOCOOKIE.
     b[64..72].copy_from_slice(&[0xff; 8]);
@@ -310,6 +313,8 @@ pub struct Conn {
     pub uid: u32,
     /// `INET_DIAG_INFO`, if asked for and sent (TIME_WAIT sockets carry none).
     pub tcp_info: Option<TcpInfo>,
+    /// The extensions asked for with [`Filter::ext`] that the kernel sent.
+    pub ext: ConnExt,
 }
 
 /// Why a reply buffer could not be used.
@@ -380,6 +385,7 @@ fn conn(body: &[u8]) -> Result<Option<Conn>, DiagError> {
     let uid = u32_at(body, 64).ok_or(DiagError::Malformed)?;
     let inode = u32_at(body, 68).ok_or(DiagError::Malformed)?;
     let mut tcp_info = None;
+    let mut ext = ConnExt::default();
     let mut attrs = &body[DIAG_MSG_LEN..];
     while attrs.len() >= 4 {
         let len = usize::from(u16_at(attrs, 0).ok_or(DiagError::Malformed)?);
@@ -387,12 +393,18 @@ fn conn(body: &[u8]) -> Result<Option<Conn>, DiagError> {
         if len < 4 || len > attrs.len() {
             return Err(DiagError::Malformed);
         }
-        if ty == INET_DIAG_INFO {
-            tcp_info = Some(TcpInfo::from_bytes(&attrs[4..len]));
+        let payload = &attrs[4..len];
+        // Attributes with an unusable payload stay `None`.
+        match ty {
+            INET_DIAG_INFO => tcp_info = Some(TcpInfo::from_bytes(payload)),
+            INET_DIAG_SKMEMINFO => ext.skmem = Some(SkMemInfo::from_bytes(payload)),
+            INET_DIAG_CONG => ext.cong = CongName::from_bytes(payload),
+            INET_DIAG_BBRINFO => ext.bbr = BbrInfo::from_bytes(payload),
+            _ => {}
         }
         attrs = attrs.get((len + 3) & !3..).unwrap_or(&[]);
     }
-    Ok(Some(Conn { src, dst, state: st, inode, uid, tcp_info }))
+    Ok(Some(Conn { src, dst, state: st, inode, uid, tcp_info, ext }))
 }
 
 /// Parses one `recv` buffer of a dump reply with sequence number `seq`, handing each
@@ -462,7 +474,7 @@ const INET_DIAG_SKMEMINFO: u16 = 7;
 /// `INET_DIAG_BBRINFO`: `struct tcp_bbr_info`.
 const INET_DIAG_BBRINFO: u16 = 16;
 
-/// Bits of a request's `idiag_ext` byte (`1 << (INET_DIAG_* - 1)`), for [`request_with_ext`].
+/// Bits of a request's `idiag_ext` byte (`1 << (INET_DIAG_* - 1)`), for [`Filter::ext`].
 pub mod ext {
     /// `INET_DIAG_INFO` (struct tcp_info): what [`Filter::info`](super::Filter::info) sets.
     pub const INFO: u8 = 1 << (super::INET_DIAG_INFO - 1);
@@ -477,14 +489,6 @@ pub mod ext {
     pub const SKMEMINFO: u8 = 1 << (super::INET_DIAG_SKMEMINFO - 1);
     /// Everything the Python flowd's Prometheus families came from (`ss -tinm`).
     pub const ALL: u8 = INFO | CC_INFO | CONG | SKMEMINFO;
-}
-
-/// Builds the dump request like [`request`], asking in addition for the extensions in
-/// `ext` (a mask of [`ext`] bits; `ext::INFO` is the same as `filter.info`).
-pub fn request_with_ext(family: Family, filter: Filter, ext: u8, seq: u32) -> [u8; REQUEST_LEN] {
-    let mut b = request(family, filter, seq);
-    b[18] |= ext;
-    b
 }
 
 /// Number of `u32`s in `INET_DIAG_SKMEMINFO` (`SK_MEMINFO_VARS`). Older kernels send
@@ -668,80 +672,6 @@ pub struct ConnExt {
     pub bbr: Option<BbrInfo>,
 }
 
-/// Decodes the extension attributes of one `inet_diag_msg` (same framing checks as
-/// the attribute walk of [`parse`]). Attributes with an unusable payload stay `None`.
-fn conn_ext(body: &[u8]) -> Result<ConnExt, DiagError> {
-    let mut x = ConnExt::default();
-    let mut attrs = body.get(DIAG_MSG_LEN..).ok_or(DiagError::Malformed)?;
-    while attrs.len() >= 4 {
-        let len = usize::from(u16_at(attrs, 0).ok_or(DiagError::Malformed)?);
-        let ty = u16_at(attrs, 2).ok_or(DiagError::Malformed)? & 0x3fff;
-        if len < 4 || len > attrs.len() {
-            return Err(DiagError::Malformed);
-        }
-        let payload = &attrs[4..len];
-        match ty {
-            INET_DIAG_SKMEMINFO => x.skmem = Some(SkMemInfo::from_bytes(payload)),
-            INET_DIAG_CONG => x.cong = CongName::from_bytes(payload),
-            INET_DIAG_BBRINFO => x.bbr = BbrInfo::from_bytes(payload),
-            _ => {}
-        }
-        attrs = attrs.get((len + 3) & !3..).unwrap_or(&[]);
-    }
-    Ok(x)
-}
-
-/// Like [`parse`], handing each socket to `each` together with its extension
-/// attributes (for a dump requested with [`request_with_ext`]). The [`Conn`]s are the
-/// ones [`parse`] gives for the same buffer.
-pub fn parse_with_ext(buf: &[u8], seq: u32, mut each: impl FnMut(Conn, ConnExt)) -> Result<Parsed, DiagError> {
-    let mut p = Parsed::default();
-    let mut rest = buf;
-    while !rest.is_empty() {
-        let len = u32_at(rest, 0).ok_or(DiagError::Malformed)? as usize;
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            return Err(DiagError::Malformed);
-        }
-        let ty = u16_at(rest, 4).ok_or(DiagError::Malformed)?;
-        let flags = u16_at(rest, 6).ok_or(DiagError::Malformed)?;
-        let mseq = u32_at(rest, 8).ok_or(DiagError::Malformed)?;
-        let body = &rest[NLMSG_HDRLEN..len];
-        rest = rest.get((len + 3) & !3..).unwrap_or(&[]);
-        if mseq != seq {
-            p.stale += 1;
-            continue;
-        }
-        if flags & NLM_F_DUMP_INTR != 0 {
-            return Err(DiagError::Interrupted);
-        }
-        match ty {
-            NLMSG_DONE => {
-                let code = body.get(0..4).and_then(|b| b.try_into().ok()).map(i32::from_ne_bytes).unwrap_or(0);
-                if code < 0 {
-                    return Err(DiagError::Kernel(code.saturating_neg()));
-                }
-                p.done = true;
-                return Ok(p);
-            }
-            NLMSG_ERROR => {
-                let code = body.get(0..4).and_then(|b| b.try_into().ok()).map(i32::from_ne_bytes).ok_or(DiagError::Malformed)?;
-                if code != 0 {
-                    return Err(DiagError::Kernel(code.saturating_neg()));
-                }
-            }
-            SOCK_DIAG_BY_FAMILY => {
-                if let Some(c) = conn(body)? {
-                    let x = conn_ext(body)?;
-                    p.conns += 1;
-                    each(c, x);
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(p)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -771,7 +701,7 @@ mod tests {
         want.extend_from_slice(&[0; 40]);
         want.extend_from_slice(&[0xff; 8]);
         assert_eq!(&r[..], &want[..]);
-        let r4 = request(Family::V4, Filter { states: ALL_STATES, info: false }, 1);
+        let r4 = request(Family::V4, Filter { states: ALL_STATES, info: false, ext: 0 }, 1);
         assert_eq!((r4[16], r4[18]), (2, 0));
         assert_eq!(&r4[20..24], &u32::MAX.to_ne_bytes());
     }
@@ -916,12 +846,12 @@ mod tests {
     #[test]
     fn test_request_with_ext_bytes() {
         assert_eq!((ext::INFO, ext::CC_INFO, ext::CONG, ext::SKMEMINFO, ext::ALL), (0x02, 0x04, 0x08, 0x40, 0x4e));
-        let r = request_with_ext(Family::V4, Filter::established(false), ext::ALL, 9);
+        let with = |info, ext| Filter { ext, ..Filter::established(info) };
+        let r = request(Family::V4, with(false, ext::ALL), 9);
         let base = request(Family::V4, Filter::established(false), 9);
         assert_eq!(r[18], 0x4e);
         assert_eq!((&r[..18], &r[19..]), (&base[..18], &base[19..]), "only idiag_ext differs");
-        assert_eq!(request_with_ext(Family::V6, Filter::established(true), 0, 3), request(Family::V6, Filter::established(true), 3));
-        assert_eq!(request_with_ext(Family::V6, Filter::established(true), ext::CONG, 3)[18], 0x0a);
+        assert_eq!(request(Family::V6, with(true, ext::CONG), 3)[18], 0x0a);
     }
 
     #[test]
@@ -993,14 +923,12 @@ mod tests {
     fn test_captured_dump_with_extensions_matches_ss() {
         let buf = fixture("ext_v4.bin");
         let ss = String::from_utf8(fixture("ext_v4.ss")).unwrap();
-        let mut v = Vec::new();
-        let p = parse_with_ext(&buf, 9, |c, x| v.push((c, x))).unwrap();
+        let (conns, p) = all(&buf, 9);
+        let p = p.unwrap();
         assert!(p.done);
         assert_eq!((p.conns, p.stale), (4, 0));
-        // The same connections parse() gives.
-        assert_eq!(all(&buf, 9).0, v.iter().map(|(c, _)| *c).collect::<Vec<_>>());
         let mut bbr_senders = 0;
-        for (c, x) in &v {
+        for (c, x) in conns.iter().map(|c| (c, c.ext)) {
             let line = ss_line(&ss, &c.src, &c.dst);
             let cong = x.cong.unwrap();
             let want_cong = if c.src.port() == 5011 || c.dst.port() == 5011 { "bbr" } else { "cubic" };
@@ -1035,28 +963,25 @@ mod tests {
         assert_eq!(bbr_senders, 1);
         // Without the extension bits nothing is decoded from a plain dump.
         let (plain, _) = all(&fixture("est_v4.bin"), 7);
-        let mut exts = Vec::new();
-        parse_with_ext(&fixture("est_v4.bin"), 7, |c, x| exts.push((c, x))).unwrap();
-        assert_eq!(plain, exts.iter().map(|(c, _)| *c).collect::<Vec<_>>());
-        assert!(exts.iter().all(|(_, x)| *x == ConnExt::default()));
+        assert!(!plain.is_empty() && plain.iter().all(|c| c.ext == ConnExt::default()));
     }
 
     #[test]
     fn test_extension_garbage_never_panics() {
         let good = fixture("ext_v4.bin");
         for cut in 0..good.len() {
-            let _ = parse_with_ext(&good[..cut], 9, |_, _| {});
+            let _ = parse(&good[..cut], 9, |_| {});
         }
         let mut flipped = good.clone();
         for i in (0..flipped.len()).step_by(5) {
             flipped[i] ^= 0x5a;
-            let _ = parse_with_ext(&flipped, 9, |_, _| {});
+            let _ = parse(&flipped, 9, |_| {});
         }
         // A message with only a CONG attribute whose length runs past the message.
         let mut body = vec![0u8; 72];
         body[0] = 2;
         body.extend_from_slice(&[12, 0, 4, 0, b'b', b'b', b'r', 0]);
-        assert_eq!(parse_with_ext(&msg(SOCK_DIAG_BY_FAMILY, 2, 7, &body), 7, |_, _| {}), Err(DiagError::Malformed));
+        assert_eq!(parse(&msg(SOCK_DIAG_BY_FAMILY, 2, 7, &body), 7, |_| {}), Err(DiagError::Malformed));
         // The same attribute with the right length decodes; a short BBR attribute is dropped.
         let mut body = vec![0u8; 72];
         body[0] = 2;
@@ -1064,7 +989,7 @@ mod tests {
         body.extend_from_slice(&[12, 0, 16, 0]);
         body.extend_from_slice(&ne(&[1, 2]));
         let mut got = Vec::new();
-        parse_with_ext(&msg(SOCK_DIAG_BY_FAMILY, 2, 7, &body), 7, |_, x| got.push(x)).unwrap();
+        parse(&msg(SOCK_DIAG_BY_FAMILY, 2, 7, &body), 7, |c| got.push(c.ext)).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].cong.map(|c| c.to_string()), got[0].bbr, got[0].skmem), (Some("bbr".into()), None, None));
     }
