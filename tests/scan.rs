@@ -182,33 +182,58 @@ impl Drop for Proc {
     }
 }
 
+/// True when iperf3 is installed; otherwise says SKIP (fails under CI).
+fn have_iperf3() -> bool {
+    let ok = Command::new("iperf3").arg("-v").stdout(Stdio::null()).status().is_ok();
+    if !ok {
+        crate::util::skip("iperf3 is not installed (apt-get install iperf3)");
+    }
+    ok
+}
+
+/// A one-shot iperf3 server on `port` in namespace `ns`.
+fn iperf3_server(ns: &str, port: u16) -> Proc {
+    let p = Proc(
+        Command::new("ip")
+            .args(["netns", "exec", ns, "iperf3", "-s", "-p", &port.to_string(), "-1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    p
+}
+
+/// An iperf3 client in namespace `ns` to the other end's server on `port`: two parallel
+/// streams at 10 Mbit/s for `secs` seconds.
+fn iperf3_client(ns: &str, port: u16, secs: u32) -> Proc {
+    Proc(
+        Command::new("ip")
+            .args(["netns", "exec", ns, "iperf3", "-c", "100.64.0.2", "-p", &port.to_string(), "-t", &secs.to_string(), "-P", "2", "-b", "10M"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 #[test]
 fn iperf_reports_only_iperf3_flows_with_round_robin_ids() {
     require_root!();
-    if Command::new("iperf3").arg("-v").stdout(Stdio::null()).status().is_err() {
-        crate::util::skip("iperf3 is not installed (apt-get install iperf3)");
+    if !have_iperf3() {
         return;
     }
     let ns = NsPair::new();
     let sink = NsPair::udp(&ns.a, "127.0.0.1:0");
     let other = NsPair::listen(&ns.b, "100.64.0.2:6000");
     let by_port = NsPair::listen(&ns.b, "100.64.0.2:6001");
-    let _server = Proc(
-        Command::new("ip").args(["netns", "exec", &ns.b, "iperf3", "-s", "-p", "5301", "-1"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let _server = iperf3_server(&ns.b, 5301);
     let extra = "IPERF_FLOW_ID=[(2, 2), (3, 2)]\nIPERF_ROUND_ROBIN=True\nIPERF_PORTS=(6001,)\nNETSTAT_TIMEOUT=0.2\n";
     let f = NsPair::flowd(&ns.a, &format!("PLUGIN='iperf'\nUDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'\n{extra}", sink.local_addr().unwrap()));
     let plain = NsPair::connect(&ns.a, other.local_addr().unwrap());
     let on_port = NsPair::connect(&ns.a, by_port.local_addr().unwrap());
-    let client = Proc(
-        Command::new("ip")
-            .args(["netns", "exec", &ns.a, "iperf3", "-c", "100.64.0.2", "-p", "5301", "-t", "3", "-P", "2", "-b", "10M"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let client = iperf3_client(&ns.a, 5301, 3);
     let got = collect(&sink, 4, T);
     drop(client);
     let ports: Vec<u64> = got.iter().map(|j| j["flow-id"]["dst-port"].as_u64().unwrap()).collect();
@@ -228,26 +253,15 @@ fn iperf_reports_only_iperf3_flows_with_round_robin_ids() {
 #[test]
 fn python_iperf_config_without_flow_ids_runs_with_the_builtin_pairs() {
     require_root!();
-    if Command::new("iperf3").arg("-v").stdout(Stdio::null()).status().is_err() {
-        crate::util::skip("iperf3 is not installed (apt-get install iperf3)");
+    if !have_iperf3() {
         return;
     }
     let ns = NsPair::new();
     let sink = NsPair::udp(&ns.a, "127.0.0.1:0");
-    let _server = Proc(
-        Command::new("ip").args(["netns", "exec", &ns.b, "iperf3", "-s", "-p", "5201", "-1"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let _server = iperf3_server(&ns.b, 5201);
     let f =
         NsPair::flowd(&ns.a, &format!("PLUGIN='iperf_rr'\nUDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'\nNETSTAT_TIMEOUT=0.2\n", sink.local_addr().unwrap()));
-    let client = Proc(
-        Command::new("ip")
-            .args(["netns", "exec", &ns.a, "iperf3", "-c", "100.64.0.2", "-p", "5201", "-t", "2", "-P", "2", "-b", "10M"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let client = iperf3_client(&ns.a, 5201, 2);
     let got = collect(&sink, 3, T);
     drop(client);
     assert!(got.len() >= 3, "control + 2 streams: {}", f.stderr());
