@@ -10,7 +10,7 @@ mod netns;
 
 use std::net::Ipv6Addr;
 
-use flowd::backend::marker::{MarkerProgram, ProgramLoadError, RawKey};
+use flowd::backend::marker::{MarkerProgram, Marking, ProgramLoadError, RawKey};
 use flowd::flow::Proto;
 use flowd::label;
 
@@ -318,7 +318,7 @@ fn test_run_committed_object_marks_like_the_embedded_one() {
     with_program!(built, {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/ebpf/flowd.bpf.o");
         let bytes = std::fs::read(path).unwrap();
-        let mut committed = MarkerProgram::load_object(&bytes, 1024).unwrap_or_else(|e| panic!("{path} does not load: {e}"));
+        let mut committed = MarkerProgram::load_object(&bytes, 1024, Marking::Label).unwrap_or_else(|e| panic!("{path} does not load: {e}"));
         let f = Frame::tcp();
         let vlan = Frame { vlans: vec![TPID_8021AD, TPID_8021Q], ..Frame::tcp() };
         for p in [&mut built, &mut committed] {

@@ -297,7 +297,7 @@ fn netns_marks_announced_flow_only_and_keeps_traffic_class() {
     let g = Arc::clone(&got);
     let (marked_metric, announced_label, mode) = in_ns(&ns.a, move || {
         let mut metrics = Metrics::new();
-        let mc = MarkerConfig { interfaces: vec!["vethA".into()], map_size: 1024, attach: AttachMode::Auto };
+        let mc = MarkerConfig::label(vec!["vethA".into()], 1024, AttachMode::Auto);
         let mut m = Marker::with_config(&mc).expect("marker attaches to vethA");
         let mode = m.interfaces().next().map(|(_, a)| a);
         // Announced the other way round (remote → local): the marker must swap it.
@@ -351,7 +351,7 @@ fn child_marker_helper() {
     let mode = AttachMode::parse(&std::env::var("FLOWD_MARKER_ATTACH").unwrap_or_default()).expect("mode");
     let file = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("netns file");
     nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-    let mc = MarkerConfig { interfaces: vec!["vethA".into()], map_size: 64, attach: mode };
+    let mc = MarkerConfig::label(vec!["vethA".into()], 64, mode);
     let _m = Marker::with_config(&mc).expect("child marker");
     println!("FLOWD-CHILD-READY");
     std::io::stdout().flush().expect("flush");
@@ -446,7 +446,7 @@ fn netns_crash_leaves_nothing_with_tcx_and_stale_clsact_is_cleaned() {
     // ... and the next start removes it, attaches exactly one, and a clean stop removes ours only.
     let a = ns.a.clone();
     let filters_while_running = in_ns(&ns.a, move || {
-        let mc = MarkerConfig { interfaces: vec!["vethA".into()], map_size: 64, attach: AttachMode::Clsact };
+        let mc = MarkerConfig::label(vec!["vethA".into()], 64, AttachMode::Clsact);
         let m = Marker::with_config(&mc).expect("restart in clsact mode");
         let f = sh(&["ip", "netns", "exec", &a, "tc", "filter", "show", "dev", "vethA", "egress"]).unwrap_or_default();
         drop(m);
@@ -460,7 +460,7 @@ fn netns_crash_leaves_nothing_with_tcx_and_stale_clsact_is_cleaned() {
     run_and_kill_child(&ns.a, "clsact", || {});
     assert_eq!(count(&ns.egress_filters(), "flowd_mark"), 1);
     in_ns(&ns.a, || {
-        let mc = MarkerConfig { interfaces: vec!["vethA".into()], map_size: 64, attach: AttachMode::Auto };
+        let mc = MarkerConfig::label(vec!["vethA".into()], 64, AttachMode::Auto);
         let m = Marker::with_config(&mc).expect("restart in auto mode");
         assert_eq!(m.interfaces().next().map(|(_, a)| a), Some(Attached::Tcx));
     });
