@@ -319,7 +319,7 @@ impl Marker {
             Ok((ids, mark)) => match self.prog.set_default(Some(mark)) {
                 Ok(()) => {
                     log::info!(
-                        "marker: marking every IPv6 TCP packet no flow claims with experiment {}, activity {} ({} {mark:#x})",
+                        "marker: match-all: every IPv6 TCP packet no flow claims is marked with experiment {}, activity {} ({} {mark:#x})",
                         ids.0,
                         ids.1,
                         if marking.is_extension_header() { "tag" } else { "label" }
