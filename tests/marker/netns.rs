@@ -20,7 +20,7 @@ use flowd::enrich::local::LocalAddrs;
 use flowd::flow::{FlowEvent, FlowKey, FlowState, Micros, Proto};
 use flowd::label;
 use flowd::metrics::Metrics;
-use flowd::registry::Registry;
+use flowd::registry::{IdOrName, Registry};
 use nix::sys::socket::{self as sk, sockopt};
 
 const A1: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
@@ -769,4 +769,54 @@ fn netns_extension_headers_decoded_by_tshark() {
         assert!(counters.eh_inserted > 0 && counters.eh_failed == 0, "{}: {counters:?}", marking.name());
         assert!(too_big <= counters.eh_too_big as usize, "{}: every unmarked frame seen was counted too big ({counters:?})", marking.name());
     }
+}
+
+/// The match-all default given as registry names waits for the first loop turn
+/// (`poll_at` is due at once), is resolved through the registry then, and an unknown name
+/// leaves the kernel without a default.
+#[test]
+fn netns_match_all_names_are_resolved_on_the_first_turn() {
+    if !super::can_load_marker() {
+        return;
+    }
+    let ns = Netns::new("n").expect("namespaces");
+    in_ns(&ns.a, || {
+        let registry = Registry::bundled();
+        let turn = |m: &mut Marker| {
+            let (mut out, mut metrics, mut local) = (Vec::new(), Metrics::new(), LocalAddrs::new());
+            let poll = mio::Poll::new().expect("poll");
+            let mut cx = Context {
+                now: Instant::now(),
+                wall: Micros::now(),
+                out: &mut out,
+                metrics: &mut metrics,
+                registry: &registry,
+                poll: poll.registry(),
+                local: &mut local,
+                render: None,
+            };
+            m.on_timeout(&mut cx);
+            assert!(out.is_empty(), "the marker announces nothing");
+        };
+        let named = |exp: &str, act: &str| MarkerConfig {
+            match_all: Some((IdOrName::parse(exp), IdOrName::parse(act))),
+            ..MarkerConfig::label(vec!["vethA".into()], 64, AttachMode::Auto)
+        };
+        let mut m = Marker::with_config(&named("atlas", "perfSONAR")).expect("marker");
+        assert_eq!(m.match_all(), None, "names wait for the registry");
+        assert!(m.poll_at().is_some_and(|at| at <= Instant::now()), "due at once");
+        turn(&mut m);
+        assert_eq!(m.match_all(), Some((2, 2)));
+        assert_eq!(m.program().default_mark().expect("config map"), Some(label::encode(2, 2, 0).unwrap()));
+        assert!(m.poll_at().is_some_and(|at| at > Instant::now() + Duration::from_secs(4)), "then every 5 s");
+        drop(m);
+
+        let mut m = Marker::with_config(&named("atlas", "no such activity")).expect("marker");
+        turn(&mut m);
+        assert_eq!((m.match_all(), m.program().default_mark().expect("config map")), (None, None));
+        // Numeric ids are in place before the first turn, with an extension-header marking too.
+        let ids = MarkerConfig { marking: Marking::Destination, ..named("3", "14") };
+        let mut m = Marker::with_config(&ids).expect("marker");
+        assert_eq!((m.match_all(), m.program().default_mark().expect("config map")), (Some((3, 14)), Some(3 << 8 | 14)));
+    });
 }

@@ -36,7 +36,7 @@ use crate::context::Context;
 use crate::flow::{FlowEvent, FlowKey, FlowState};
 use crate::label;
 use crate::metrics::{Desc, Kind};
-use crate::registry::{IdOrName, Registry};
+use crate::registry::{IdOrName, Registry, UnknownName};
 use crate::sys::bpf as sysbpf;
 
 pub use abi::{RawKey, TestCtx};
@@ -312,7 +312,13 @@ impl Marker {
         let marking = self.prog.marking();
         let want = registry
             .resolve(&m.exp, &m.act)
-            .map_err(|e| format!("PERFSONAR_EXPERIMENT/PERFSONAR_ACTIVITY ({}/{}): {e:?} not in the registry", m.exp, m.act))
+            .map_err(|e| {
+                let what = match e {
+                    UnknownName::Experiment => "the experiment is not in the registry",
+                    UnknownName::Activity => "the activity is not one of that experiment's",
+                };
+                format!("PERFSONAR_EXPERIMENT/PERFSONAR_ACTIVITY ({}/{}): {what}", m.exp, m.act)
+            })
             .and_then(|(e, a)| encode_mark(marking, e, a, 0).map(|mark| ((e, a), mark)).map_err(|(_, why)| why));
         match want {
             Ok((ids, _)) if m.applied == Some(ids) => {}
