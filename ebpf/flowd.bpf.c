@@ -319,8 +319,8 @@ int flowd_mark_eh(struct __sk_buff *skb)
 	__u32 new_plen = plen ? plen + len : 0;
 	/* The L3 length against the MTU: VLAN tags in the data do not count. */
 	__u32 mtu_len = IPV6_HLEN + plen;
-	long mtu = bpf_check_mtu(skb, 0, &mtu_len, len, 0);
-	if (mtu > 0 || new_plen > 0xFFFF) {
+	long rc = bpf_check_mtu(skb, 0, &mtu_len, len, 0);
+	if (rc > 0 || new_plen > 0xFFFF) {
 		if (p.st)
 			p.st->eh_too_big++;
 		return TC_ACT_OK;
@@ -328,8 +328,8 @@ int flowd_mark_eh(struct __sk_buff *skb)
 
 	__u8 eh[16];
 	__u8 ip_next = build_eh(eh, marking, nexthdr, tag);
-	int err = -1;
-	if (mtu < 0) {
+	int err = -1; /* rc < 0 (no such device): not inserted */
+	if (rc < 0) {
 		err = -1;
 	} else if (off == ETH_HLEN_ && skb->protocol == bpf_htons(ETH_P_IPV6_)) {
 		if (len == 16)

@@ -185,11 +185,15 @@ fn check_capture(seen: &[Seen], label: u32) -> (usize, usize, usize) {
     let (mut p1, mut p2, mut other) = (0, 0, 0);
     // The highest sequence number seen per source: a data segment below it is a
     // retransmission, which the sender's TCP sends without ECT (RFC 3168 §6.1.5).
+    // A segment whose (source, sequence number) was seen before is one too (a tail loss
+    // probe resends the highest segment).
     let mut highest: HashMap<Ipv6Addr, u32> = HashMap::new();
+    let mut sent: std::collections::HashSet<(Ipv6Addr, u32)> = std::collections::HashSet::new();
     for s in seen {
         assert_eq!(s.tc >> 2, DSCP, "DSCP preserved on {s:?}");
+        let again = s.payload > 0 && !sent.insert((s.src, s.seq));
         let top = highest.entry(s.src).or_insert(s.seq);
-        let retransmission = s.seq.wrapping_sub(*top) as i32 <= 0 && !s.syn && s.seq != *top;
+        let retransmission = again || (s.seq.wrapping_sub(*top) as i32 <= 0 && !s.syn && s.seq != *top);
         if s.seq.wrapping_sub(*top) as i32 > 0 {
             *top = s.seq;
         }
