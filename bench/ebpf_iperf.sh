@@ -1,8 +1,10 @@
 #!/bin/sh
 # bench/ebpf_iperf.sh: iperf3 TCP throughput over a veth pair between two network
 # namespaces, without the marker, with the marker attached but the flow not announced
-# (every packet is a map miss), and with the flow marked. Prints the median of RUNS runs
-# of SECS seconds for each case. Needs root, iproute2, iperf3 and a built flowd.
+# (every packet is a map miss), with the flow's label marked, with the perfsonar plugin
+# labelling the unannounced flow (match-all), and with the flow marked by a Destination
+# Options or Hop-by-Hop header (EBPF_MARKING). Prints the median of RUNS runs of SECS
+# seconds for each case. Needs root, iproute2, iperf3 and a built flowd.
 #
 #   sh bench/ebpf_iperf.sh [RUNS] [SECS]      (FLOWD=path/to/flowd, default target/debug/flowd)
 #
@@ -57,29 +59,60 @@ run_case() {
 
 report() {
     vals=$(run_case)
-    printf '%-34s median %6s Gbit/s   runs: %s\n' "$1" "$(echo "$vals" | median)" "$(echo "$vals" | tr '\n' ' ')"
+    printf '%-38s median %6s Gbit/s   runs: %s\n' "$1" "$(echo "$vals" | median)" "$(echo "$vals" | tr '\n' ' ')"
 }
 
 echo "iperf3 TCP over veth (netns), $RUNS runs x ${SECS}s, kernel $(uname -r)"
 report "no marker"
 
-cat >"$TMP/flowd.cfg" <<CFG
+# start_flowd EXTRA_CONFIG: flowd with the marker on vethA, ready when this returns.
+start_flowd() {
+    cat >"$TMP/flowd.cfg" <<CFG
 PLUGIN='np_api'
 BACKEND='ebpf'
 NETWORK_INTERFACE='vethA'
 NP_API_FILE='$TMP/np'
 PID_FILE=''
 PROMETHEUS_SRV_PORT=0
+$1
 CFG
-ip netns exec "$A" "$FLOWD" -d -c "$TMP/flowd.cfg" 2>"$TMP/flowd.log" &
-FPID=$!
-n=0
-until grep -q "ready" "$TMP/flowd.log" 2>/dev/null; do
-    n=$((n + 1)); [ "$n" -lt 100 ] || { cat "$TMP/flowd.log" >&2; exit 1; }; sleep 0.1
-done
-report "marker attached, flow not marked"
+    : >"$TMP/flowd.log"
+    ip netns exec "$A" "$FLOWD" -d -c "$TMP/flowd.cfg" 2>"$TMP/flowd.log" &
+    FPID=$!
+    n=0
+    until grep -q "ready" "$TMP/flowd.log" 2>/dev/null; do
+        n=$((n + 1)); [ "$n" -lt 100 ] || { cat "$TMP/flowd.log" >&2; exit 1; }; sleep 0.1
+    done
+}
 
-echo "start tcp fd00::1 40001 fd00::2 5201 2 9" >"$TMP/np"
-sleep 0.3
-grep -q "marker: marking" "$TMP/flowd.log" || { echo "flow was not marked" >&2; cat "$TMP/flowd.log" >&2; exit 1; }
+stop_flowd() {
+    kill "$FPID" && wait "$FPID" 2>/dev/null || true
+    FPID=
+}
+
+# announce: start the iperf3 flow in flowd (exp 2, act 9) and check it is marked.
+announce() {
+    echo "start tcp fd00::1 40001 fd00::2 5201 2 9" >"$TMP/np"
+    sleep 0.3
+    grep -q "marker: marking" "$TMP/flowd.log" || { echo "flow was not marked" >&2; cat "$TMP/flowd.log" >&2; exit 1; }
+}
+
+start_flowd ""
+report "marker attached, flow not marked"
+announce
 report "marker attached, flow marked"
+stop_flowd
+
+start_flowd "PLUGIN='np_api,perfsonar'
+PERFSONAR_EXPERIMENT=1
+PERFSONAR_ACTIVITY=2"
+grep -q "match-all" "$TMP/flowd.log" || { echo "no match-all default" >&2; cat "$TMP/flowd.log" >&2; exit 1; }
+report "perfsonar match-all, flow unannounced"
+stop_flowd
+
+for m in destination hop-by-hop; do
+    start_flowd "EBPF_MARKING='$m'"
+    announce
+    report "$m header, flow marked"
+    stop_flowd
+done

@@ -287,8 +287,11 @@ pub static TABLE: &[Key] = &[
     key("PLUGIN", C::Flowd, Parse::Custom { what: "plugin names", apply: plugins })
         .default("'np_api'")
         .active()
-        .doc("Flow sources, comma-separated: `np_api`, `netlink`, `netstat`, `iperf`, `firefly`.")
-        .long("`iperf_rr` is the iperf plugin with IPERF_ROUND_ROBIN set."),
+        .doc("Flow sources, comma-separated: `np_api`, `netlink`, `netstat`, `iperf`, `firefly`, `perfsonar`.")
+        .long(
+            "`iperf_rr` is the iperf plugin with IPERF_ROUND_ROBIN set. \
+             `perfsonar` announces no flows: with the `ebpf` backend it marks every egress IPv6 TCP packet that no announced flow claims (PERFSONAR_EXPERIMENT, PERFSONAR_ACTIVITY).",
+        ),
     key("BACKEND", C::Flowd, Parse::Custom { what: "backend names", apply: backends })
         .default("'udp_firefly'")
         .active()
@@ -515,6 +518,19 @@ pub static TABLE: &[Key] = &[
     key("EBPF_MAP_SIZE", C::Marker, Parse::Int { min: 16, max: 16_777_216, set: |c, n| c.marker.map_size = n as u32 })
         .default("65536")
         .doc("Capacity of the in-kernel flow map (the oldest flows go first when it is full)."),
+    key("EBPF_MARKING", C::Marker, Parse::Str { what: "marking name", set: marking })
+        .default("'label'")
+        .doc("How the eBPF marker marks packets: `label` (the IPv6 flow label), `hop-by-hop`, `destination` or `hop-by-hop-destination` (an extension header with option 0x1E carrying `exp<<8 | act`, as flowd-go writes it).")
+        .long(
+            "flowd-go's spellings (`hopByHop`, `hopByHopDestination`) are accepted too. \
+             An extension header is not inserted into a packet that would then exceed the MTU; extension headers need kernel 5.12 or later.",
+        ),
+    key("PERFSONAR_EXPERIMENT", C::Marker, Parse::IdOrName(|c, v| c.marker.perfsonar_experiment = v))
+        .example("'atlas'")
+        .doc("Experiment (id or registry name) the perfsonar plugin marks every unannounced egress IPv6 TCP packet with; required by the perfsonar plugin."),
+    key("PERFSONAR_ACTIVITY", C::Marker, Parse::IdOrName(|c, v| c.marker.perfsonar_activity = v))
+        .example("'perfSONAR'")
+        .doc("Activity (id or registry name) the perfsonar plugin marks every unannounced egress IPv6 TCP packet with; required by the perfsonar plugin."),
     // Metrics listener
     key("PROMETHEUS_SRV_HOST", C::Http, Parse::Str { what: "IP address", set: |c, s| ip_addr(s, &mut c.http.host) })
         .default("'127.0.0.1'")
@@ -551,7 +567,7 @@ fn plugins(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry) {
         match PluginKind::parse(&name) {
             Some(k) if out.contains(&k) => cx.bad(e, format_args!("plugin {name:?} is listed twice")),
             Some(k) => out.push(k),
-            None => cx.bad(e, format_args!("unknown plugin {name:?} (known: np_api, netlink, netstat, iperf, firefly)")),
+            None => cx.bad(e, format_args!("unknown plugin {name:?} (known: np_api, netlink, netstat, iperf, firefly, perfsonar)")),
         }
     }
     if out.is_empty() && !had_error {
@@ -676,6 +692,13 @@ fn iperf_ports(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry) {
 /// An IP address, also in brackets (`'[::]'`).
 fn ip_addr(s: String, to: &mut IpAddr) -> Result<(), String> {
     *to = s.trim().trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().map_err(|_| format!("{s:?} is not an IP address"))?;
+    Ok(())
+}
+
+fn marking(c: &mut Config, s: String) -> Result<(), String> {
+    use super::model::Marking;
+    let known = Marking::ALL.map(Marking::name).join(", ");
+    c.marker.marking = Marking::parse(&s).ok_or_else(|| format!("unknown marking {s:?} (known: {known})"))?;
     Ok(())
 }
 

@@ -19,6 +19,7 @@ pub mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use model::Marking;
 pub use validate::{BackendKind, Config, PluginKind};
 
 /// Why a configuration could not be loaded.

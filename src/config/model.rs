@@ -25,6 +25,8 @@ pub enum PluginKind {
     Iperf,
     /// UDP firefly listener (`firefly`).
     Firefly,
+    /// Marks every IPv6 TCP packet no flow claims, through the ebpf backend (`perfsonar`).
+    Perfsonar,
 }
 
 impl PluginKind {
@@ -36,6 +38,7 @@ impl PluginKind {
             PluginKind::Netstat => "netstat",
             PluginKind::Iperf => "iperf",
             PluginKind::Firefly => "firefly",
+            PluginKind::Perfsonar => "perfsonar",
         }
     }
 
@@ -46,6 +49,7 @@ impl PluginKind {
             "netstat" => PluginKind::Netstat,
             "iperf" | "iperf_rr" => PluginKind::Iperf,
             "firefly" => PluginKind::Firefly,
+            "perfsonar" => PluginKind::Perfsonar,
             _ => return None,
         })
     }
@@ -273,18 +277,84 @@ impl Default for FireflyListenerConfig {
     }
 }
 
-/// The ebpf backend (IPv6 flow-label marker).
+/// How the eBPF marker marks packets (EBPF_MARKING).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Marking {
+    /// The 20-bit IPv6 flow label (`label`, the default).
+    #[default]
+    Label,
+    /// An 8-byte Hop-by-Hop Options header (`hop-by-hop`).
+    HopByHop,
+    /// An 8-byte Destination Options header (`destination`).
+    Destination,
+    /// Both, 16 bytes (`hop-by-hop-destination`).
+    HopByHopDestination,
+}
+
+impl Marking {
+    /// Every marking, in the order of the docs.
+    pub const ALL: [Marking; 4] = [Marking::Label, Marking::HopByHop, Marking::Destination, Marking::HopByHopDestination];
+
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Marking::Label => "label",
+            Marking::HopByHop => "hop-by-hop",
+            Marking::Destination => "destination",
+            Marking::HopByHopDestination => "hop-by-hop-destination",
+        }
+    }
+
+    /// Parses flowd's spellings and flowd-go's `markingStrategy` ones (`hopByHop`,
+    /// `hopByHopDestination`): ASCII case, `-` and `_` are ignored.
+    pub fn parse(s: &str) -> Option<Marking> {
+        let norm: String = s.trim().chars().filter(|c| *c != '-' && *c != '_').map(|c| c.to_ascii_lowercase()).collect();
+        Marking::ALL.into_iter().find(|m| m.name().replace('-', "") == norm)
+    }
+
+    /// True for the extension-header markings.
+    pub fn is_extension_header(self) -> bool {
+        self != Marking::Label
+    }
+
+    /// Bytes inserted into each marked packet (0 for the label).
+    pub fn inserted_len(self) -> usize {
+        match self {
+            Marking::Label => 0,
+            Marking::HopByHop | Marking::Destination => 8,
+            Marking::HopByHopDestination => 16,
+        }
+    }
+
+    /// The largest experiment and activity ids the mark can carry: 9 and 6 bits in the
+    /// flow label, 16 and 8 bits in the extension-header tag `exp<<8 | act`.
+    pub fn max_ids(self) -> (u32, u32) {
+        if self.is_extension_header() {
+            (0xFFFF, 0xFF)
+        } else {
+            (511, 63)
+        }
+    }
+}
+
+/// The ebpf backend (IPv6 flow-label or extension-header marker).
 #[derive(Clone, Debug, PartialEq)]
 pub struct MarkerConfig {
     /// NETWORK_INTERFACE: interfaces the eBPF marker attaches to; empty = auto.
     pub interfaces: Vec<String>,
     /// EBPF_MAP_SIZE: capacity of the marker's LRU flow map.
     pub map_size: u32,
+    /// EBPF_MARKING: flow label or extension headers.
+    pub marking: Marking,
+    /// PERFSONAR_EXPERIMENT: experiment of the default mark (with the perfsonar plugin).
+    pub perfsonar_experiment: Option<IdOrName>,
+    /// PERFSONAR_ACTIVITY: activity of the default mark (with the perfsonar plugin).
+    pub perfsonar_activity: Option<IdOrName>,
 }
 
 impl Default for MarkerConfig {
     fn default() -> MarkerConfig {
-        MarkerConfig { interfaces: Vec::new(), map_size: 65536 }
+        MarkerConfig { interfaces: Vec::new(), map_size: 65536, marking: Marking::Label, perfsonar_experiment: None, perfsonar_activity: None }
     }
 }
 
@@ -331,7 +401,7 @@ pub struct Config {
     pub iperf: IperfConfig,
     /// FIREFLY_LISTENER_*.
     pub firefly: FireflyListenerConfig,
-    /// NETWORK_INTERFACE, EBPF_MAP_SIZE.
+    /// NETWORK_INTERFACE, EBPF_MAP_SIZE, EBPF_MARKING, PERFSONAR_EXPERIMENT, PERFSONAR_ACTIVITY.
     pub marker: MarkerConfig,
     /// PROMETHEUS_SRV_HOST, PROMETHEUS_SRV_PORT.
     pub http: HttpConfig,
@@ -355,5 +425,16 @@ impl Default for Config {
             marker: MarkerConfig::default(),
             http: HttpConfig::default(),
         }
+    }
+}
+
+impl Config {
+    /// The (experiment, activity) every IPv6 TCP packet no flow claims is marked with:
+    /// set when PLUGIN includes perfsonar (validation makes sure both keys are then set).
+    pub fn match_all(&self) -> Option<(IdOrName, IdOrName)> {
+        if !self.plugins.contains(&PluginKind::Perfsonar) {
+            return None;
+        }
+        Some((self.marker.perfsonar_experiment.clone()?, self.marker.perfsonar_activity.clone()?))
     }
 }

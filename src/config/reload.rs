@@ -21,6 +21,8 @@ impl PluginKind {
             // The iperf scanner scans with the netstat plugin's period and filter.
             PluginKind::Iperf => (&a.iperf, &a.netstat) == (&b.iperf, &b.netstat),
             PluginKind::Firefly => a.firefly == b.firefly,
+            // It only configures the marker (whose decision below covers its keys).
+            PluginKind::Perfsonar => true,
         }
     }
 }
@@ -32,7 +34,9 @@ impl BackendKind {
         match self {
             // Its own keys and the firefly listener's port (no relaying back to it).
             BackendKind::UdpFirefly => (&a.udp_firefly, a.firefly.port) == (&b.udp_firefly, b.firefly.port),
-            BackendKind::Ebpf => a.marker == b.marker,
+            // Its own keys, and whether (and with what) the perfsonar plugin asks it to
+            // mark every packet no flow claims.
+            BackendKind::Ebpf => (&a.marker, a.match_all()) == (&b.marker, b.match_all()),
             // Built from nothing in the configuration.
             BackendKind::Prometheus | BackendKind::Dummy => true,
         }

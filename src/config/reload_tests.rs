@@ -5,8 +5,9 @@ use crate::config::keys::{self, Component};
 use std::path::Path;
 
 /// Every plugin and every backend running.
-const ALL: &str = "PLUGIN='np_api,netlink,netstat,iperf,firefly'\nBACKEND='udp_firefly,ebpf,prometheus,dummy'\n\
-                   NETSTAT_EXPERIMENT=1\nNETSTAT_ACTIVITY=1\nNETLINK_EXPERIMENT=1\nNETLINK_ACTIVITY=1\nIPERF_FLOW_ID=[(1, 1)]\n";
+const ALL: &str = "PLUGIN='np_api,netlink,netstat,iperf,firefly,perfsonar'\nBACKEND='udp_firefly,ebpf,prometheus,dummy'\n\
+                   NETSTAT_EXPERIMENT=1\nNETSTAT_ACTIVITY=1\nNETLINK_EXPERIMENT=1\nNETLINK_ACTIVITY=1\nIPERF_FLOW_ID=[(1, 1)]\n\
+                   PERFSONAR_EXPERIMENT=1\nPERFSONAR_ACTIVITY=1\n";
 
 fn cfg(text: &str) -> Config {
     match from_text(text, Path::new("t.cfg")) {

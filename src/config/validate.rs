@@ -12,7 +12,7 @@ use super::keys::{self, Parse};
 use super::raw::{Entry, Value};
 use crate::registry::IdOrName;
 
-pub use super::model::{BackendKind, Config, PluginKind, ScanConfig};
+pub use super::model::{BackendKind, Config, Marking, PluginKind, ScanConfig};
 
 /// Plugins whose implementation this build lacks (requesting one is a startup error).
 pub const PLUGINS_NOT_BUILT: &[PluginKind] = &[];
@@ -276,6 +276,31 @@ fn cross_checks(c: &Config, entries: &[Entry], cx: &mut Ctx<'_>) {
     };
     need(PluginKind::Netstat, ["NETSTAT_EXPERIMENT", "NETSTAT_ACTIVITY"], &c.netstat);
     need(PluginKind::Netlink, ["NETLINK_EXPERIMENT", "NETLINK_ACTIVITY"], &c.netlink.scan);
+    if c.plugins.contains(&PluginKind::Perfsonar) {
+        perfsonar_checks(c, &line_of, cx);
+    }
+}
+
+/// The perfsonar plugin marks through the eBPF marker: it needs that backend, both ids,
+/// and numeric ids that fit the marking (names are resolved at run time).
+fn perfsonar_checks(c: &Config, line_of: &dyn Fn(&str) -> usize, cx: &mut Ctx<'_>) {
+    let line = line_of("PLUGIN");
+    if !c.backends.contains(&BackendKind::Ebpf) {
+        cx.problems.push((line, format!("line {line}: PLUGIN: the perfsonar plugin needs BACKEND to include ebpf (it marks packets through the eBPF marker)")));
+    }
+    let (max_exp, max_act) = c.marker.marking.max_ids();
+    let marking = c.marker.marking.name();
+    for (key, value, max) in [("PERFSONAR_EXPERIMENT", &c.marker.perfsonar_experiment, max_exp), ("PERFSONAR_ACTIVITY", &c.marker.perfsonar_activity, max_act)]
+    {
+        match value {
+            None => cx.problems.push((line, format!("line {line}: PLUGIN: the perfsonar plugin needs {key}"))),
+            Some(IdOrName::Id(n)) if *n > max => {
+                let l = line_of(key);
+                cx.problems.push((l, format!("line {l}: {key}: {n} does not fit EBPF_MARKING='{marking}' (at most {max})")));
+            }
+            Some(_) => {}
+        }
+    }
 }
 
 #[cfg(test)]

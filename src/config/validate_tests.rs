@@ -164,3 +164,56 @@ fn test_a_python_config_setting_only_the_metrics_port_is_told_it_is_loopback_now
         assert!(w.is_empty(), "{quiet:?}: {w:?}");
     }
 }
+
+#[test]
+fn test_perfsonar_needs_the_ebpf_backend_and_both_ids() {
+    let p = load("PLUGIN='perfsonar'\nPERFSONAR_EXPERIMENT=1\nPERFSONAR_ACTIVITY=2\n").unwrap_err();
+    assert_eq!(p, ["line 1: PLUGIN: the perfsonar plugin needs BACKEND to include ebpf (it marks packets through the eBPF marker)"]);
+    let p = load("PLUGIN='perfsonar'\nBACKEND='ebpf'\n").unwrap_err();
+    assert_eq!(p, ["line 1: PLUGIN: the perfsonar plugin needs PERFSONAR_EXPERIMENT", "line 1: PLUGIN: the perfsonar plugin needs PERFSONAR_ACTIVITY"]);
+    let (c, w) = load("PLUGIN='np_api,perfsonar'\nBACKEND='ebpf'\nPERFSONAR_EXPERIMENT='atlas'\nPERFSONAR_ACTIVITY='perfSONAR'\n").unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(c.plugins, vec![PluginKind::NpApi, PluginKind::Perfsonar]);
+    assert_eq!(c.match_all(), Some((IdOrName::parse("atlas"), IdOrName::parse("perfSONAR"))));
+    // Without the plugin the keys configure nothing.
+    let (c, _) = load("BACKEND='ebpf'\nPERFSONAR_EXPERIMENT=1\nPERFSONAR_ACTIVITY=2\n").unwrap();
+    assert_eq!(c.match_all(), None);
+}
+
+#[test]
+fn test_perfsonar_ids_must_fit_the_marking() {
+    let base = "PLUGIN='perfsonar'\nBACKEND='ebpf'\n";
+    let p = load(&format!("{base}PERFSONAR_EXPERIMENT=512\nPERFSONAR_ACTIVITY=64\n")).unwrap_err();
+    assert_eq!(
+        p,
+        [
+            "line 3: PERFSONAR_EXPERIMENT: 512 does not fit EBPF_MARKING='label' (at most 511)",
+            "line 4: PERFSONAR_ACTIVITY: 64 does not fit EBPF_MARKING='label' (at most 63)"
+        ]
+    );
+    // The extension-header tag exp<<8 | act has room for more.
+    let (c, _) = load(&format!("{base}PERFSONAR_EXPERIMENT=512\nPERFSONAR_ACTIVITY=64\nEBPF_MARKING='destination'\n")).unwrap();
+    assert_eq!(c.marker.marking, Marking::Destination);
+    let p = load(&format!("{base}PERFSONAR_EXPERIMENT=1\nPERFSONAR_ACTIVITY=256\nEBPF_MARKING='destination'\n")).unwrap_err();
+    assert_eq!(p, ["line 4: PERFSONAR_ACTIVITY: 256 does not fit EBPF_MARKING='destination' (at most 255)"]);
+}
+
+#[test]
+fn test_ebpf_marking_spellings() {
+    for (text, want) in [
+        ("label", Marking::Label),
+        ("hop-by-hop", Marking::HopByHop),
+        ("hopByHop", Marking::HopByHop),
+        ("destination", Marking::Destination),
+        ("Destination", Marking::Destination),
+        ("hop-by-hop-destination", Marking::HopByHopDestination),
+        ("hopByHopDestination", Marking::HopByHopDestination),
+        ("hop_by_hop_destination", Marking::HopByHopDestination),
+    ] {
+        let (c, _) = load(&format!("EBPF_MARKING='{text}'\n")).unwrap();
+        assert_eq!(c.marker.marking, want, "{text}");
+    }
+    assert_eq!(Config::default().marker.marking, Marking::Label);
+    let p = load("EBPF_MARKING='flowLabelMatchAll'\n").unwrap_err();
+    assert_eq!(p, ["line 1: EBPF_MARKING: unknown marking \"flowLabelMatchAll\" (known: label, hop-by-hop, destination, hop-by-hop-destination)"]);
+}

@@ -20,6 +20,7 @@ pub mod iperf;
 pub mod netlink;
 pub mod netstat;
 pub mod np_api;
+pub mod perfsonar;
 
 use std::io;
 use std::time::Instant;
@@ -73,6 +74,8 @@ pub enum Plugin {
     Iperf(iperf::Scanner),
     /// UDP firefly listener.
     Firefly(firefly::Listener),
+    /// Configures the eBPF marker's match-all default; no fds, no timer, no events.
+    Perfsonar(perfsonar::Perfsonar),
 }
 
 impl Plugin {
@@ -104,6 +107,7 @@ impl Plugin {
                     source,
                 })
             }
+            PluginKind::Perfsonar => Ok(Plugin::Perfsonar(perfsonar::Perfsonar::new(cfg))),
         }
     }
 
@@ -115,6 +119,7 @@ impl Plugin {
             Plugin::Netstat(_) => "netstat",
             Plugin::Iperf(_) => "iperf",
             Plugin::Firefly(_) => "firefly",
+            Plugin::Perfsonar(_) => "perfsonar",
         }
     }
 
@@ -125,7 +130,7 @@ impl Plugin {
             Plugin::NpApi(p) => p.register(registry, token),
             Plugin::Netlink(p) => p.register(registry, token),
             Plugin::Firefly(p) => p.register(registry, token),
-            Plugin::Netstat(_) | Plugin::Iperf(_) => Ok(()),
+            Plugin::Netstat(_) | Plugin::Iperf(_) | Plugin::Perfsonar(_) => Ok(()),
         };
         r.map_err(|source| PluginError::Register { plugin: name, source })
     }
@@ -136,7 +141,7 @@ impl Plugin {
             Plugin::NpApi(p) => p.deregister(registry),
             Plugin::Netlink(p) => p.deregister(registry),
             Plugin::Firefly(p) => p.deregister(registry),
-            Plugin::Netstat(_) | Plugin::Iperf(_) => {}
+            Plugin::Netstat(_) | Plugin::Iperf(_) | Plugin::Perfsonar(_) => {}
         }
     }
 
@@ -144,7 +149,7 @@ impl Plugin {
     pub fn shutdown(&mut self) {
         match self {
             Plugin::NpApi(p) => p.shutdown(),
-            Plugin::Netlink(_) | Plugin::Netstat(_) | Plugin::Iperf(_) | Plugin::Firefly(_) => {}
+            Plugin::Netlink(_) | Plugin::Netstat(_) | Plugin::Iperf(_) | Plugin::Firefly(_) | Plugin::Perfsonar(_) => {}
         }
     }
 
@@ -154,7 +159,7 @@ impl Plugin {
             Plugin::NpApi(p) => p.on_ready(cx),
             Plugin::Netlink(p) => p.on_ready(cx),
             Plugin::Firefly(p) => p.on_ready(cx),
-            Plugin::Netstat(_) | Plugin::Iperf(_) => {}
+            Plugin::Netstat(_) | Plugin::Iperf(_) | Plugin::Perfsonar(_) => {}
         }
     }
 
@@ -166,6 +171,7 @@ impl Plugin {
             Plugin::Netstat(p) => p.poll_at(),
             Plugin::Iperf(p) => p.poll_at(),
             Plugin::Firefly(p) => p.poll_at(),
+            Plugin::Perfsonar(_) => None,
         }
     }
 
@@ -177,6 +183,7 @@ impl Plugin {
             Plugin::Netstat(p) => p.on_timeout(cx),
             Plugin::Iperf(p) => p.on_timeout(cx),
             Plugin::Firefly(p) => p.on_timeout(cx),
+            Plugin::Perfsonar(_) => {}
         }
     }
 }

@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flowd::backend::marker::{AttachMode, Attached, Marker, MarkerConfig, PACKETS_MARKED};
+use flowd::backend::marker::{AttachMode, Attached, Marker, MarkerConfig, Marking, PACKETS_MARKED};
 use flowd::context::Context;
 use flowd::enrich::local::LocalAddrs;
 use flowd::flow::{FlowEvent, FlowKey, FlowState, Micros, Proto};
 use flowd::label;
 use flowd::metrics::Metrics;
-use flowd::registry::Registry;
+use flowd::registry::{IdOrName, Registry};
 use nix::sys::socket::{self as sk, sockopt};
 
 const A1: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
@@ -185,11 +185,15 @@ fn check_capture(seen: &[Seen], label: u32) -> (usize, usize, usize) {
     let (mut p1, mut p2, mut other) = (0, 0, 0);
     // The highest sequence number seen per source: a data segment below it is a
     // retransmission, which the sender's TCP sends without ECT (RFC 3168 §6.1.5).
+    // A segment whose (source, sequence number) was seen before is one too (a tail loss
+    // probe resends the highest segment).
     let mut highest: HashMap<Ipv6Addr, u32> = HashMap::new();
+    let mut sent: std::collections::HashSet<(Ipv6Addr, u32)> = std::collections::HashSet::new();
     for s in seen {
         assert_eq!(s.tc >> 2, DSCP, "DSCP preserved on {s:?}");
+        let again = s.payload > 0 && !sent.insert((s.src, s.seq));
         let top = highest.entry(s.src).or_insert(s.seq);
-        let retransmission = s.seq.wrapping_sub(*top) as i32 <= 0 && !s.syn && s.seq != *top;
+        let retransmission = again || (s.seq.wrapping_sub(*top) as i32 <= 0 && !s.syn && s.seq != *top);
         if s.seq.wrapping_sub(*top) as i32 > 0 {
             *top = s.seq;
         }
@@ -297,7 +301,7 @@ fn netns_marks_announced_flow_only_and_keeps_traffic_class() {
     let g = Arc::clone(&got);
     let (marked_metric, announced_label, mode) = in_ns(&ns.a, move || {
         let mut metrics = Metrics::new();
-        let mc = MarkerConfig { interfaces: vec!["vethA".into()], map_size: 1024, attach: AttachMode::Auto };
+        let mc = MarkerConfig::label(vec!["vethA".into()], 1024, AttachMode::Auto);
         let mut m = Marker::with_config(&mc).expect("marker attaches to vethA");
         let mode = m.interfaces().next().map(|(_, a)| a);
         // Announced the other way round (remote → local): the marker must swap it.
@@ -351,7 +355,7 @@ fn child_marker_helper() {
     let mode = AttachMode::parse(&std::env::var("FLOWD_MARKER_ATTACH").unwrap_or_default()).expect("mode");
     let file = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("netns file");
     nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-    let mc = MarkerConfig { interfaces: vec!["vethA".into()], map_size: 64, attach: mode };
+    let mc = MarkerConfig::label(vec!["vethA".into()], 64, mode);
     let _m = Marker::with_config(&mc).expect("child marker");
     println!("FLOWD-CHILD-READY");
     std::io::stdout().flush().expect("flush");
@@ -446,7 +450,7 @@ fn netns_crash_leaves_nothing_with_tcx_and_stale_clsact_is_cleaned() {
     // ... and the next start removes it, attaches exactly one, and a clean stop removes ours only.
     let a = ns.a.clone();
     let filters_while_running = in_ns(&ns.a, move || {
-        let mc = MarkerConfig { interfaces: vec!["vethA".into()], map_size: 64, attach: AttachMode::Clsact };
+        let mc = MarkerConfig::label(vec!["vethA".into()], 64, AttachMode::Clsact);
         let m = Marker::with_config(&mc).expect("restart in clsact mode");
         let f = sh(&["ip", "netns", "exec", &a, "tc", "filter", "show", "dev", "vethA", "egress"]).unwrap_or_default();
         drop(m);
@@ -460,7 +464,7 @@ fn netns_crash_leaves_nothing_with_tcx_and_stale_clsact_is_cleaned() {
     run_and_kill_child(&ns.a, "clsact", || {});
     assert_eq!(count(&ns.egress_filters(), "flowd_mark"), 1);
     in_ns(&ns.a, || {
-        let mc = MarkerConfig { interfaces: vec!["vethA".into()], map_size: 64, attach: AttachMode::Auto };
+        let mc = MarkerConfig::label(vec!["vethA".into()], 64, AttachMode::Auto);
         let m = Marker::with_config(&mc).expect("restart in auto mode");
         assert_eq!(m.interfaces().next().map(|(_, a)| a), Some(Attached::Tcx));
     });
@@ -480,6 +484,11 @@ struct NsFlowd {
 
 impl NsFlowd {
     fn start(ns: &str) -> NsFlowd {
+        NsFlowd::start_with(ns, "")
+    }
+
+    /// Starts flowd with `extra` appended to the config (a key set again wins).
+    fn start_with(ns: &str, extra: &str) -> NsFlowd {
         let dir = std::env::temp_dir().join(format!("flowd-netns-{}-{ns}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("tmp dir");
         let pipe = dir.join("np");
@@ -487,7 +496,10 @@ impl NsFlowd {
         let log = dir.join("stderr.log");
         std::fs::write(
             &cfg,
-            format!("PLUGIN='np_api'\nBACKEND='ebpf'\nNETWORK_INTERFACE='vethA'\nNP_API_FILE='{}'\nPID_FILE=''\nPROMETHEUS_SRV_PORT=0\n", pipe.display()),
+            format!(
+                "PLUGIN='np_api'\nBACKEND='ebpf'\nNETWORK_INTERFACE='vethA'\nNP_API_FILE='{}'\nPID_FILE=''\nPROMETHEUS_SRV_PORT=0\n{extra}",
+                pipe.display()
+            ),
         )
         .expect("write config");
         let child = Command::new("ip")
@@ -618,4 +630,197 @@ fn netns_marker_reattaches_to_a_deleted_and_recreated_interface() {
     let seen = cap.join().expect("capture thread");
     let label = seen.iter().find(|s| s.src == A1 && s.syn).map(|s| s.label).expect("SYN captured");
     assert_eq!(label::decode(label), (2, 9), "label {label:#07x} after re-attach");
+}
+
+/// Issue 17 part 2, end to end with the real binary: `PLUGIN='perfsonar'` marks every
+/// egress IPv6 TCP packet of a connection nobody announced with experiment 1 / activity
+/// 2 (one label for the whole flow, Traffic Class kept), while a flow announced through
+/// np_api on the same host keeps its own label.
+#[test]
+fn netns_real_flowd_perfsonar_marks_every_unannounced_tcp_packet() {
+    if !super::can_load_marker() {
+        return;
+    }
+    let ns = Netns::new("p").expect("namespaces");
+    let Observed { got, stop, cap } = Observed::start(&ns.b);
+    let flowd = NsFlowd::start_with(&ns.a, "PLUGIN='perfsonar,np_api'\nPERFSONAR_EXPERIMENT=1\nPERFSONAR_ACTIVITY=2\n");
+    flowd.wait_log("match-all: every IPv6 TCP packet no flow claims is marked with experiment 1, activity 2", Duration::from_secs(5));
+    flowd.write(&format!("start tcp fd00::1 {SPORT} fd00::2 {PORT} 2 9\n"));
+    flowd.wait_log("with label", Duration::from_secs(5));
+
+    let (mut c1, mut c3) = in_ns(&ns.a, || (connect(A1), connect(A3)));
+    let chunk = vec![0x5Au8; 1 << 16];
+    for _ in 0..(1 << 20) / chunk.len() {
+        c1.write_all(&chunk).expect("write c1");
+        c3.write_all(&chunk).expect("write c3");
+    }
+    wait_for(&got, A1, 1 << 20);
+    wait_for(&got, A3, 1 << 20);
+    drop((c1, c3));
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::SeqCst);
+    let seen = cap.join().expect("capture thread");
+
+    let labels = |src: Ipv6Addr| -> Vec<u32> { seen.iter().filter(|s| s.src == src).map(|s| s.label).collect() };
+    for (src, exp, act) in [(A3, 1, 2), (A1, 2, 9)] {
+        let l = labels(src);
+        assert!(l.len() > 10, "{src}: only {} frames captured", l.len());
+        assert!(l.iter().all(|x| *x == l[0]), "{src}: one label per flow, got {:x?}", l.iter().collect::<std::collections::BTreeSet<_>>());
+        assert_eq!(label::decode(l[0]), (exp, act), "{src}: label {:#07x}", l[0]);
+        assert_eq!(l[0] & label::SEMANTIC_MASK, label::encode(exp, act, 0).unwrap());
+    }
+    assert!(seen.iter().all(|s| s.tc >> 2 == DSCP), "DSCP kept on every frame");
+    println!("perfsonar: unannounced flow {:#07x}, announced flow {:#07x}", labels(A3)[0], labels(A1)[0]);
+}
+
+/// Runs `tshark -r pcap` with `fields` for the A→B TCP frames of the test flows.
+fn tshark_fields(pcap: &std::path::Path, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut args = vec!["-r".to_string(), pcap.display().to_string(), "-Y".into(), format!("tcp.dstport == {PORT}"), "-T".into(), "fields".into()];
+    for f in fields {
+        args.push("-e".into());
+        args.push((*f).into());
+    }
+    let out = Command::new("tshark").args(&args).output().expect("tshark -r");
+    assert!(out.status.success(), "tshark -r failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split('\t').map(String::from).collect()).collect()
+}
+
+/// Issue 17 part 4, end to end: each extension-header marking over a veth with real TCP
+/// (TSO super-packets included), captured in the peer namespace and decoded by tshark:
+/// the announced flow carries option 0x1e with exp<<8|act = 2<<8|9 in the header the
+/// marking names, the other flow carries none, and both transfer all their data.
+#[test]
+fn netns_extension_headers_decoded_by_tshark() {
+    if !super::can_load_marker() {
+        return;
+    }
+    if Command::new("tshark").arg("--version").output().map(|o| !o.status.success()).unwrap_or(true) {
+        crate::util::skip("tshark is not installed (scripts/test-deps installs it)");
+        return;
+    }
+    for (i, marking) in [Marking::Destination, Marking::HopByHop, Marking::HopByHopDestination].into_iter().enumerate() {
+        let ns = Netns::new(&format!("e{i}")).expect("namespaces");
+        let got = Arc::new(Mutex::new(HashMap::new()));
+        let g = Arc::clone(&got);
+        in_ns(&ns.b, move || serve(TcpListener::bind((B2, PORT)).expect("listen"), g));
+        let pcap = std::env::temp_dir().join(format!("flowd-eh-{}-{i}.pcap", std::process::id()));
+        let mut tshark = Command::new("ip")
+            .args(["netns", "exec", &ns.b, "tshark", "-q", "-i", "vethB", "-w"])
+            .arg(&pcap)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tshark");
+        let mut err = BufReader::new(tshark.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        while !line.contains("Capturing on") {
+            line.clear();
+            assert!(err.read_line(&mut line).expect("tshark stderr") > 0, "tshark did not start capturing");
+        }
+        let g = Arc::clone(&got);
+        let counters = in_ns(&ns.a, move || {
+            let mut metrics = Metrics::new();
+            let mc = MarkerConfig { marking, ..MarkerConfig::label(vec!["vethA".into()], 1024, AttachMode::Auto) };
+            let mut m = Marker::with_config(&mc).expect("marker attaches to vethA");
+            feed(&mut m, &mut metrics, &event(FlowState::Start, A1, B2, 2, 9)).expect("start");
+            assert_eq!(m.label_of(&event(FlowState::Start, A1, B2, 2, 9).key), Some(2 << 8 | 9), "the tag, no entropy");
+            let chunk = vec![0x5Au8; 1 << 16];
+            let (mut c1, mut c3) = (connect(A1), connect(A3));
+            for _ in 0..(2 << 20) / chunk.len() {
+                c1.write_all(&chunk).expect("write c1");
+                c3.write_all(&chunk).expect("write c3");
+            }
+            wait_for(&g, A1, 2 << 20);
+            wait_for(&g, A3, 2 << 20);
+            drop((c1, c3));
+            std::thread::sleep(Duration::from_millis(300));
+            m.program().total_counters().expect("counters")
+        });
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(tshark.id() as i32), nix::sys::signal::Signal::SIGINT).expect("stop tshark");
+        tshark.wait().expect("reap tshark");
+
+        let rows = tshark_fields(&pcap, &["ipv6.src", "ipv6.nxt", "ipv6.opt.type", "ipv6.opt.experimental", "frame.len", "ipv6.plen"]);
+        let _ = std::fs::remove_file(&pcap);
+        let (want_nxt, want_types, want_value) = match marking {
+            // Option 0x1e with its 3 bytes exp<<8|act, then the Pad1 (0x00) that ends the header.
+            Marking::Destination => ("60", "0x1e,0x00", "000209"),
+            Marking::HopByHop => ("0", "0x1e,0x00", "000209"),
+            _ => ("0", "0x1e,0x00,0x1e,0x00", "000209,000209"),
+        };
+        let len = marking.inserted_len();
+        let (mut tagged, mut big, mut too_big, mut other) = (0, 0, 0, 0);
+        for r in &rows {
+            let frame_len: usize = r[4].parse().expect("frame.len");
+            let value = r[3].replace(':', "");
+            if r[0] == A1.to_string() {
+                if r[1] == want_nxt {
+                    assert_eq!((r[2].as_str(), value.as_str()), (want_types, want_value), "{}: {r:?}", marking.name());
+                    tagged += 1;
+                    big += usize::from(frame_len > 1514);
+                } else {
+                    // Only a full-size packet that is not a GSO packet is left without it.
+                    assert_eq!(r[1], "6", "{}: {r:?}", marking.name());
+                    assert!(frame_len + len > 1514 && frame_len <= 1514, "{}: unmarked frame that would have fitted: {r:?}", marking.name());
+                    too_big += 1;
+                }
+            } else {
+                assert_eq!((r[0].as_str(), r[1].as_str(), r[2].as_str()), (A3.to_string().as_str(), "6", ""), "{}: unannounced flow: {r:?}", marking.name());
+                other += 1;
+            }
+        }
+        println!("{}: {tagged} frames with the header ({big} GSO super-packets), {too_big} too big, {other} of the other flow; {counters:?}", marking.name());
+        assert!(tagged > 10 && big > 0 && other > 10, "{}: {tagged} tagged, {big} GSO, {other} other", marking.name());
+        assert!(counters.eh_inserted > 0 && counters.eh_failed == 0, "{}: {counters:?}", marking.name());
+        assert!(too_big <= counters.eh_too_big as usize, "{}: every unmarked frame seen was counted too big ({counters:?})", marking.name());
+    }
+}
+
+/// The match-all default given as registry names waits for the first loop turn
+/// (`poll_at` is due at once), is resolved through the registry then, and an unknown name
+/// leaves the kernel without a default.
+#[test]
+fn netns_match_all_names_are_resolved_on_the_first_turn() {
+    if !super::can_load_marker() {
+        return;
+    }
+    let ns = Netns::new("n").expect("namespaces");
+    in_ns(&ns.a, || {
+        let registry = Registry::bundled();
+        let turn = |m: &mut Marker| {
+            let (mut out, mut metrics, mut local) = (Vec::new(), Metrics::new(), LocalAddrs::new());
+            let poll = mio::Poll::new().expect("poll");
+            let mut cx = Context {
+                now: Instant::now(),
+                wall: Micros::now(),
+                out: &mut out,
+                metrics: &mut metrics,
+                registry: &registry,
+                poll: poll.registry(),
+                local: &mut local,
+                render: None,
+            };
+            m.on_timeout(&mut cx);
+            assert!(out.is_empty(), "the marker announces nothing");
+        };
+        let named = |exp: &str, act: &str| MarkerConfig {
+            match_all: Some((IdOrName::parse(exp), IdOrName::parse(act))),
+            ..MarkerConfig::label(vec!["vethA".into()], 64, AttachMode::Auto)
+        };
+        let mut m = Marker::with_config(&named("atlas", "perfSONAR")).expect("marker");
+        assert_eq!(m.match_all(), None, "names wait for the registry");
+        assert!(m.poll_at().is_some_and(|at| at <= Instant::now()), "due at once");
+        turn(&mut m);
+        assert_eq!(m.match_all(), Some((2, 2)));
+        assert_eq!(m.program().default_mark().expect("config map"), Some(label::encode(2, 2, 0).unwrap()));
+        assert!(m.poll_at().is_some_and(|at| at > Instant::now() + Duration::from_secs(4)), "then every 5 s");
+        drop(m);
+
+        let mut m = Marker::with_config(&named("atlas", "no such activity")).expect("marker");
+        turn(&mut m);
+        assert_eq!((m.match_all(), m.program().default_mark().expect("config map")), (None, None));
+        // Numeric ids are in place before the first turn, with an extension-header marking too.
+        let ids = MarkerConfig { marking: Marking::Destination, ..named("3", "14") };
+        let mut m = Marker::with_config(&ids).expect("marker");
+        assert_eq!((m.match_all(), m.program().default_mark().expect("config map")), (Some((3, 14)), Some(3 << 8 | 14)));
+    });
 }

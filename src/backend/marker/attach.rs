@@ -3,16 +3,16 @@
 //!
 //! Owns the crash story. A TCX link belongs to its file descriptor, so it disappears
 //! with the process (even on `kill -9`). A clsact filter does not: it stays attached
-//! after a crash. Our filter is recognised by its name (`flowd_mark`, the program name
-//! aya writes into `TCA_BPF_NAME`); at start we remove any stale filter of that name
-//! and at exit only our own link is detached. Foreign filters and other TCX programs on
+//! after a crash. Our filter is recognised by its name (`flowd_mark` or `flowd_mark_eh`,
+//! the program name aya writes into `TCA_BPF_NAME`); at start we remove any stale
+//! filter of either name and at exit only our own link is detached. Foreign filters and other TCX programs on
 //! the same interface are never touched. The clsact qdisc is created only when missing
 //! and is left in place at exit (other users may share it).
 
 use aya::programs::tc::{qdisc_add_clsact, qdisc_detach_program, NlOptions, TcAttachOptions};
 use aya::programs::{LinkOrder, ProgramError, SchedClassifier, TcAttachType, TcError};
 
-use super::abi::PROG_NAME;
+use super::abi::{PROG_EH_NAME, PROG_NAME};
 
 /// How to attach the classifier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -67,24 +67,28 @@ pub enum AttachError {
     #[error("cannot add clsact qdisc")]
     Qdisc(#[source] TcError),
     /// A stale flowd filter could not be removed.
-    #[error("cannot remove stale {PROG_NAME} filter")]
+    #[error("cannot remove stale {PROG_NAME}/{PROG_EH_NAME} filter")]
     Stale(#[source] TcError),
     /// The clsact filter could not be added.
     #[error("cannot add clsact egress filter")]
     Filter(#[source] ProgramError),
 }
 
-/// Removes every egress filter named `flowd_mark` left on `iface` by an earlier flowd
-/// that did not exit cleanly. Returns true if something was removed. No qdisc or no
-/// such filter is not an error.
+/// Removes every egress filter named `flowd_mark` or `flowd_mark_eh` left on `iface`
+/// by an earlier flowd that did not exit cleanly. Returns true if something was
+/// removed. No qdisc or no such filter is not an error.
 pub fn remove_stale_filter(iface: &str) -> Result<bool, TcError> {
-    match qdisc_detach_program(iface, TcAttachType::Egress, PROG_NAME) {
-        Ok(()) => Ok(true),
-        Err(TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        // No clsact qdisc on the interface: nothing can be attached there.
-        Err(TcError::NetlinkError(e)) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => Ok(false),
-        Err(e) => Err(e),
+    let mut removed = false;
+    for name in [PROG_NAME, PROG_EH_NAME] {
+        match qdisc_detach_program(iface, TcAttachType::Egress, name) {
+            Ok(()) => removed = true,
+            Err(TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // No clsact qdisc on the interface: nothing can be attached there.
+            Err(TcError::NetlinkError(e)) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => return Ok(removed),
+            Err(e) => return Err(e),
+        }
     }
+    Ok(removed)
 }
 
 fn attach_clsact(prog: &mut SchedClassifier, iface: &str) -> Result<aya::programs::tc::SchedClassifierLinkId, AttachError> {
@@ -100,7 +104,7 @@ fn attach_clsact(prog: &mut SchedClassifier, iface: &str) -> Result<aya::program
 /// mode, so a crashed clsact-mode flowd never leaves two markers behind.
 pub fn attach(prog: &mut SchedClassifier, iface: &str, mode: AttachMode) -> Result<(aya::programs::tc::SchedClassifierLinkId, Attached), AttachError> {
     match remove_stale_filter(iface) {
-        Ok(true) => log::warn!("marker: removed a stale {PROG_NAME} filter from {iface} (earlier flowd crashed?)"),
+        Ok(true) => log::warn!("marker: removed a stale flowd filter from {iface} (earlier flowd crashed?)"),
         Ok(false) => {}
         Err(e) => return Err(AttachError::Stale(e)),
     }

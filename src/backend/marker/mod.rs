@@ -1,13 +1,20 @@
-//! The eBPF IPv6 flow-label marker backend (`BACKEND='ebpf'`).
+//! The eBPF IPv6 marker backend (`BACKEND='ebpf'`).
 //!
 //! Owns the flow bookkeeping: on a `start` event of an IPv6 TCP/UDP flow it writes the
-//! flow's outgoing 5-tuple and its label (experiment, activity and five random entropy
-//! bits drawn once per flow) into the kernel map, oriented as its packets leave this host
-//! (this host's addresses come from the daemon's one cache, `Context::local`); on `end`
-//! it deletes the entry; `ongoing` changes nothing (the flow is marked already, and a
-//! periodic `ongoing` from the enrichment layer must not draw a new label). The classifier
-//! (`ebpf/flowd.bpf.c`) then rewrites the flow label of every egress packet of that flow.
-//! IPv4 flows are ignored. Every few seconds it mirrors the kernel counters into `Metrics`.
+//! flow's outgoing 5-tuple and its mark into the kernel map, oriented as its packets
+//! leave this host (this host's addresses come from the daemon's one cache,
+//! `Context::local`); on `end` it deletes the entry; `ongoing` changes nothing (the flow
+//! is marked already, and a periodic `ongoing` from the enrichment layer must not draw a
+//! new label). The mark is the flow label (experiment, activity and five random entropy
+//! bits drawn once per flow) or, with an extension-header `EBPF_MARKING`, the tag
+//! `exp<<8 | act`. The classifier (`ebpf/flowd.bpf.c`) then marks every egress packet of
+//! that flow. IPv4 flows are ignored.
+//!
+//! With the perfsonar plugin (`Config::match_all`), it also keeps the classifier's
+//! default mark for TCP packets no flow claims: set at start when both ids are numbers,
+//! otherwise resolved through the registry on the first loop turn, and re-resolved every
+//! few seconds (a refreshed registry may renumber a name). Every few seconds it mirrors
+//! the kernel counters into `Metrics`.
 //!
 //! Loading lives in `program.rs`, attaching (TCX or clsact) in `attach.rs`, the C ABI in
 //! `abi.rs`. Dropping a `Marker` detaches it from every interface.
@@ -29,11 +36,12 @@ use crate::context::Context;
 use crate::flow::{FlowEvent, FlowKey, FlowState};
 use crate::label;
 use crate::metrics::{Desc, Kind};
+use crate::registry::{IdOrName, Registry, UnknownName};
 use crate::sys::bpf as sysbpf;
 
-pub use abi::RawKey;
+pub use abi::{RawKey, TestCtx};
 pub use attach::{AttachError, AttachMode, Attached};
-pub use program::{Counters, MarkerProgram, ProgramLoadError};
+pub use program::{Counters, MarkerProgram, Marking, ProgramLoadError};
 
 /// How often kernel counters are copied into `Metrics`.
 pub const STATS_PERIOD: Duration = Duration::from_secs(5);
@@ -51,6 +59,41 @@ pub static PACKETS_MARKED: Desc = Desc {
     help: "IPv6 packets (skbs) whose flow label the eBPF marker set",
     kind: Kind::Counter,
     labels: &["interface"],
+};
+/// `flowd_marker_packets_default_total{interface}`.
+pub static PACKETS_DEFAULT: Desc = Desc {
+    name: "flowd_marker_packets_default_total",
+    help: "IPv6 TCP packets (skbs) no announced flow claims that the eBPF marker marked with the perfsonar plugin's default (also counted as marked)",
+    kind: Kind::Counter,
+    labels: &["interface"],
+};
+/// `flowd_marker_eh_inserted_total{interface}`.
+pub static EH_INSERTED: Desc = Desc {
+    name: "flowd_marker_eh_inserted_total",
+    help: "IPv6 packets (skbs) the eBPF marker inserted an extension header into",
+    kind: Kind::Counter,
+    labels: &["interface"],
+};
+/// `flowd_marker_eh_too_big_total{interface}`.
+pub static EH_TOO_BIG: Desc = Desc {
+    name: "flowd_marker_eh_too_big_total",
+    help: "IPv6 packets sent without their extension header because it would have made them exceed the MTU",
+    kind: Kind::Counter,
+    labels: &["interface"],
+};
+/// `flowd_marker_eh_failed_total{interface}`.
+pub static EH_FAILED: Desc = Desc {
+    name: "flowd_marker_eh_failed_total",
+    help: "IPv6 packets sent without their extension header because the kernel could not make room for it",
+    kind: Kind::Counter,
+    labels: &["interface"],
+};
+/// `flowd_marker_match_all`.
+pub static MATCH_ALL: Desc = Desc {
+    name: "flowd_marker_match_all",
+    help: "1 while the eBPF marker marks every IPv6 TCP packet no flow claims (perfsonar plugin), else 0",
+    kind: Kind::Gauge,
+    labels: &[],
 };
 /// `flowd_marker_flows`.
 pub static FLOWS: Desc = Desc { name: "flowd_marker_flows", help: "Flows currently in the eBPF marker's flow map", kind: Kind::Gauge, labels: &[] };
@@ -109,16 +152,58 @@ pub struct MarkerConfig {
     pub map_size: u32,
     /// TCX, clsact or automatic.
     pub attach: AttachMode,
+    /// Flow label or extension headers.
+    pub marking: Marking,
+    /// The (experiment, activity) of TCP packets no flow claims (perfsonar plugin).
+    pub match_all: Option<(IdOrName, IdOrName)>,
 }
 
 impl MarkerConfig {
-    /// From NETWORK_INTERFACE and EBPF_MAP_SIZE, plus the `FLOWD_MARKER_ATTACH`
-    /// environment variable (`auto` (default), `tcx`, `clsact`).
+    /// From NETWORK_INTERFACE, EBPF_MAP_SIZE, EBPF_MARKING and the perfsonar plugin's
+    /// keys, plus the `FLOWD_MARKER_ATTACH` environment variable (`auto` (default),
+    /// `tcx`, `clsact`).
     pub fn from_config(cfg: &Config) -> Result<MarkerConfig, MarkerError> {
         let mode = std::env::var("FLOWD_MARKER_ATTACH").unwrap_or_default();
         let attach = AttachMode::parse(&mode).ok_or(MarkerError::BadAttachMode(mode))?;
-        Ok(MarkerConfig { interfaces: cfg.marker.interfaces.clone(), map_size: cfg.marker.map_size.max(1), attach })
+        Ok(MarkerConfig {
+            interfaces: cfg.marker.interfaces.clone(),
+            map_size: cfg.marker.map_size.max(1),
+            attach,
+            marking: cfg.marker.marking,
+            match_all: cfg.match_all(),
+        })
     }
+
+    /// Label marking of the flows in the map only, attached as `attach` says (tests).
+    pub fn label(interfaces: Vec<String>, map_size: u32, attach: AttachMode) -> MarkerConfig {
+        MarkerConfig { interfaces, map_size, attach, marking: Marking::Label, match_all: None }
+    }
+}
+
+/// The mark of (exp, act) under `marking`: a flow label with `entropy` in its entropy
+/// bits, or the extension-header tag `exp<<8 | act`. The error is the refusal reason.
+pub fn encode_mark(marking: Marking, exp: u32, act: u32, entropy: u8) -> Result<u32, (&'static str, String)> {
+    if marking.is_extension_header() {
+        let (max_exp, max_act) = marking.max_ids();
+        if exp > max_exp || act > max_act {
+            return Err(("tag_overflow", format!("experiment {exp} / activity {act} do not fit the extension-header tag (at most {max_exp} / {max_act})")));
+        }
+        return Ok(exp << 8 | act);
+    }
+    label::encode(exp, act, entropy).map_err(|e| ("label_overflow", e.to_string()))
+}
+
+/// The match-all default and whether it still needs the registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct MatchAll {
+    exp: IdOrName,
+    act: IdOrName,
+    /// The (exp, act) ids in the kernel now; `None` = no default set.
+    applied: Option<(u32, u32)>,
+    /// The last problem logged (so a lasting one is logged once).
+    problem: Option<String>,
+    /// Not resolved against the registry yet: resolve on the first loop turn.
+    pending: bool,
 }
 
 /// One interface the classifier is attached to.
@@ -144,6 +229,7 @@ pub struct Marker {
     active: HashMap<FlowKey, Active>,
     next_stats: Instant,
     attach_mode: AttachMode,
+    match_all: Option<MatchAll>,
 }
 
 /// The flow as its packets leave this host: swapped when only the destination is local
@@ -178,9 +264,14 @@ impl Marker {
             let index = sysbpf::if_index(&name).map_err(|source| MarkerError::UnknownInterface { iface: name.clone(), source })?;
             ifaces.push(Iface { name, index, mode: Attached::Tcx, link: None });
         }
-        let prog = MarkerProgram::load(mc.map_size)?;
+        let prog = MarkerProgram::load_marking(mc.map_size, mc.marking)?;
+        let match_all = mc.match_all.clone().map(|(exp, act)| MatchAll { exp, act, applied: None, problem: None, pending: true });
         // From here on, an early return drops `marker`, which detaches what was attached.
-        let mut marker = Marker { prog, ifaces, active: HashMap::new(), next_stats: Instant::now() + STATS_PERIOD, attach_mode: mc.attach };
+        let mut marker = Marker { prog, ifaces, active: HashMap::new(), next_stats: Instant::now() + STATS_PERIOD, attach_mode: mc.attach, match_all };
+        // Numeric ids need no registry: the default is in place before the first packet.
+        if matches!(&marker.match_all, Some(MatchAll { exp: IdOrName::Id(_), act: IdOrName::Id(_), .. })) {
+            marker.refresh_default(&Registry { experiments: Vec::new(), modified: None, origin: "none".into() });
+        }
         for i in 0..marker.ifaces.len() {
             let name = marker.ifaces[i].name.clone();
             let classifier = marker.prog.classifier()?;
@@ -202,12 +293,71 @@ impl Marker {
         &mut self.prog
     }
 
+    /// How this marker marks packets.
+    pub fn marking(&self) -> Marking {
+        self.prog.marking()
+    }
+
+    /// The (experiment, activity) of the match-all default in the kernel, if one is set.
+    pub fn match_all(&self) -> Option<(u32, u32)> {
+        self.match_all.as_ref().and_then(|m| m.applied)
+    }
+
+    /// Resolves the match-all (experiment, activity) against `registry` and writes the
+    /// default into the kernel when it changed. An unknown name or ids that do not fit
+    /// the mark clear the default (logged once per distinct problem).
+    fn refresh_default(&mut self, registry: &Registry) {
+        let Some(m) = self.match_all.as_mut() else { return };
+        m.pending = false;
+        let marking = self.prog.marking();
+        let want = registry
+            .resolve(&m.exp, &m.act)
+            .map_err(|e| {
+                let what = match e {
+                    UnknownName::Experiment => "the experiment is not in the registry",
+                    UnknownName::Activity => "the activity is not one of that experiment's",
+                };
+                format!("PERFSONAR_EXPERIMENT/PERFSONAR_ACTIVITY ({}/{}): {what}", m.exp, m.act)
+            })
+            .and_then(|(e, a)| encode_mark(marking, e, a, 0).map(|mark| ((e, a), mark)).map_err(|(_, why)| why));
+        match want {
+            Ok((ids, _)) if m.applied == Some(ids) => {}
+            Ok((ids, mark)) => match self.prog.set_default(Some(mark)) {
+                Ok(()) => {
+                    log::info!(
+                        "marker: match-all: every IPv6 TCP packet no flow claims is marked with experiment {}, activity {} ({} {mark:#x})",
+                        ids.0,
+                        ids.1,
+                        if marking.is_extension_header() { "tag" } else { "label" }
+                    );
+                    m.applied = Some(ids);
+                    m.problem = None;
+                }
+                Err(e) => log::warn!("marker: cannot set the match-all default: {e}"),
+            },
+            Err(why) => {
+                if m.applied.is_some() {
+                    if let Err(e) = self.prog.set_default(None) {
+                        log::warn!("marker: cannot clear the match-all default: {e}");
+                        return;
+                    }
+                    m.applied = None;
+                }
+                if m.problem.as_ref() != Some(&why) {
+                    log::warn!("marker: not marking unannounced packets: {why}");
+                    m.problem = Some(why);
+                }
+            }
+        }
+    }
+
     /// Number of flows currently marked.
     pub fn flows(&self) -> usize {
         self.active.len()
     }
 
-    /// The label in force for a flow as announced, if it is being marked.
+    /// The mark in force for a flow as announced (its label, or its tag with an
+    /// extension-header marking), if it is being marked.
     pub fn label_of(&self, key: &FlowKey) -> Option<u32> {
         self.active.get(key).or_else(|| self.active.get(&key.reversed())).map(|a| a.label)
     }
@@ -222,9 +372,11 @@ impl Marker {
         }
         let key = orient(&ev.key, |a| local.contains(&a));
         let Some(raw) = RawKey::from_flow(&key) else { return Ok(()) };
+        let marking = self.prog.marking();
         // A repeated start keeps the flow's entropy, so its packets keep one label.
         let entropy = match self.active.get(&key) {
             Some(a) => label::entropy_of(a.label),
+            None if marking.is_extension_header() => 0,
             None => {
                 let mut b = [0u8; 1];
                 if let Err(e) = sysbpf::fill_random(&mut b) {
@@ -233,12 +385,12 @@ impl Marker {
                 b[0] & label::MAX_ENTROPY
             }
         };
-        let lbl = match label::encode(exp, act, entropy) {
+        let lbl = match encode_mark(marking, exp, act, entropy) {
             Ok(l) => l,
-            Err(e) => {
-                log::warn!("marker: not marking {key}: {e}");
-                cx.metrics.inc(&REFUSED, &["label_overflow"]);
-                return Err(BackendError::Refused("label_overflow"));
+            Err((reason, why)) => {
+                log::warn!("marker: not marking {key}: {why}");
+                cx.metrics.inc(&REFUSED, &[reason]);
+                return Err(BackendError::Refused(reason));
             }
         };
         if let Err(e) = self.prog.insert(&raw, lbl) {
@@ -246,7 +398,7 @@ impl Marker {
             cx.metrics.inc(&REFUSED, &["map_update_failed"]);
             return Err(BackendError::Refused("map_update_failed"));
         }
-        log::debug!("marker: marking {key} with label {lbl:#07x} (exp {exp}, act {act})");
+        log::debug!("marker: marking {key} with {} {lbl:#07x} (exp {exp}, act {act})", if marking.is_extension_header() { "tag" } else { "label" });
         self.active.insert(key, Active { raw, label: lbl });
         Ok(())
     }
@@ -279,14 +431,24 @@ impl Marker {
         r
     }
 
-    /// When the kernel counters are next copied into `Metrics`.
+    /// When the kernel counters are next copied into `Metrics` (at once while the
+    /// match-all default waits for the registry).
     pub fn poll_at(&self) -> Option<Instant> {
+        if self.match_all.as_ref().is_some_and(|m| m.pending) {
+            return Some(self.next_stats - STATS_PERIOD);
+        }
         Some(self.next_stats)
     }
 
-    /// Checks the interfaces (re-attaching to one that was deleted and re-created), then
-    /// copies the kernel counters (summed over CPUs) into `Metrics`, per interface.
+    /// Resolves the match-all default, checks the interfaces (re-attaching to one that
+    /// was deleted and re-created), then copies the kernel counters (summed over CPUs)
+    /// into `Metrics`, per interface.
     pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
+        let first = self.match_all.as_ref().is_some_and(|m| m.pending);
+        self.refresh_default(cx.registry);
+        if first && cx.now < self.next_stats {
+            return;
+        }
         self.next_stats = cx.now + STATS_PERIOD;
         self.watch_interfaces();
         self.export(cx.metrics);
@@ -343,12 +505,17 @@ impl Marker {
             match self.prog.counters(slot) {
                 Ok(c) => {
                     metrics.set(&PACKETS_SEEN, vec![name.clone()], c.seen as f64);
-                    metrics.set(&PACKETS_MARKED, vec![name], c.marked as f64);
+                    metrics.set(&PACKETS_MARKED, vec![name.clone()], c.marked as f64);
+                    metrics.set(&PACKETS_DEFAULT, vec![name.clone()], c.by_default as f64);
+                    metrics.set(&EH_INSERTED, vec![name.clone()], c.eh_inserted as f64);
+                    metrics.set(&EH_TOO_BIG, vec![name.clone()], c.eh_too_big as f64);
+                    metrics.set(&EH_FAILED, vec![name], c.eh_failed as f64);
                 }
                 Err(e) => log::warn!("marker: cannot read counters of {name}: {e}"),
             }
         }
         metrics.set(&FLOWS, Vec::new(), self.active.len() as f64);
+        metrics.set(&MATCH_ALL, Vec::new(), if self.match_all().is_some() { 1.0 } else { 0.0 });
     }
 }
 
@@ -383,6 +550,16 @@ mod tests {
         assert_eq!(orient(&k, |_| false), k);
         // Both local (loopback transfer): as announced.
         assert_eq!(orient(&k.reversed(), |_| true), k.reversed());
+    }
+
+    #[test]
+    fn test_encode_mark_per_marking() {
+        assert_eq!(encode_mark(Marking::Label, 2, 9, 31), Ok(0xD0127));
+        assert_eq!(encode_mark(Marking::Destination, 2, 9, 31), Ok(0x0209), "no entropy in the tag");
+        assert_eq!(encode_mark(Marking::HopByHop, 0xFFFF, 0xFF, 0), Ok(0xFFFFFF));
+        assert_eq!(encode_mark(Marking::Label, 512, 1, 0).map_err(|e| e.0), Err("label_overflow"));
+        assert_eq!(encode_mark(Marking::HopByHopDestination, 1, 256, 0).map_err(|e| e.0), Err("tag_overflow"));
+        assert_eq!(encode_mark(Marking::Destination, 0x10000, 1, 0).map_err(|e| e.0), Err("tag_overflow"));
     }
 
     #[test]
