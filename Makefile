@@ -36,7 +36,7 @@ PYFLOWD    ?= /work/pyflowd
 PYFLOWD_ARGS := $(if $(wildcard $(PYFLOWD)/bin/python),--python $(PYFLOWD)/bin/python $(firstword $(wildcard $(PYFLOWD)/lib/python3*/site-packages/usr/sbin/flowd)))
 
 # aarch64 cross build: Debian's gcc-aarch64-linux-gnu with musl-dev:arm64 through
-# scripts/aarch64-linux-musl-gcc (C code of aws-lc-sys, and the final link).
+# scripts/aarch64-linux-musl-gcc (C code of ring, and the final link).
 export CC_aarch64_unknown_linux_musl ?= $(CURDIR)/scripts/aarch64-linux-musl-gcc
 export AR_aarch64_unknown_linux_musl ?= aarch64-linux-gnu-ar
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER ?= $(CURDIR)/scripts/aarch64-linux-musl-gcc

@@ -253,3 +253,63 @@ fn a_backlog_larger_than_one_turn_is_resumed_without_new_input() {
     assert_eq!(json_of(&got[0])["flow-id"]["src-port"], 77);
     assert!(f.stderr().contains("similar messages suppressed") || f.stderr().contains("rejected line"));
 }
+
+/// Runs `openssl ARGS` in `dir`; panics with its output on failure.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl (apt-get install openssl)");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// An https FLOW_MAP_API signed by a private CA: with SSL_CERT_FILE naming that CA the
+/// registry is fetched (and its names used); without it the fetch fails and the bundled
+/// registry stays in force.
+#[test]
+fn registry_over_https_with_a_private_ca_from_ssl_cert_file() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        crate::util::skip("openssl not installed (apt-get install openssl)");
+        return;
+    }
+    let pki = TempDir::new("pki");
+    let d = pki.path();
+    openssl(d, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=flowd test CA"]);
+    openssl(d, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=127.0.0.1"]);
+    std::fs::write(d.join("leaf.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+    openssl(
+        d,
+        &["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "leaf.pem", "-days", "1", "-extfile", "leaf.ext"],
+    );
+    std::fs::write(d.join("api.json"), r#"{"experiments":[{"expName":"tlsexp","expId":88,"activities":[{"activityName":"pinned","activityId":6}]}]}"#).unwrap();
+    let server = "import http.server, ssl, sys\n\
+        srv = http.server.HTTPServer(('127.0.0.1', 0), lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=sys.argv[1]))\n\
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+        ctx.load_cert_chain(sys.argv[1] + '/leaf.pem', sys.argv[1] + '/leaf.key')\n\
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
+        print(srv.server_address[1], flush=True)\n\
+        srv.serve_forever()\n";
+    let mut py = Command::new("python3").args(["-c", server]).arg(d).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(py.stdout.take().unwrap()), &mut port).unwrap();
+    let url = format!("https://127.0.0.1:{}/api.json", port.trim());
+    let sink = Sink::v4();
+    let cfg = |dir: &TempDir| Flowd::config_text(dir.path(), &format!("UDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'\nFLOW_MAP_API='{url}'", sink.addr()));
+
+    let dir = TempDir::new("tls-ok");
+    let text = cfg(&dir);
+    let mut cmd = Command::new(crate::util::bin());
+    cmd.env("SSL_CERT_FILE", d.join("ca.pem"));
+    let f = Flowd::spawn(cmd, dir, &text);
+    f.wait_log("registry: refreshed from", T);
+    f.write("start tcp 192.0.2.1 1 198.51.100.1 2 tlsexp pinned\n");
+    let got = sink.recv(1, T);
+    assert_eq!((json_of(&got[0])["context"]["experiment-id"].as_u64(), json_of(&got[0])["context"]["activity-id"].as_u64()), (Some(88), Some(6)));
+    drop(f);
+
+    let dir = TempDir::new("tls-untrusted");
+    let text = cfg(&dir);
+    let mut cmd = Command::new(crate::util::bin());
+    cmd.env("SSL_CERT_FILE", d.join("leaf.ext"));
+    let f = Flowd::spawn(cmd, dir, &text);
+    f.wait_log("refresh failed, keeping the registry in force", T);
+    let _ = py.kill();
+    let _ = py.wait();
+}
