@@ -19,7 +19,7 @@ pub mod validate;
 
 use std::path::{Path, PathBuf};
 
-pub use validate::{BackendKind, Config, PluginKind};
+pub use validate::{BackendKind, Config, ExcludeMatch, PluginKind, PolicyConfig};
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
