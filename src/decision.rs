@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use crate::flow::{FlowKey, FlowState, Micros};
 use crate::metrics::{Desc, Kind, Metrics};
 
 /// `flowd_decisions_total{source, outcome, reason}`.
@@ -169,6 +170,24 @@ impl Decision {
 /// Counts `d` for `source` in `flowd_decisions_total`.
 pub fn count(metrics: &mut Metrics, source: &'static str, d: Decision) {
     metrics.inc(&DECISIONS, &[source, d.outcome(), d.reason()]);
+}
+
+/// A flow whose announcement was rejected before it became an event (an np_api registry
+/// miss): handed to the daemon through `Context::rejected` for its memory of recent flows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// The flow announced.
+    pub key: FlowKey,
+    /// The plugin.
+    pub source: &'static str,
+    /// The state announced.
+    pub state: FlowState,
+    /// Why: `UnknownExperiment` or `UnknownActivity`.
+    pub decision: Decision,
+    /// What was not found, e.g. `experiment "atlsa"`.
+    pub what: String,
+    /// When.
+    pub at: Micros,
 }
 
 /// An exclusion rule as the admin wrote it, e.g. `EXCLUDE_NETWORKS 10.0.0.0/8`.

@@ -16,6 +16,8 @@
 //! - `label`: the Scitags IPv6 flow label (pure) and the `flowd label` command.
 //! - `policy/`: the site policy (EXCLUDE_NETWORKS, EXCLUDE_DOMAINS) applied to every event.
 //! - `decision`: the vocabulary of what flowd decided (`flowd_decisions_total`, explain).
+//! - `explain`: the `/flows` pages and the explanations of `flowd explain` (pure);
+//!   `client`: `flowd flows` and `flowd explain`, which ask the running daemon.
 
 pub mod backend;
 pub mod cli;
@@ -25,6 +27,7 @@ pub mod daemon;
 pub mod decision;
 pub mod discovery;
 pub mod enrich;
+pub mod explain;
 pub mod flow;
 pub mod flows;
 pub mod label;

@@ -155,6 +155,15 @@ impl Domains {
         }
     }
 
+    /// What is known about `ip` now, without queueing a lookup (`flowd explain`).
+    pub fn peek(&self, ip: IpAddr) -> Lookup {
+        match self.hosts.get(&canonical(ip)) {
+            Some(Host::Known { domain: Some(d), .. }) => Lookup::Domain(*d),
+            Some(Host::Known { domain: None, .. }) => Lookup::None,
+            Some(Host::Pending) | None => Lookup::Pending,
+        }
+    }
+
     fn enqueue(queue: &mut VecDeque<IpAddr>, queued_at: &mut Option<Instant>, ip: IpAddr, now: Instant) {
         queue.push_back(ip);
         queued_at.get_or_insert(now);

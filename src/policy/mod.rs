@@ -73,6 +73,14 @@ impl Side {
     fn matched(self) -> bool {
         matches!(self, Side::Network(_) | Side::Domain(_))
     }
+
+    fn of(l: Lookup) -> Side {
+        match l {
+            Lookup::Domain(i) => Side::Domain(i),
+            Lookup::None => Side::Clear,
+            Lookup::Pending => Side::Pending,
+        }
+    }
 }
 
 /// The rules in force and what the domains' lookups found.
@@ -112,6 +120,7 @@ impl Policy {
         self.domains.warm(own, now, metrics);
     }
 
+    /// One endpoint against the rules; `lookup` asks the domains (and may queue a lookup).
     fn side(&mut self, ip: IpAddr, now: Instant, metrics: &mut Metrics) -> Side {
         if let Some(i) = self.ranges.find(ip) {
             return Side::Network(i);
@@ -119,11 +128,7 @@ impl Policy {
         if self.domains.is_empty() {
             return Side::Clear;
         }
-        match self.domains.lookup(ip, now, metrics) {
-            Lookup::Domain(i) => Side::Domain(i),
-            Lookup::None => Side::Clear,
-            Lookup::Pending => Side::Pending,
-        }
+        Side::of(self.domains.lookup(ip, now, metrics))
     }
 
     fn rule(&self, s: Side) -> Option<RuleRef> {
@@ -140,6 +145,21 @@ impl Policy {
             return Verdict::Pass(Decision::PassedNoMatch);
         }
         let (s, d) = (self.side(key.src.ip(), now, metrics), self.side(key.dst.ip(), now, metrics));
+        self.verdict(s, d)
+    }
+
+    /// As [`Policy::decide`] with what is known now, looking nothing up (`flowd explain`
+    /// for a flow flowd has not seen).
+    pub fn peek(&self, key: &FlowKey) -> Verdict {
+        let side = |ip: IpAddr| match self.ranges.find(ip) {
+            Some(i) => Side::Network(i),
+            None if self.domains.is_empty() => Side::Clear,
+            None => Side::of(self.domains.peek(ip)),
+        };
+        self.verdict(side(key.src.ip()), side(key.dst.ip()))
+    }
+
+    fn verdict(&self, s: Side, d: Side) -> Verdict {
         let excluded = if self.either { s.matched() || d.matched() } else { s.matched() && d.matched() };
         if excluded {
             // The kind of the src's rule when it matched (`either`), else the dst's; with
