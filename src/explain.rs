@@ -355,7 +355,10 @@ pub fn write_flow(v: &View<'_>, segments: &[u8], out: &mut Vec<u8>) -> Status {
         if let Some(k) = k {
             explanation.push(match v.policy.peek(&k) {
                 Verdict::Exclude { decision, src, dst } => {
-                    let r: Vec<String> = [src, dst].iter().flatten().map(rule_text).collect();
+                    let r: Vec<String> = [("src", k.src.ip(), src), ("dst", k.dst.ip(), dst)]
+                        .iter()
+                        .filter_map(|(side, ip, r)| r.as_ref().map(|r| format!("{side} {ip} matches {}", rule_text(r))))
+                        .collect();
                     format!("if it started now, the site policy would exclude it ({}: {})", decision.reason(), r.join(", "))
                 }
                 Verdict::Pass(d) => format!("if it started now, the site policy would pass it ({}: {})", d.reason(), d.describe()),
@@ -496,7 +499,7 @@ mod tests {
         assert_eq!(write_flow(&v, b"10.9.9.9/7/10.8.8.8%2F8", &mut out), Status::NotFound, "percent-encoded");
         let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(j["found"], false);
-        assert!(j["explanation"][1].as_str().unwrap().contains("would exclude it (network: EXCLUDE_NETWORKS 10.0.0.0/8"), "{j}");
+        assert!(j["explanation"][1].as_str().unwrap().contains("would exclude it (network: src 10.9.9.9 matches EXCLUDE_NETWORKS 10.0.0.0/8, dst"), "{j}");
         let mut out = Vec::new();
         write_flow(&v, b"192.0.2.1/7/10.8.8.8/8", &mut out);
         assert!(String::from_utf8_lossy(&out).contains("would pass it (one_endpoint"), "{}", String::from_utf8_lossy(&out));

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::decision::{Decision, RuleRef};
 use crate::flow::{FlowEvent, FlowKey, FlowState, Micros};
 use crate::metrics::{Desc, Kind, Metrics};
+use crate::registry::Registry;
 
 /// Flows not remembered because the table was full.
 pub static UNTRACKED: Desc = Desc {
@@ -25,6 +26,14 @@ pub static UNTRACKED: Desc = Desc {
 
 /// Open flows.
 pub static OPEN: Desc = Desc { name: "flowd_open_flows", help: "Flows currently open (started and not yet ended).", kind: Kind::Gauge, labels: &[] };
+
+/// Open flows by source, experiment and activity (computed at scrape time).
+pub static BY_ACTIVITY: Desc = Desc {
+    name: "flowd_open_flows_by_activity",
+    help: "Flows currently open in the flow table, by source plugin, experiment and activity (registry names, else ids).",
+    kind: Kind::Gauge,
+    labels: &["source", "experiment", "activity"],
+};
 
 /// What is remembered about an open flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +115,22 @@ impl FlowTable {
     /// Every open flow.
     pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &OpenFlow)> {
         self.map.iter()
+    }
+
+    /// Sets `flowd_open_flows_by_activity` from the open flows (one pass; for a scrape).
+    pub fn count_by_activity(&self, registry: &Registry, metrics: &mut Metrics) {
+        let mut groups: HashMap<(&'static str, u32, u32), u64> = HashMap::new();
+        for f in self.map.values() {
+            *groups.entry((f.source, f.exp, f.act)).or_default() += 1;
+        }
+        metrics.clear(&BY_ACTIVITY);
+        let mut rows: Vec<_> = groups.into_iter().collect();
+        rows.sort_unstable();
+        for ((source, exp, act), n) in rows {
+            let (e, a) = registry.names(exp, act);
+            let (e, a) = (e.map_or_else(|| exp.to_string(), str::to_string), a.map_or_else(|| act.to_string(), str::to_string));
+            metrics.set(&BY_ACTIVITY, vec![source.into(), e.into(), a.into()], n as f64);
+        }
     }
 
     /// Updates the table with an event and completes the event's times.
@@ -313,6 +338,25 @@ mod tests {
         assert!(r.get(&key(3)).is_some(), "updates of one key evict nobody");
         r.forget(&key(4));
         assert_eq!(r.iter().count(), 2);
+    }
+
+    #[test]
+    fn test_open_flows_are_counted_by_activity_with_registry_names() {
+        let mut t = FlowTable::new(10);
+        let mut m = Metrics::new();
+        for (p, exp, act, source) in [(1, 2, 9, "np_api"), (2, 2, 9, "np_api"), (3, 2, 9, "firefly"), (4, 300, 1, "np_api")] {
+            t.track_as(&mut ev(FlowState::Start, p, 1), source, Decision::PassedNoMatch, &mut m);
+            if let Some(f) = t.get_mut(&ev(FlowState::Start, p, 1).key) {
+                (f.exp, f.act) = (exp, act);
+            }
+        }
+        t.count_by_activity(&Registry::bundled(), &mut m);
+        assert_eq!(m.get(&BY_ACTIVITY, &["np_api", "atlas", "Debug"]), Some(2.0));
+        assert_eq!(m.get(&BY_ACTIVITY, &["firefly", "atlas", "Debug"]), Some(1.0));
+        assert_eq!(m.get(&BY_ACTIVITY, &["np_api", "300", "1"]), Some(1.0));
+        t.track(&mut ev(FlowState::End, 4, 2), &mut m);
+        t.count_by_activity(&Registry::bundled(), &mut m);
+        assert_eq!(m.get(&BY_ACTIVITY, &["np_api", "300", "1"]), None, "gone with its last flow");
     }
 
     #[test]

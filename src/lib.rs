@@ -21,6 +21,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod context;
 pub mod daemon;

@@ -146,10 +146,10 @@ fn start_policy(cfg: &Config, waker: &Arc<Waker>, local: &mut LocalAddrs, metric
     p.declare(metrics);
     if !p.is_empty() {
         log::info!(
-            "site policy: {} excluded network(s), {} domain(s), a flow is skipped when {} endpoint(s) match",
+            "site policy: {} excluded network(s), {} excluded domain(s); a flow is skipped when {}",
             cfg.policy.networks.len(),
             cfg.policy.domains.len(),
-            if cfg.policy.exclude_match == crate::config::ExcludeMatch::Either { "either" } else { "both" }
+            if cfg.policy.exclude_match == crate::config::ExcludeMatch::Either { "either endpoint matches" } else { "both endpoints match" }
         );
     }
     p
@@ -257,6 +257,7 @@ fn render_page(metrics: &mut Metrics, backends: &mut [Backend], flows: &FlowTabl
     for b in backends.iter_mut() {
         b.scrape(flows, metrics);
     }
+    flows.count_by_activity(registry, metrics);
     metrics.render(out.add_part());
     for b in backends.iter_mut() {
         b.write_metrics(registry, out);
@@ -264,7 +265,17 @@ fn render_page(metrics: &mut Metrics, backends: &mut [Backend], flows: &FlowTabl
 }
 
 fn declare_metrics(m: &mut Metrics, cfg: &Config) {
-    for d in [&EVENTS, &DECISIONS, &BAD_INPUT, &BACKEND_ERRORS, &RELOADS, &refresh::FAILURES, &crate::flows::OPEN, &crate::flows::UNTRACKED] {
+    for d in [
+        &EVENTS,
+        &DECISIONS,
+        &BAD_INPUT,
+        &BACKEND_ERRORS,
+        &RELOADS,
+        &refresh::FAILURES,
+        &crate::flows::OPEN,
+        &crate::flows::BY_ACTIVITY,
+        &crate::flows::UNTRACKED,
+    ] {
         m.declare(d);
     }
     // Declared whatever the config, so dashboards always find them.
