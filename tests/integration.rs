@@ -14,6 +14,7 @@ mod metrics;
 mod modules;
 mod np_api;
 mod packaging;
+mod policy;
 mod readme;
 mod scan;
 mod stun;
