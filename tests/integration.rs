@@ -5,6 +5,7 @@
 mod util;
 
 mod cli;
+mod dashboard;
 mod ebpf_object;
 mod firefly;
 mod hardening;
