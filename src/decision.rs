@@ -216,4 +216,23 @@ mod tests {
         count(&mut m, "np_api", Decision::UnknownExperiment);
         assert_eq!(m.get(&DECISIONS, &["np_api", "rejected", "unknown_experiment"]), Some(1.0));
     }
+
+    /// docs/metrics.md documents exactly this vocabulary, row by row.
+    #[test]
+    fn test_the_metrics_page_lists_every_decision() {
+        let doc = include_str!("../docs/metrics.md");
+        let rows: Vec<(String, String, String)> = doc
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let tick = |c: &str| c.strip_prefix('`').and_then(|c| c.strip_suffix('`')).map(str::to_string);
+                match cells.as_slice() {
+                    ["", o, r, by, _, ""] => Some((tick(o)?, tick(r)?, by.to_string())),
+                    _ => None,
+                }
+            })
+            .collect();
+        let want: Vec<(String, String, String)> = Decision::ALL.iter().map(|d| (d.outcome().into(), d.reason().into(), d.taken_by().into())).collect();
+        assert_eq!(rows, want);
+    }
 }

@@ -6,18 +6,18 @@
 //! or reads the clock. Bounded: `/flows` lists at most [`MAX_FLOWS`] flows (the most
 //! recently started ones) and says so in the page.
 
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
-use serde::Serialize;
-
 use crate::decision::{Decision, RuleRef};
-use crate::flow::{FlowKey, Proto};
+use crate::flow::{FlowKey, Micros, Proto};
 use crate::flows::{Fate, FlowTable, Gone, OpenFlow, Recent, RECENT_FLOWS};
 use crate::label;
 use crate::policy::{Policy, Verdict};
 use crate::registry::Registry;
 use crate::wire::http::Status;
-use crate::wire::time::rfc3339;
+use crate::wire::prom::write_u64;
+use crate::wire::time::{rfc3339, write_rfc3339};
 
 /// Most flows on one `/flows` page.
 pub const MAX_FLOWS: usize = 10_000;
@@ -36,70 +36,83 @@ pub struct View<'a> {
     pub label_of: &'a dyn Fn(&FlowKey) -> Option<u32>,
 }
 
-#[derive(Serialize)]
-struct Named<'a> {
-    id: u32,
-    name: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct DecisionOut {
-    outcome: &'static str,
-    reason: &'static str,
-}
-
-impl From<Decision> for DecisionOut {
-    fn from(d: Decision) -> DecisionOut {
-        DecisionOut { outcome: d.outcome(), reason: d.reason() }
+/// Appends `s` as a JSON string (quotes, backslashes and control characters escaped).
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    for &c in s.as_bytes() {
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0..=0x1f => out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]),
+            _ => out.push(c),
+        }
     }
+    out.push(b'"');
 }
 
-#[derive(Serialize)]
-struct MarkerOut {
-    outcome: &'static str,
-    reason: &'static str,
-    /// The label on its packets now (with its entropy bits).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    label: Option<String>,
+/// `"name":` (names are plain ASCII constants).
+fn json_key(out: &mut Vec<u8>, name: &str) {
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
 }
 
-#[derive(Serialize)]
-struct RulesOut {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    src: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dst: Option<String>,
+fn json_time(out: &mut Vec<u8>, t: Micros) {
+    out.push(b'"');
+    write_rfc3339(out, t);
+    out.push(b'"');
 }
 
-/// One flow as `/flows` and `/flows/<tuple>` show it.
-#[derive(Serialize)]
-struct FlowOut<'a> {
-    proto: &'static str,
-    src: IpAddr,
-    sport: u16,
-    dst: IpAddr,
-    dport: u16,
-    /// `open`, `ended`, `excluded` or `rejected`.
-    state: &'static str,
-    last_event: &'static str,
-    source: &'static str,
-    experiment: Named<'a>,
-    activity: Named<'a>,
-    /// The Scitags label of (experiment, activity), entropy bits 0 (`label::encode`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    label: Option<String>,
-    start: String,
-    last_seen: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    end: Option<String>,
-    fireflies: u32,
-    policy: DecisionOut,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    marker: Option<MarkerOut>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rules: Option<RulesOut>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rejected: Option<&'a str>,
+/// An address as a JSON string (IPv4 written digit by digit: the common case, and
+/// `Display` is the slow part of a page of 10,000 flows).
+fn json_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    out.push(b'"');
+    match ip {
+        IpAddr::V4(a) => {
+            for (i, o) in a.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                write_u64(out, u64::from(*o));
+            }
+        }
+        IpAddr::V6(a) => {
+            let _ = write!(out, "{a}");
+        }
+    }
+    out.push(b'"');
+}
+
+/// A flow label as `"0x10024"`.
+fn json_label(out: &mut Vec<u8>, l: u32) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.extend_from_slice(b"\"0x");
+    for shift in [16, 12, 8, 4, 0] {
+        out.push(HEX[((l >> shift) & 15) as usize]);
+    }
+    out.push(b'"');
+}
+
+/// `{"outcome":"…","reason":"…"` (the caller closes the object).
+fn json_decision(out: &mut Vec<u8>, d: Decision) {
+    out.extend_from_slice(b"{\"outcome\":\"");
+    out.extend_from_slice(d.outcome().as_bytes());
+    out.extend_from_slice(b"\",\"reason\":\"");
+    out.extend_from_slice(d.reason().as_bytes());
+    out.push(b'"');
+}
+
+/// `{"id":…,"name":…}` (`null` without a registry name).
+fn json_named(out: &mut Vec<u8>, id: u32, name: Option<&str>) {
+    out.extend_from_slice(b"{\"id\":");
+    write_u64(out, u64::from(id));
+    out.extend_from_slice(b",\"name\":");
+    match name {
+        Some(n) => json_str(out, n),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
 }
 
 fn hex(l: u32) -> String {
@@ -111,46 +124,98 @@ fn rule_text(r: &RuleRef) -> String {
 }
 
 impl View<'_> {
-    fn flow_out<'v>(&'v self, key: &FlowKey, f: &OpenFlow, fate: Option<&'v Fate>) -> FlowOut<'v> {
-        let (e, a) = self.registry.names(f.exp, f.act);
+    /// Appends one flow as a JSON object: the 5-tuple, `state` (`open`, `ended`,
+    /// `excluded`, `rejected`), `last_event`, `source`, `experiment` and `activity` (id
+    /// and registry name), `label` (entropy bits 0), `start`, `last_seen`, `end`,
+    /// `fireflies`, `policy`, `marker` (with the label on its packets now), `rules`
+    /// (excluded) and `rejected` (what was not found).
+    fn write_flow(&self, out: &mut Vec<u8>, key: &FlowKey, f: &OpenFlow, fate: Option<&Fate>) {
         let rejected = matches!(fate, Some(Fate::Rejected(_)));
+        let (e, a) = if rejected { (None, None) } else { self.registry.names(f.exp, f.act) };
+        out.extend_from_slice(b"{\"proto\":\"");
+        out.extend_from_slice(key.proto.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"src\":");
+        json_ip(out, key.src.ip());
+        out.extend_from_slice(b",\"sport\":");
+        write_u64(out, u64::from(key.src.port()));
+        out.extend_from_slice(b",\"dst\":");
+        json_ip(out, key.dst.ip());
+        out.extend_from_slice(b",\"dport\":");
+        write_u64(out, u64::from(key.dst.port()));
         let state = match fate {
             None => "open",
             Some(Fate::Ended(_)) => "ended",
             Some(Fate::Excluded { .. }) => "excluded",
             Some(Fate::Rejected(_)) => "rejected",
         };
-        let marker =
-            f.marker.map(|d| MarkerOut { outcome: d.outcome(), reason: d.reason(), label: if fate.is_none() { (self.label_of)(key).map(hex) } else { None } });
-        let (rules, what) = match fate {
-            Some(Fate::Excluded { src, dst }) => (Some(RulesOut { src: src.as_ref().map(rule_text), dst: dst.as_ref().map(rule_text) }), None),
-            Some(Fate::Rejected(what)) => (None, Some(what.as_ref())),
-            _ => (None, None),
-        };
-        FlowOut {
-            proto: key.proto.as_str(),
-            src: key.src.ip(),
-            sport: key.src.port(),
-            dst: key.dst.ip(),
-            dport: key.dst.port(),
-            state,
-            last_event: f.state.as_str(),
-            source: f.source,
-            experiment: Named { id: f.exp, name: if rejected { None } else { e } },
-            activity: Named { id: f.act, name: if rejected { None } else { a } },
-            label: if rejected { None } else { label::encode(f.exp, f.act, 0).ok().map(hex) },
-            start: rfc3339(f.start),
-            last_seen: rfc3339(f.last),
-            end: match fate {
-                Some(Fate::Ended(t)) => Some(rfc3339(*t)),
-                _ => None,
-            },
-            fireflies: f.fireflies,
-            policy: f.policy.into(),
-            marker,
-            rules,
-            rejected: what,
+        for (k, v) in [("state", state), ("last_event", f.state.as_str()), ("source", f.source)] {
+            out.push(b',');
+            json_key(out, k);
+            json_str(out, v);
         }
+        out.push(b',');
+        json_key(out, "experiment");
+        json_named(out, f.exp, e);
+        out.push(b',');
+        json_key(out, "activity");
+        json_named(out, f.act, a);
+        if let Some(l) = label::encode(f.exp, f.act, 0).ok().filter(|_| !rejected) {
+            out.push(b',');
+            json_key(out, "label");
+            json_label(out, l);
+        }
+        out.push(b',');
+        json_key(out, "start");
+        json_time(out, f.start);
+        out.push(b',');
+        json_key(out, "last_seen");
+        json_time(out, f.last);
+        if let Some(Fate::Ended(t)) = fate {
+            out.push(b',');
+            json_key(out, "end");
+            json_time(out, *t);
+        }
+        out.push(b',');
+        json_key(out, "fireflies");
+        write_u64(out, u64::from(f.fireflies));
+        out.push(b',');
+        json_key(out, "policy");
+        json_decision(out, f.policy);
+        out.push(b'}');
+        if let Some(d) = f.marker {
+            out.push(b',');
+            json_key(out, "marker");
+            json_decision(out, d);
+            if let Some(l) = (self.label_of)(key).filter(|_| fate.is_none()) {
+                out.push(b',');
+                json_key(out, "label");
+                json_label(out, l);
+            }
+            out.push(b'}');
+        }
+        match fate {
+            Some(Fate::Excluded { src, dst }) => {
+                out.push(b',');
+                json_key(out, "rules");
+                out.push(b'{');
+                let sides: Vec<(&str, &RuleRef)> = [("src", src), ("dst", dst)].into_iter().filter_map(|(s, r)| r.as_ref().map(|r| (s, r))).collect();
+                for (i, (side, r)) in sides.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    json_key(out, side);
+                    json_str(out, &rule_text(r));
+                }
+                out.push(b'}');
+            }
+            Some(Fate::Rejected(what)) => {
+                out.push(b',');
+                json_key(out, "rejected");
+                json_str(out, what);
+            }
+            _ => {}
+        }
+        out.push(b'}');
     }
 
     /// What is known about `key`: open, else remembered.
@@ -162,23 +227,11 @@ impl View<'_> {
     }
 }
 
-#[derive(Serialize)]
-struct FlowsPage<'a> {
-    /// Flows open now.
-    open: usize,
-    /// Flows on this page.
-    shown: usize,
-    /// Most flows on a page.
-    limit: usize,
-    /// True when `open > shown`: the page holds the most recently started ones.
-    truncated: bool,
-    /// Ended, excluded and rejected flows remembered for `/flows/<tuple>`.
-    recent: usize,
-    flows: Vec<FlowOut<'a>>,
-}
-
-/// Writes the `/flows` page: the open flows, the most recently started first, at most
-/// `limit` of them.
+/// Writes the `/flows` page: `open` (flows open), `shown` (on this page), `limit`,
+/// `truncated` (more are open than shown: the page holds the most recently started),
+/// `recent` (ended, excluded and rejected flows remembered for `/flows/<tuple>`) and
+/// `flows`, the most recently started first, at most `limit` of them. Written straight
+/// into `out`, without a value tree or a string per field.
 pub fn write_flows(v: &View<'_>, limit: usize, out: &mut Vec<u8>) {
     let mut all: Vec<(&FlowKey, &OpenFlow)> = v.flows.iter().collect();
     let newest_first = |a: &(&FlowKey, &OpenFlow), b: &(&FlowKey, &OpenFlow)| b.1.start.cmp(&a.1.start).then_with(|| a.0.cmp(b.0));
@@ -187,13 +240,25 @@ pub fn write_flows(v: &View<'_>, limit: usize, out: &mut Vec<u8>) {
     }
     all.truncate(limit);
     all.sort_unstable_by(newest_first);
-    let flows: Vec<FlowOut<'_>> = all.iter().map(|(k, f)| v.flow_out(k, f, None)).collect();
-    let page = FlowsPage { open: v.flows.len(), shown: flows.len(), limit, truncated: v.flows.len() > flows.len(), recent: v.recent.len(), flows };
-    // Serializing plain structs into a Vec cannot fail; an empty page would be noticed.
-    if serde_json::to_writer(&mut *out, &page).is_err() {
-        out.clear();
+    out.reserve(all.len() * 480 + 128);
+    out.extend_from_slice(b"{\"open\":");
+    write_u64(out, v.flows.len() as u64);
+    out.extend_from_slice(b",\"shown\":");
+    write_u64(out, all.len() as u64);
+    out.extend_from_slice(b",\"limit\":");
+    write_u64(out, limit as u64);
+    out.extend_from_slice(if v.flows.len() > all.len() { b",\"truncated\":true" } else { b",\"truncated\":false" });
+    out.extend_from_slice(b",\"recent\":");
+    write_u64(out, v.recent.len() as u64);
+    out.extend_from_slice(b",\"flows\":[");
+    for (i, (k, f)) in all.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'\n');
+        v.write_flow(out, k, f, None);
     }
-    out.push(b'\n');
+    out.extend_from_slice(b"]}\n");
 }
 
 /// A flow as `flowd explain` and `/flows/<tuple>` name it: addresses and ports, and the
@@ -267,16 +332,6 @@ pub fn parse_tuple<S: AsRef<str>>(words: &[S]) -> Result<Tuple, String> {
     Ok(Tuple { proto, src: s, dst: d })
 }
 
-#[derive(Serialize)]
-struct FlowPage<'a> {
-    /// True when flowd knows the flow (open or remembered).
-    found: bool,
-    /// One sentence per fact, for people.
-    explanation: Vec<String>,
-    /// Every flow the tuple names (both orientations, each protocol).
-    flows: Vec<FlowOut<'a>>,
-}
-
 /// The sentences explaining one flow.
 fn explain_one(v: &View<'_>, key: &FlowKey, f: &OpenFlow, fate: Option<&Fate>) -> Vec<String> {
     let (e, a) = v.registry.names(f.exp, f.act);
@@ -332,9 +387,9 @@ pub fn write_flow(v: &View<'_>, segments: &[u8], out: &mut Vec<u8>) -> Status {
     let tuple = match tuple {
         Ok(t) => t,
         Err(e) => {
-            let body = serde_json::json!({"found": false, "error": format!("{e} (use /flows/SRC/SPORT/DST/DPORT[/tcp|udp])")});
-            out.extend_from_slice(body.to_string().as_bytes());
-            out.push(b'\n');
+            out.extend_from_slice(b"{\"found\":false,\"error\":");
+            json_str(out, &format!("{e} (use /flows/SRC/SPORT/DST/DPORT[/tcp|udp])"));
+            out.extend_from_slice(b"}\n");
             return Status::BadRequest;
         }
     };
@@ -365,12 +420,23 @@ pub fn write_flow(v: &View<'_>, segments: &[u8], out: &mut Vec<u8>) -> Status {
             });
         }
     }
-    let flows = found.iter().map(|(k, f, fate)| v.flow_out(k, f, *fate)).collect();
-    let page = FlowPage { found: !found.is_empty(), explanation, flows };
-    if serde_json::to_writer(&mut *out, &page).is_err() {
-        out.clear();
+    // {"found": …, "explanation": [sentences], "flows": [every flow the tuple names]}
+    out.extend_from_slice(if found.is_empty() { b"{\"found\":false" } else { b"{\"found\":true" });
+    out.extend_from_slice(b",\"explanation\":[");
+    for (i, l) in explanation.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_str(out, l);
     }
-    out.push(b'\n');
+    out.extend_from_slice(b"],\"flows\":[");
+    for (i, (k, f, fate)) in found.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        v.write_flow(out, k, f, *fate);
+    }
+    out.extend_from_slice(b"]}\n");
     if found.is_empty() {
         Status::NotFound
     } else {
@@ -382,7 +448,7 @@ pub fn write_flow(v: &View<'_>, segments: &[u8], out: &mut Vec<u8>) -> Status {
 mod tests {
     use super::*;
     use crate::config::PolicyConfig;
-    use crate::flow::{FlowEvent, FlowState, Micros};
+    use crate::flow::{FlowEvent, FlowState};
     use crate::metrics::Metrics;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
@@ -503,6 +569,23 @@ mod tests {
         let mut out = Vec::new();
         write_flow(&v, b"192.0.2.1/7/10.8.8.8/8", &mut out);
         assert!(String::from_utf8_lossy(&out).contains("would pass it (one_endpoint"), "{}", String::from_utf8_lossy(&out));
+    }
+
+    #[test]
+    fn test_strings_are_escaped() {
+        let mut w = world();
+        let k = key("192.0.2.1:1", "192.0.2.2:2");
+        w.recent.rejected(k, "np_api", FlowState::Start, Decision::UnknownExperiment, "experiment \"a\\b\u{1}\n\"", Micros(5));
+        let none = |_: &FlowKey| None;
+        let mut out = Vec::new();
+        assert_eq!(write_flow(&view(&w, &none), b"192.0.2.1/1/192.0.2.2/2", &mut out), Status::Ok);
+        let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(j["flows"][0]["rejected"], "experiment \"a\\b\u{1}\n\"");
+        assert_eq!(j["flows"][0]["experiment"]["name"], serde_json::Value::Null);
+        let mut out = Vec::new();
+        assert_eq!(write_flow(&view(&w, &none), b"x", &mut out), Status::BadRequest);
+        let e = serde_json::from_slice::<serde_json::Value>(&out).unwrap()["error"].as_str().unwrap().to_string();
+        assert!(e.starts_with("expected SRC SPORT DST DPORT [tcp|udp], got 1 words"), "{e}");
     }
 
     #[test]

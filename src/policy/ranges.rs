@@ -1,7 +1,9 @@
 //! Longest-prefix match over many CIDR networks: each family's networks flattened into
 //! sorted, disjoint address ranges, each labelled with the most specific network that
-//! covers it, so a lookup is one binary search (about 11 steps for 1,000 networks)
-//! instead of a scan of every network or a walk of up to 128 trie levels.
+//! covers it, plus a bucket index on the address bits right below the prefix all ranges
+//! share, so a lookup is one index read and a search among the few ranges of its bucket
+//! instead of a scan of every network or a walk of up to 128 trie levels (about 10 ns per
+//! address with 1,000 networks, `examples/bench_policy.rs`).
 //!
 //! CIDR networks are laminar (two networks are nested or disjoint), which makes the
 //! flattening one sweep with a stack of open networks. Pure: no I/O, no clock.
@@ -11,35 +13,58 @@ use std::net::IpAddr;
 use crate::netaddr::{canonical, Cidr};
 
 /// An address as an integer (u32 for IPv4, u128 for IPv6).
-trait Addr: Copy + Ord {
+trait Addr: Copy + Ord + Default {
+    /// Width in bits.
+    const BITS: u32;
     fn next(self) -> Option<Self>;
     fn prev(self) -> Option<Self>;
+    fn wide(self) -> u128;
 }
 
 impl Addr for u32 {
+    const BITS: u32 = 32;
     fn next(self) -> Option<u32> {
         self.checked_add(1)
     }
     fn prev(self) -> Option<u32> {
         self.checked_sub(1)
     }
+    fn wide(self) -> u128 {
+        u128::from(self)
+    }
 }
 
 impl Addr for u128 {
+    const BITS: u32 = 128;
     fn next(self) -> Option<u128> {
         self.checked_add(1)
     }
     fn prev(self) -> Option<u128> {
         self.checked_sub(1)
     }
+    fn wide(self) -> u128 {
+        self
+    }
 }
 
-/// One family's ranges, structure of arrays: the binary search touches only `starts`.
+/// Most bucket-index bits (65,537 entries).
+const MAX_BUCKET_BITS: u32 = 16;
+
+/// One family's ranges, structure of arrays, and the bucket index: the ranges starting in
+/// bucket `b` are `index[b]..index[b + 1]`. Every address from the first range's start to
+/// the last range's end shares the top bits above the bucket bits.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Table<T> {
     starts: Vec<T>,
     ends: Vec<T>,
     rules: Vec<u32>,
+    index: Vec<u32>,
+    /// The bucket of `a` is `(a >> shift) & mask`.
+    shift: u32,
+    mask: u128,
+    /// First and last address covered by any range.
+    lo: T,
+    hi: T,
 }
 
 impl<T: Addr> Table<T> {
@@ -48,7 +73,8 @@ impl<T: Addr> Table<T> {
     fn build(mut nets: Vec<(T, T, u32)>) -> Table<T> {
         // Outer before inner at the same start; of twins, the lowest rule pushed last.
         nets.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)));
-        let mut t = Table { starts: Vec::with_capacity(nets.len()), ends: Vec::with_capacity(nets.len()), rules: Vec::with_capacity(nets.len()) };
+        let mut t =
+            Table { starts: Vec::with_capacity(nets.len()), ends: Vec::with_capacity(nets.len()), rules: Vec::with_capacity(nets.len()), ..Table::default() };
         let push = |t: &mut Table<T>, from: Option<T>, to: T, rule: u32| {
             if let Some(from) = from.filter(|f| *f <= to) {
                 t.starts.push(from);
@@ -79,11 +105,40 @@ impl<T: Addr> Table<T> {
             push(&mut t, pos, end, r);
             pos = end.next();
         }
+        t.build_index();
         t
     }
 
+    /// Sizes the bucket index to the number of ranges (about two buckets per range, at
+    /// most 2^16), over the bits right below the prefix that `lo..=hi` shares.
+    fn build_index(&mut self) {
+        let (Some(&lo), Some(&hi)) = (self.starts.first(), self.ends.last()) else { return };
+        (self.lo, self.hi) = (lo, hi);
+        let common = ((lo.wide() ^ hi.wide()).leading_zeros() - (128 - T::BITS)).min(T::BITS);
+        let n = self.starts.len();
+        let bits = (usize::BITS - n.leading_zeros()).clamp(1, MAX_BUCKET_BITS).min(T::BITS - common);
+        self.shift = T::BITS - common - bits;
+        self.mask = (1u128 << bits) - 1;
+        let above = self.shift + bits;
+        let base = if above >= 128 { 0 } else { lo.wide() & !((1u128 << above) - 1) };
+        let buckets = 1usize << bits;
+        self.index = (0..=buckets)
+            .map(|b| {
+                let at = if b == buckets { n } else { self.starts.partition_point(|s| s.wide() < base | ((b as u128) << self.shift)) };
+                u32::try_from(at).unwrap_or(u32::MAX)
+            })
+            .collect();
+    }
+
     fn find(&self, a: T) -> Option<u32> {
-        let i = self.starts.partition_point(|s| *s <= a).checked_sub(1)?;
+        if a < self.lo || a > self.hi || self.starts.is_empty() {
+            return None;
+        }
+        // The last range starting at or before `a` starts in `a`'s bucket or is the last
+        // one before it.
+        let b = ((a.wide() >> self.shift) & self.mask) as usize;
+        let (from, to) = (self.index[b] as usize, self.index[b + 1] as usize);
+        let i = (from + self.starts[from..to].partition_point(|s| *s <= a)).checked_sub(1)?;
         (a <= self.ends[i]).then(|| self.rules[i])
     }
 }
@@ -180,6 +235,26 @@ mod tests {
         assert_eq!(all.find(ip("255.255.255.255")), Some(1));
         assert_eq!(all.find(ip("255.255.255.254")), Some(0));
         assert_eq!(all.find(ip("0.0.0.0")), Some(0));
+    }
+
+    /// Networks crowded into one bucket, and a single address: still exact.
+    #[test]
+    fn test_crowded_buckets_and_single_addresses() {
+        let mut list: Vec<String> = (0..300).map(|i| format!("10.0.{}.{}/32", i / 256, i % 256)).collect();
+        list.push("10.0.0.0/16".into());
+        list.push("2001:db8::/127".into());
+        let nets = cidrs(&list.iter().map(String::as_str).collect::<Vec<_>>());
+        let r = Ranges::new(&nets);
+        for i in 0..600u32 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0A00_0000 + i));
+            assert_eq!(r.find(ip), naive(&nets, ip), "{ip}");
+        }
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(r.find(ip("2001:db8::1")), Some(301));
+        assert_eq!(r.find(ip("2001:db8::2")), None);
+        assert_eq!(r.find(ip("2001:db7::1")), None);
+        let one = Ranges::new(&cidrs(&["192.0.2.7"]));
+        assert_eq!((one.find(ip("192.0.2.7")), one.find(ip("192.0.2.6")), one.find(ip("192.0.2.8"))), (Some(0), None, None));
     }
 
     /// Random networks with much nesting, random addresses near their edges: the same
