@@ -172,6 +172,30 @@ pub fn count(metrics: &mut Metrics, source: &'static str, d: Decision) {
     metrics.inc(&DECISIONS, &[source, d.outcome(), d.reason()]);
 }
 
+/// Decisions of one fan-out batch, added to the store once per distinct (source,
+/// decision) at its end: a batch holds a handful of distinct pairs, so this replaces one
+/// store lookup per event and backend (about 100 ns each with every series present) by
+/// a scan of a few entries.
+#[derive(Debug, Default)]
+pub struct Tally(Vec<(&'static str, Decision, u64)>);
+
+impl Tally {
+    /// Counts one `d` for `source`.
+    pub fn add(&mut self, source: &'static str, d: Decision) {
+        match self.0.iter_mut().find(|(s, x, _)| *x == d && *s == source) {
+            Some((_, _, n)) => *n += 1,
+            None => self.0.push((source, d, 1)),
+        }
+    }
+
+    /// Adds what was counted to `flowd_decisions_total` and starts over.
+    pub fn flush(&mut self, metrics: &mut Metrics) {
+        for (source, d, n) in self.0.drain(..) {
+            metrics.add(&DECISIONS, &[source, d.outcome(), d.reason()], n);
+        }
+    }
+}
+
 /// A flow whose announcement was rejected before it became an event (an np_api registry
 /// miss): handed to the daemon through `Context::rejected` for its memory of recent flows.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -215,6 +239,16 @@ mod tests {
         let mut m = Metrics::new();
         count(&mut m, "np_api", Decision::UnknownExperiment);
         assert_eq!(m.get(&DECISIONS, &["np_api", "rejected", "unknown_experiment"]), Some(1.0));
+        let mut t = Tally::default();
+        for d in [Decision::Fireflied, Decision::PassedNoMatch, Decision::Fireflied] {
+            t.add("np_api", d);
+        }
+        t.add("firefly", Decision::Fireflied);
+        t.flush(&mut m);
+        t.flush(&mut m);
+        assert_eq!(m.get(&DECISIONS, &["np_api", "fireflied", "sent"]), Some(2.0));
+        assert_eq!(m.get(&DECISIONS, &["np_api", "passed", "no_match"]), Some(1.0));
+        assert_eq!(m.get(&DECISIONS, &["firefly", "fireflied", "sent"]), Some(1.0));
     }
 
     /// docs/metrics.md documents exactly this vocabulary, row by row.

@@ -126,12 +126,12 @@ fn rule_text(r: &RuleRef) -> String {
 impl View<'_> {
     /// Appends one flow as a JSON object: the 5-tuple, `state` (`open`, `ended`,
     /// `excluded`, `rejected`), `last_event`, `source`, `experiment` and `activity` (id
-    /// and registry name), `label` (entropy bits 0), `start`, `last_seen`, `end`,
+    /// and registry name; not for a rejected line), `label` (entropy bits 0), `start`, `last_seen`, `end`,
     /// `fireflies`, `policy`, `marker` (with the label on its packets now), `rules`
     /// (excluded) and `rejected` (what was not found).
     fn write_flow(&self, out: &mut Vec<u8>, key: &FlowKey, f: &OpenFlow, fate: Option<&Fate>) {
         let rejected = matches!(fate, Some(Fate::Rejected(_)));
-        let (e, a) = if rejected { (None, None) } else { self.registry.names(f.exp, f.act) };
+        let (e, a) = self.registry.names(f.exp, f.act);
         out.extend_from_slice(b"{\"proto\":\"");
         out.extend_from_slice(key.proto.as_str().as_bytes());
         out.extend_from_slice(b"\",\"src\":");
@@ -153,16 +153,20 @@ impl View<'_> {
             json_key(out, k);
             json_str(out, v);
         }
-        out.push(b',');
-        json_key(out, "experiment");
-        json_named(out, f.exp, e);
-        out.push(b',');
-        json_key(out, "activity");
-        json_named(out, f.act, a);
-        if let Some(l) = label::encode(f.exp, f.act, 0).ok().filter(|_| !rejected) {
+        // A rejected line's experiment or activity is what the registry did not know:
+        // no ids to show (`rejected` says what it was).
+        if !rejected {
             out.push(b',');
-            json_key(out, "label");
-            json_label(out, l);
+            json_key(out, "experiment");
+            json_named(out, f.exp, e);
+            out.push(b',');
+            json_key(out, "activity");
+            json_named(out, f.act, a);
+            if let Ok(l) = label::encode(f.exp, f.act, 0) {
+                out.push(b',');
+                json_key(out, "label");
+                json_label(out, l);
+            }
         }
         out.push(b',');
         json_key(out, "start");
@@ -581,7 +585,7 @@ mod tests {
         assert_eq!(write_flow(&view(&w, &none), b"192.0.2.1/1/192.0.2.2/2", &mut out), Status::Ok);
         let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(j["flows"][0]["rejected"], "experiment \"a\\b\u{1}\n\"");
-        assert_eq!(j["flows"][0]["experiment"]["name"], serde_json::Value::Null);
+        assert!(j["flows"][0].get("experiment").is_none() && j["flows"][0].get("label").is_none(), "{j}");
         let mut out = Vec::new();
         assert_eq!(write_flow(&view(&w, &none), b"x", &mut out), Status::BadRequest);
         let e = serde_json::from_slice::<serde_json::Value>(&out).unwrap()["error"].as_str().unwrap().to_string();

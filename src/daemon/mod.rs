@@ -31,7 +31,7 @@ use crate::backend::Backend;
 use crate::config::reload::{Changes, Instances};
 use crate::config::{self, BackendKind, Config, PluginKind};
 use crate::context::{Context, OwnAddresses};
-use crate::decision::{self, Decision, Rejection, DECISIONS};
+use crate::decision::{Decision, Rejection, Tally, DECISIONS};
 use crate::enrich::local::LocalAddrs;
 use crate::enrich::Enricher;
 use crate::explain::{self, View};
@@ -764,6 +764,7 @@ impl Stages<'_> {
             return;
         }
         let mut batch = std::mem::take(cx.out);
+        let mut tally = Tally::default();
         for ev in batch.iter_mut() {
             let origin = match ev.origin {
                 Origin::Plugin(i) => self.plugins.get(i).map(Plugin::name).unwrap_or("unknown"),
@@ -773,7 +774,7 @@ impl Stages<'_> {
             let passed = match self.judge(ev, cx) {
                 Verdict::Pass(d) => d,
                 Verdict::Exclude { decision: d, src, dst } => {
-                    decision::count(cx.metrics, origin, d);
+                    tally.add(origin, d);
                     log::debug!("event from {origin}: {} {} excluded ({})", ev.state, ev.key, d.reason());
                     let mut f = OpenFlow::new(origin, ev.exp, ev.act, ev.start_time.unwrap_or(ev.at), ev.state, d);
                     f.last = ev.at;
@@ -781,7 +782,7 @@ impl Stages<'_> {
                     continue;
                 }
             };
-            decision::count(cx.metrics, origin, passed);
+            tally.add(origin, passed);
             let mut ended = self.flows.track_as(ev, origin, passed, cx.metrics);
             if ev.state == FlowState::Start && !self.recent.is_empty() {
                 self.recent.forget(&ev.key);
@@ -801,7 +802,7 @@ impl Stages<'_> {
                         Decision::Failed
                     }
                 };
-                decision::count(cx.metrics, origin, d);
+                tally.add(origin, d);
                 match ended.as_mut() {
                     Some(f) => f.note(d),
                     None => {
@@ -815,6 +816,7 @@ impl Stages<'_> {
                 self.recent.remember(ev.key, Gone { flow: f, fate: Fate::Ended(ev.end_time.unwrap_or(ev.at)) });
             }
         }
+        tally.flush(cx.metrics);
         for b in self.backends.iter_mut() {
             b.flush(cx);
         }
