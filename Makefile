@@ -42,7 +42,7 @@ export AR_aarch64_unknown_linux_musl ?= aarch64-linux-gnu-ar
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER ?= $(CURDIR)/scripts/aarch64-linux-musl-gcc
 
 .PHONY: all build release ebpf test-deps lint release-aarch64 test test-pkg-build bench install install-files \
-	rpm deb packages docker clean bench-ebpf bench-scan bench-metrics bench-ongoing test-ebpf test-stun
+	rpm deb packages docker clean bench-ebpf bench-scan bench-metrics bench-ongoing bench-policy test-ebpf test-stun
 
 all: build
 
@@ -119,6 +119,7 @@ bench:
 	$(CARGO) run -j$(JOBS) --release --example bench_render -- --flows 10000
 	python3 bench/metrics.py --flows 1000,10000 --scrapes 20 --wrk-seconds 10 $(PYFLOWD_ARGS)
 	python3 bench/ongoing.py --flowd target/release/flowd --n 10000 --interval 2 --periods 10
+	$(MAKE) bench-policy
 
 ## bench-scan: scan plugins (1,000/10,000 connections) and firefly relay throughput, as root
 bench-scan:
@@ -137,6 +138,11 @@ bench-metrics:
 bench-ongoing:
 	$(CARGO) build -j$(JOBS) --release
 	python3 bench/ongoing.py --flowd target/release/flowd --n 10000 --interval 2 --periods 10
+
+## bench-policy: site policy cost per event with 1,000 excluded networks; GET /flows with 10,000 flows (in process and against the binary)
+bench-policy:
+	$(CARGO) build -j$(JOBS) --release
+	$(CARGO) run -j$(JOBS) --release --example bench_policy -- --networks 1000 --events 1000000 --flows 10000 --flowd target/release/flowd
 
 ## gen-config: rewrite etc/flowd.cfg, the man page's CONFIGURATION section and
 ## docs/configuration.md from the config key table (src/config/keys.rs)
@@ -173,6 +179,7 @@ install-files:
 	install -D -m 0644 etc/flowd@.service $(DESTDIR)$(UNITDIR)/flowd@.service
 	install -D -m 0644 etc/flowd.socket $(DESTDIR)$(UNITDIR)/flowd.socket
 	install -D -m 0644 etc/flowd@.socket $(DESTDIR)$(UNITDIR)/flowd@.socket
+	install -D -m 0644 etc/grafana/flowd-dashboard.json $(DESTDIR)$(PREFIX)/share/flowd/grafana/flowd-dashboard.json
 	install -d -m 0755 $(DESTDIR)$(MANDIR)/man8
 	gzip -9n < etc/flowd.8 > $(DESTDIR)$(MANDIR)/man8/flowd.8.gz
 	chmod 0644 $(DESTDIR)$(MANDIR)/man8/flowd.8.gz

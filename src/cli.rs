@@ -1,6 +1,7 @@
 //! Command-line parsing: the Python flowd's synopsis plus a few subcommands.
 //!
-//! `flowd [-h] [--version] [-c CONFIG] [-d] [-f] [--check]`, and `flowd label …`.
+//! `flowd [-h] [--version] [-c CONFIG] [-d] [-f] [--check]`, and the subcommands
+//! `flowd label …`, `flowd stun …`, `flowd flows …`, `flowd explain …`.
 //! Hand-written (no argument-parsing dependency); pure: argv in, `Command` out.
 
 use std::path::PathBuf;
@@ -13,6 +14,8 @@ pub const USAGE: &str = "\
 usage: flowd [-h] [--version] [-c CONFIG] [-d] [-f] [--check]
        flowd label encode EXP ACT | flowd label decode LABEL
        flowd stun [-c CONFIG] [--timeout SECONDS] [SERVER[:PORT]...]
+       flowd flows [-c CONFIG] [--json]
+       flowd explain [-c CONFIG] [--json] SRC SPORT DST DPORT [tcp|udp]
 
 flowd - flow and packet marking daemon (Scitags)
 
@@ -30,6 +33,10 @@ subcommands:
   label decode LABEL    print the experiment/activity carried by a flow label
   stun [SERVER...]      ask the STUN servers (default: IP_DISCOVERY_STUN_SERVERS of
                         the config) for this host's public addresses and print them
+  flows                 the flows the running flowd tracks, as a table (--json: as served)
+  explain SRC SPORT DST DPORT
+                        what the running flowd decided about that flow, and why
+                        (both commands ask the metrics listener of -c CONFIG)
 
 signals: SIGTERM/SIGINT stop, SIGHUP (or SIGUSR1) reloads config and registry.
 exit status: 0 ok, 1 runtime/startup error, 2 invalid configuration or usage.
@@ -48,6 +55,10 @@ pub enum Command {
     Label(Vec<String>),
     /// `flowd stun …` with its remaining arguments.
     Stun(Vec<String>),
+    /// `flowd flows …` with its remaining arguments.
+    Flows(Vec<String>),
+    /// `flowd explain …` with its remaining arguments.
+    Explain(Vec<String>),
 }
 
 /// Options of the daemon.
@@ -70,8 +81,11 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     if args.first().map(String::as_str) == Some("label") {
         return Ok(Command::Label(args[1..].to_vec()));
     }
-    if args.first().map(String::as_str) == Some("stun") {
-        return Ok(Command::Stun(args[1..].to_vec()));
+    match args.first().map(String::as_str) {
+        Some("stun") => return Ok(Command::Stun(args[1..].to_vec())),
+        Some("flows") => return Ok(Command::Flows(args[1..].to_vec())),
+        Some("explain") => return Ok(Command::Explain(args[1..].to_vec())),
+        _ => {}
     }
     let mut run = RunArgs { config: PathBuf::from(DEFAULT_CONFIG), config_given: false, debug: false, foreground: false, check: false };
     let mut it = args.iter();
@@ -126,6 +140,8 @@ mod tests {
         assert_eq!(p(&["-f", "-h"]), Ok(Command::Help));
         assert_eq!(p(&["label", "encode", "2", "9"]), Ok(Command::Label(vec!["encode".into(), "2".into(), "9".into()])));
         assert_eq!(p(&["stun", "-c", "x"]), Ok(Command::Stun(vec!["-c".into(), "x".into()])));
+        assert_eq!(p(&["flows", "--json"]), Ok(Command::Flows(vec!["--json".into()])));
+        assert_eq!(p(&["explain", "::1", "1", "::1", "2"]), Ok(Command::Explain(["::1", "1", "::1", "2"].map(String::from).to_vec())));
     }
 
     #[test]

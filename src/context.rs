@@ -14,14 +14,17 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
+use crate::decision::Rejection;
 use crate::flow::{FlowEvent, Micros};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::wire::http::{Route, Status};
 use crate::wire::prom::Page;
 
-/// Renders the metrics page into an empty [`Page`]; may update the store first (process
-/// metrics, the backends' scrape).
-pub type Render<'r> = dyn FnMut(&mut Metrics, &mut Page) + 'r;
+/// Renders the page of `route` (`/metrics`, `/flows`, `/flows/…`) into an empty [`Page`]
+/// and returns its status; may update the store first (process metrics, the backends'
+/// scrape).
+pub type Render<'r> = dyn FnMut(Route<'_>, &mut Metrics, &mut Page) -> Status + 'r;
 
 /// This host's own addresses, from the daemon's one cache (`enrich::local::LocalAddrs`).
 pub trait OwnAddresses {
@@ -41,6 +44,9 @@ pub struct Context<'a> {
     pub wall: Micros,
     /// Events produced this turn; the loop fans them out to every backend.
     pub out: &'a mut Vec<FlowEvent>,
+    /// Flow announcements rejected this turn (np_api registry misses); the loop keeps
+    /// them in its memory of recent flows for `flowd explain`.
+    pub rejected: &'a mut Vec<Rejection>,
     /// The daemon's metrics.
     pub metrics: &'a mut Metrics,
     /// The flow registry in force (experiment/activity names ↔ ids).
@@ -61,6 +67,7 @@ impl Context<'_> {
             now: self.now,
             wall: self.wall,
             out: &mut *self.out,
+            rejected: &mut *self.rejected,
             metrics: &mut *self.metrics,
             registry: self.registry,
             poll: self.poll,

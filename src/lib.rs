@@ -14,14 +14,21 @@
 //! - `sys/`: the thin layer of system calls.
 //! - `discovery/`: public-address discovery (STUN, HTTP fallback, run by `enrich`) and `flowd stun`.
 //! - `label`: the Scitags IPv6 flow label (pure) and the `flowd label` command.
+//! - `policy/`: the site policy (EXCLUDE_NETWORKS, EXCLUDE_DOMAINS) applied to every event.
+//! - `decision`: the vocabulary of what flowd decided (`flowd_decisions_total`, explain).
+//! - `explain`: the `/flows` pages and the explanations of `flowd explain` (pure);
+//!   `client`: `flowd flows` and `flowd explain`, which ask the running daemon.
 
 pub mod backend;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod context;
 pub mod daemon;
+pub mod decision;
 pub mod discovery;
 pub mod enrich;
+pub mod explain;
 pub mod flow;
 pub mod flows;
 pub mod label;
@@ -29,6 +36,7 @@ pub mod logger;
 pub mod metrics;
 pub mod netaddr;
 pub mod plugin;
+pub mod policy;
 pub mod registry;
 pub mod sys;
 pub mod wire;

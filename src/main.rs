@@ -35,12 +35,21 @@ fn main() -> ExitCode {
             print!("{}", r.text);
             ExitCode::from(r.status)
         }
+        Ok(Command::Flows(rest)) => client_outcome(flowd::client::flows_command(&rest)),
+        Ok(Command::Explain(rest)) => client_outcome(flowd::client::explain_command(&rest)),
         Ok(Command::Run(run)) => run_daemon(&run),
         Err(e) => {
             eprintln!("usage: flowd [-h] [--version] [-c CONFIG] [-d] [-f] [--check]\nflowd: error: {e}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Prints what `flowd flows`/`flowd explain` said and returns their status.
+fn client_outcome(o: flowd::client::Outcome) -> ExitCode {
+    print!("{}", o.stdout);
+    eprint!("{}", o.stderr);
+    ExitCode::from(o.status)
 }
 
 fn run_daemon(run: &RunArgs) -> ExitCode {

@@ -5,6 +5,7 @@
 mod util;
 
 mod cli;
+mod dashboard;
 mod ebpf_object;
 mod firefly;
 mod hardening;
@@ -14,6 +15,7 @@ mod metrics;
 mod modules;
 mod np_api;
 mod packaging;
+mod policy;
 mod producers;
 mod readme;
 mod scan;

@@ -74,6 +74,7 @@ fn check_same_as_tree(root: &Path, unitdir: &str) {
         ("etc/flowd@.service", format!("{unitdir}/flowd@.service")),
         ("etc/flowd.socket", format!("{unitdir}/flowd.socket")),
         ("etc/flowd@.socket", format!("{unitdir}/flowd@.socket")),
+        ("etc/grafana/flowd-dashboard.json", "usr/share/flowd/grafana/flowd-dashboard.json".to_string()),
     ] {
         let a = std::fs::read(repo().join(src)).unwrap();
         let b = std::fs::read(root.join(&dst)).unwrap_or_else(|e| panic!("{dst}: {e}"));
@@ -165,11 +166,14 @@ fn rpm_metadata_requires_and_files() {
             "/usr/lib/systemd/system/flowd@.service  -rw-r--r--",
             "/usr/lib/systemd/system/flowd@.socket  -rw-r--r--",
             "/usr/sbin/flowd  -rwxr-xr-x",
+            "/usr/share/flowd  drwxr-xr-x",
+            "/usr/share/flowd/grafana  drwxr-xr-x",
+            "/usr/share/flowd/grafana/flowd-dashboard.json  -rw-r--r--",
             "/usr/share/man/man8/flowd.8.gz d -rw-r--r--",
         ],
         "rpm file list (c = %config, n = noreplace, d = %doc)"
     );
-    assert_eq!(ok(Command::new("rpm").arg("-qlp").arg(&rpm)).lines().count(), 8);
+    assert_eq!(ok(Command::new("rpm").arg("-qlp").arg(&rpm)).lines().count(), 11);
 }
 
 #[test]
@@ -286,6 +290,7 @@ fn deb_metadata_and_contents() {
             "./lib/systemd/system/flowd@.socket",
             "./usr/sbin/flowd",
             "./usr/share/doc/flowd/copyright",
+            "./usr/share/flowd/grafana/flowd-dashboard.json",
             "./usr/share/man/man8/flowd.8.gz",
         ]
     );

@@ -4,10 +4,16 @@
 //! the only place that matches on the variants. The enum offers what every backend needs
 //! and nothing that only one does:
 //!
-//! - `handle(ev, cx) -> Result<(), BackendError>`: act on one flow event, synchronously,
-//!   without blocking (a would-block is an error that is counted). Events arrive already
-//!   enriched (public address, tcp_info: `FlowEvent::enriched`), and `ongoing` events of
-//!   the enrichment layer arrive like any other; a backend reads what the event carries.
+//! - `handle(ev, cx) -> Result<Option<Decision>, BackendError>`: act on one flow event,
+//!   synchronously, without blocking (a would-block is an error that is counted), and say
+//!   what was done: `Some(decision)` from the vocabulary in `crate::decision` (fireflied,
+//!   marked, not marked because IPv4, …), `None` when the event asked nothing of this
+//!   backend (the marker and an `ongoing` event, prometheus, dummy). The loop counts it in
+//!   `flowd_decisions_total` and notes it on the flow (`/flows`, `flowd explain`); an
+//!   `Err` is counted as decision `failed` and in `flowd_backend_errors_total`. Events
+//!   arrive already past the site policy and enriched (public address, tcp_info:
+//!   `FlowEvent::enriched`), and `ongoing` events of the enrichment layer arrive like any
+//!   other; a backend reads what the event carries.
 //! - `flush(cx)`: end of the loop turn (send what `handle` queued).
 //! - `poll_at()` / `on_timeout(cx)`: periodic work, the same timer signature as every
 //!   other loop participant.
@@ -30,7 +36,8 @@ use std::time::Instant;
 
 use crate::config::{BackendKind, Config};
 use crate::context::Context;
-use crate::flow::FlowEvent;
+use crate::decision::Decision;
+use crate::flow::{FlowEvent, FlowKey};
 use crate::flows::FlowTable;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -117,15 +124,29 @@ impl Backend {
         }
     }
 
-    /// Acts on one event. Each call may fail on its own; failures are counted by the loop.
-    pub fn handle(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<(), BackendError> {
+    /// Acts on one event and says what it did (`None`: nothing asked of it). Each call may
+    /// fail on its own; decisions and failures are counted by the loop.
+    pub fn handle(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<Option<Decision>, BackendError> {
         match self {
-            Backend::UdpFirefly(b) => b.handle(ev, cx),
-            Backend::Dummy(b) => b.handle(ev, cx),
+            Backend::UdpFirefly(b) => b.handle(ev, cx).map(Some),
+            Backend::Dummy(b) => b.handle(ev, cx).map(|()| None),
             // The flow table already holds what it needs; the work happens at scrape time.
-            Backend::Prometheus(_) => Ok(()),
+            Backend::Prometheus(_) => Ok(None),
             #[cfg(feature = "ebpf")]
             Backend::Marker(b) => b.handle(ev, cx),
+        }
+    }
+
+    /// The flow label this backend puts on `key`'s packets now (the eBPF marker), for
+    /// `/flows` and `flowd explain`.
+    pub fn label_of(&self, key: &FlowKey) -> Option<u32> {
+        match self {
+            #[cfg(feature = "ebpf")]
+            Backend::Marker(b) => b.label_of(key),
+            _ => {
+                let _ = key;
+                None
+            }
         }
     }
 

@@ -21,6 +21,7 @@ use std::time::Duration;
 use crate::backend::BackendError;
 use crate::config::Config;
 use crate::context::Context;
+use crate::decision::Decision;
 use crate::flow::{FlowEvent, FlowKey, FlowState};
 use crate::logger::RateLimit;
 use crate::metrics::{Desc, Kind};
@@ -167,8 +168,9 @@ impl Sender {
         k
     }
 
-    /// Encodes the event and sends it to the peer and the collectors.
-    pub fn handle(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<(), BackendError> {
+    /// Encodes the event and queues it for the peer and the collectors: `Fireflied` when
+    /// at least one recipient gets it, else why none does.
+    pub fn handle(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<Decision, BackendError> {
         let relayed = ev.relayed.as_deref();
         let end_time = match ev.state {
             FlowState::End => Some(ev.end_time.unwrap_or(ev.at)),
@@ -203,6 +205,8 @@ impl Sender {
         let range = start..self.arena.len();
         let peer = self.to_peer.then(|| (SocketAddr::new(ev.key.dst.ip(), self.peer_port), "peer"));
         let to = peer.into_iter().chain(self.collectors.iter().map(|c| (*c, "collector")));
+        let queued = self.queue.len();
+        let mut blocked = false;
         match relayed {
             None => self.queue.extend(to.map(|(to, kind)| (to, range.clone(), kind))),
             Some(r) => {
@@ -212,6 +216,7 @@ impl Sender {
                     match relay_blocked(to, r.from, own, self.listen_port) {
                         None => self.queue.push((to, range.clone(), kind)),
                         Some(reason) => {
+                            blocked = true;
                             cx.metrics.inc(&RELAY_SKIPPED, &[kind, reason]);
                             log::debug!("udp_firefly: not relaying to {to} ({kind}): {reason}");
                         }
@@ -219,10 +224,21 @@ impl Sender {
                 }
             }
         }
+        let decision = if self.queue.len() > queued {
+            Decision::Fireflied
+        } else if blocked {
+            Decision::RelayLoop
+        } else {
+            Decision::NoRecipient
+        };
+        if decision != Decision::Fireflied {
+            // Nothing refers to the encoded bytes.
+            self.arena.truncate(range.start);
+        }
         if self.queue.len() >= MAX_QUEUED {
             self.flush(cx);
         }
-        Ok(())
+        Ok(decision)
     }
 
     /// Sends everything queued this turn.

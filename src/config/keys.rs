@@ -53,11 +53,13 @@ pub enum Component {
     Marker,
     /// `http`: the metrics listener.
     Http,
+    /// `policy`: the site policy (exclusions).
+    Policy,
 }
 
 impl Component {
     /// Every component, in the order of the generated files.
-    pub const ALL: [Component; 13] = [
+    pub const ALL: [Component; 14] = [
         Component::Flowd,
         Component::Registry,
         Component::NpApi,
@@ -71,6 +73,7 @@ impl Component {
         Component::Firefly,
         Component::Marker,
         Component::Http,
+        Component::Policy,
     ];
 
     /// A short name (the component column of `docs/configuration.md`).
@@ -89,6 +92,7 @@ impl Component {
             Component::Firefly => "firefly plugin",
             Component::Marker => "ebpf backend",
             Component::Http => "metrics listener",
+            Component::Policy => "site policy",
         }
     }
 
@@ -108,6 +112,7 @@ impl Component {
             Component::Firefly => "firefly plugin (receives fireflies from XRootD, dCache, other flowds)",
             Component::Marker => "ebpf backend (IPv6 flow label)",
             Component::Http => "Metrics listener and prometheus backend",
+            Component::Policy => "Site policy: flows flowd leaves alone (every plugin)",
         }
     }
 
@@ -127,6 +132,7 @@ impl Component {
             Component::Firefly => a.firefly == b.firefly,
             Component::Marker => a.marker == b.marker,
             Component::Http => a.http == b.http,
+            Component::Policy => a.policy == b.policy,
         }
     }
 }
@@ -542,6 +548,45 @@ pub static TABLE: &[Key] = &[
         .example("'/usr/sbin/ss'")
         .unused("flowd reads tcp_info from sock_diag, it never runs ss")
         .doc("Accepted for compatibility and unused: flowd reads tcp_info itself."),
+    // Site policy
+    key("EXCLUDE_NETWORKS", C::Policy, Parse::List { what: "network list (CIDR)", set: exclude_networks })
+        .default("()")
+        .means("none")
+        .example("('10.0.0.0/8', '2001:db8:1::/48')")
+        .doc("Networks (CIDR, IPv4 or IPv6) whose flows flowd leaves alone, whatever plugin reports them: no firefly, no mark, no metrics.")
+        .long(
+            "EXCLUDE_MATCH says whether both endpoints must match (the default) or one. Applies before any backend; every skip is counted in \
+             `flowd_decisions_total{outcome=\"excluded\"}`. The scanners' *_INTERNAL_NETWORKS keep working as before.",
+        ),
+    key("EXCLUDE_DOMAINS", C::Policy, Parse::List { what: "DNS domain list", set: exclude_domains })
+        .default("()")
+        .means("none")
+        .example("('example.org',)")
+        .doc("DNS domains whose flows flowd leaves alone: an address matches when it is an address of the name itself or its reverse name ends in the domain.")
+        .long(
+            "Lookups run on a helper thread and never delay an event: until an address's first answer is in, it does not match. \
+             The names are looked up at start and every EXCLUDE_DOMAINS_REFRESH.",
+        ),
+    key(
+        "EXCLUDE_MATCH",
+        C::Policy,
+        Parse::Str {
+            what: "both or either",
+            set: |c, s| {
+                c.policy.exclude_match = match s.trim().to_ascii_lowercase().as_str() {
+                    "both" => super::model::ExcludeMatch::Both,
+                    "either" => super::model::ExcludeMatch::Either,
+                    _ => return Err(format!("{s:?} is neither 'both' nor 'either'")),
+                };
+                Ok(())
+            },
+        },
+    )
+    .default("'both'")
+    .doc("`both`: skip a flow only when both endpoints match EXCLUDE_NETWORKS/EXCLUDE_DOMAINS (as dCache's `pool.firefly.excludes`); `either`: when one does."),
+    key("EXCLUDE_DOMAINS_REFRESH", C::Policy, Parse::Seconds { min: 10.0, set: |c, d| c.policy.domains_refresh = d })
+        .default("300")
+        .doc("How long an EXCLUDE_DOMAINS answer is used before it is looked up again, in seconds."),
 ];
 
 /// The key called `name` (its name or an alias).
@@ -650,6 +695,29 @@ fn networks(list: Vec<String>, scan: &mut ScanConfig) -> Vec<String> {
         }
         Err(m) => vec![m],
     }
+}
+
+fn exclude_networks(c: &mut Config, list: Vec<String>) -> Vec<String> {
+    match list.iter().map(|s| s.parse::<Cidr>()).collect::<Result<Vec<_>, _>>() {
+        Ok(n) => {
+            c.policy.networks = n;
+            Vec::new()
+        }
+        Err(m) => vec![m],
+    }
+}
+
+fn exclude_domains(c: &mut Config, list: Vec<String>) -> Vec<String> {
+    let bad = list
+        .iter()
+        .filter(|d| {
+            let n = d.trim().trim_matches('.');
+            n.is_empty() || n.len() > 253 || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        })
+        .map(|d| format!("{d:?} is not a DNS domain"))
+        .collect();
+    c.policy.domains = list;
+    bad
 }
 
 fn iperf_flow_id(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry) {

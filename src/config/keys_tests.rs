@@ -59,6 +59,10 @@ pub(crate) fn sample(name: &str) -> &'static str {
         "PROMETHEUS_SRV_HOST" => "'::1'",
         "PROMETHEUS_SRV_PORT" => "9100",
         "PROMETHEUS_SS_PATH" => "'/usr/sbin/ss'",
+        "EXCLUDE_NETWORKS" => "('10.0.0.0/8', '2001:db8::/32')",
+        "EXCLUDE_DOMAINS" => "'example.org'",
+        "EXCLUDE_MATCH" => "'either'",
+        "EXCLUDE_DOMAINS_REFRESH" => "60",
         other => panic!("no sample value for {other}: add one to keys_tests.rs"),
     }
 }
@@ -154,4 +158,15 @@ fn test_type_texts_state_the_ranges() {
     // The range in the docs is the range enforced.
     let p = load("IP_DISCOVERY_INTERVAL=9.5\n").unwrap_err();
     assert!(p[0].contains("(at least 10)"), "{p:?}");
+}
+
+#[test]
+fn test_policy_keys_check_their_values() {
+    let (c, _) = load("EXCLUDE_NETWORKS='10.1.2.3/8, fd00::/8'\nEXCLUDE_MATCH='Either'\nEXCLUDE_DOMAINS=('example.org', '.cern.ch')\n").unwrap();
+    assert_eq!(c.policy.networks.iter().map(|n| n.to_string()).collect::<Vec<_>>(), ["10.0.0.0/8", "fd00::/8"]);
+    assert_eq!(c.policy.exclude_match, crate::config::ExcludeMatch::Either);
+    assert_eq!(c.policy.domains, ["example.org", ".cern.ch"]);
+    for bad in ["EXCLUDE_NETWORKS='10.0.0.0/33'", "EXCLUDE_MATCH='any'", "EXCLUDE_DOMAINS='bad domain'", "EXCLUDE_DOMAINS_REFRESH=1"] {
+        assert!(load(&format!("{bad}\n")).is_err(), "{bad} must be refused");
+    }
 }

@@ -20,7 +20,7 @@ pub mod validate;
 use std::path::{Path, PathBuf};
 
 pub use model::Marking;
-pub use validate::{BackendKind, Config, PluginKind};
+pub use validate::{BackendKind, Config, ExcludeMatch, PluginKind, PolicyConfig};
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -373,6 +373,34 @@ impl Default for HttpConfig {
     }
 }
 
+/// When EXCLUDE_NETWORKS/EXCLUDE_DOMAINS skip a flow (EXCLUDE_MATCH).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExcludeMatch {
+    /// Only when both endpoints match (dCache's `pool.firefly.excludes`).
+    Both,
+    /// When either endpoint matches.
+    Either,
+}
+
+/// The site policy: flows flowd leaves alone, whatever plugin reports them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyConfig {
+    /// EXCLUDE_NETWORKS: excluded networks.
+    pub networks: Vec<Cidr>,
+    /// EXCLUDE_DOMAINS: excluded DNS domains (and their sub-domains).
+    pub domains: Vec<String>,
+    /// EXCLUDE_MATCH: skip a flow when both endpoints match, or either.
+    pub exclude_match: ExcludeMatch,
+    /// EXCLUDE_DOMAINS_REFRESH: how long a domain lookup's answer is used.
+    pub domains_refresh: Duration,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> PolicyConfig {
+        PolicyConfig { networks: Vec::new(), domains: Vec::new(), exclude_match: ExcludeMatch::Both, domains_refresh: Duration::from_secs(300) }
+    }
+}
+
 /// The validated configuration, one struct per component it configures. Field docs
 /// name the config keys.
 #[derive(Clone, Debug, PartialEq)]
@@ -405,6 +433,8 @@ pub struct Config {
     pub marker: MarkerConfig,
     /// PROMETHEUS_SRV_HOST, PROMETHEUS_SRV_PORT.
     pub http: HttpConfig,
+    /// EXCLUDE_*.
+    pub policy: PolicyConfig,
 }
 
 impl Default for Config {
@@ -424,6 +454,7 @@ impl Default for Config {
             firefly: FireflyListenerConfig::default(),
             marker: MarkerConfig::default(),
             http: HttpConfig::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }

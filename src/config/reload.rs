@@ -109,6 +109,8 @@ pub struct Changes {
     pub registry: bool,
     /// PID_FILE changed (this takes effect at the next restart only).
     pub pid_file: bool,
+    /// The site policy is rebuilt (EXCLUDE_*): new rules, domain lookups started over.
+    pub policy: bool,
 }
 
 impl Changes {
@@ -125,6 +127,7 @@ impl Changes {
             flow_table: old.daemon.flow_table_size != new.daemon.flow_table_size,
             registry: !Component::Registry.same(old, new),
             pid_file: old.daemon.pid_file != new.daemon.pid_file,
+            policy: !Component::Policy.same(old, new),
         }
     }
 
@@ -137,6 +140,7 @@ impl Changes {
             (self.http, "metrics listener restarted"),
             (self.flow_table, "flow table resized"),
             (self.registry, "registry reloaded"),
+            (self.policy, "site policy rebuilt"),
         ] {
             if changed {
                 parts.push(what.to_string());

@@ -76,16 +76,16 @@ fn test_enrichment_follows_its_keys_and_the_udp_firefly_backend() {
 }
 
 /// What a reload must redo when only `name` changes, everything running:
-/// (plugins built, backends built, [enrich, http, flow_table, registry, pid_file]).
-fn expected(name: &str) -> (Vec<&'static str>, Vec<&'static str>, [bool; 5]) {
-    let none = [false; 5];
+/// (plugins built, backends built, [enrich, http, flow_table, registry, pid_file, policy]).
+fn expected(name: &str) -> (Vec<&'static str>, Vec<&'static str>, [bool; 6]) {
+    let none = [false; 6];
     match keys::find(name).map(|k| k.component) {
-        Some(Component::Registry) => (vec![], vec![], [false, false, false, true, false]),
+        Some(Component::Registry) => (vec![], vec![], [false, false, false, true, false, false]),
         Some(Component::NpApi) => (vec!["np_api"], vec![], none),
-        _ if name == "PID_FILE" => (vec![], vec![], [false, false, false, false, true]),
-        _ if name == "FLOW_TABLE_SIZE" => (vec![], vec![], [true, false, true, false, false]),
+        _ if name == "PID_FILE" => (vec![], vec![], [false, false, false, false, true, false]),
+        _ if name == "FLOW_TABLE_SIZE" => (vec![], vec![], [true, false, true, false, false, false]),
         Some(Component::UdpFirefly) => (vec![], vec!["udp_firefly"], none),
-        Some(Component::Enrich | Component::Discovery) => (vec![], vec![], [true, false, false, false, false]),
+        Some(Component::Enrich | Component::Discovery) => (vec![], vec![], [true, false, false, false, false, false]),
         Some(Component::Netstat) => (vec!["netstat", "iperf"], vec![], none),
         Some(Component::Netlink) => (vec!["netlink"], vec![], none),
         Some(Component::Iperf) => (vec!["iperf"], vec![], none),
@@ -93,7 +93,8 @@ fn expected(name: &str) -> (Vec<&'static str>, Vec<&'static str>, [bool; 5]) {
         Some(Component::Firefly) => (vec!["firefly"], vec![], none),
         Some(Component::Marker) => (vec![], vec!["ebpf"], none),
         _ if name == "PROMETHEUS_SS_PATH" => (vec![], vec![], none),
-        Some(Component::Http) => (vec![], vec![], [false, true, false, false, false]),
+        Some(Component::Http) => (vec![], vec![], [false, true, false, false, false, false]),
+        Some(Component::Policy) => (vec![], vec![], [false, false, false, false, false, true]),
         other => panic!("{name}: no expectation for {other:?}"),
     }
 }
@@ -104,7 +105,7 @@ fn test_each_key_restarts_exactly_what_reads_it() {
     for name in keys::names().filter(|n| !["PLUGIN", "BACKEND"].contains(n)) {
         let new = cfg(&format!("{ALL}{name}={}\n", keys::tests::sample(name)));
         let c = Changes::between(&old, &new);
-        let got = (built_plugins(&c), built_backends(&c), [c.enrich, c.http, c.flow_table, c.registry, c.pid_file]);
+        let got = (built_plugins(&c), built_backends(&c), [c.enrich, c.http, c.flow_table, c.registry, c.pid_file, c.policy]);
         assert_eq!(got, expected(name), "{name}");
     }
     let same = Changes::between(&old, &cfg(ALL));

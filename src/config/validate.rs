@@ -12,7 +12,7 @@ use super::keys::{self, Parse};
 use super::raw::{Entry, Value};
 use crate::registry::IdOrName;
 
-pub use super::model::{BackendKind, Config, Marking, PluginKind, ScanConfig};
+pub use super::model::{BackendKind, Config, ExcludeMatch, Marking, PluginKind, PolicyConfig, ScanConfig};
 
 /// Plugins whose implementation this build lacks (requesting one is a startup error).
 pub const PLUGINS_NOT_BUILT: &[PluginKind] = &[];

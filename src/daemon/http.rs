@@ -2,8 +2,9 @@
 //! connection, all driven by the daemon's single `mio::Poll` (mio `tcp_server` shape).
 //!
 //! Owns the sockets, the per-connection buffers and deadlines; the protocol itself is in
-//! `wire::http` (parsing, routing, response heads) and the page in `wire::prom`, rendered
-//! by the renderer the loop lends through `Context::render`. Its hooks are the loop's
+//! `wire::http` (parsing, routing, response heads); the pages (`/metrics` in `wire::prom`,
+//! `/flows` and `/flows/<tuple>` in JSON by `crate::explain`) are rendered by the renderer
+//! the loop lends through `Context::render`. Its hooks are the loop's
 //! (`on_ready(slot, cx)`, `poll_at()`, `on_timeout(cx)`). It never
 //! blocks: every read and write stops at `WouldBlock`, and the rest waits for the next
 //! readiness edge. Connections are registered READABLE|WRITABLE once (edge-triggered), so
@@ -385,11 +386,20 @@ impl Http {
 }
 
 /// Runs `f` with the page renderer lent in the context, or, without one, a renderer of
-/// the daemon's own metrics.
+/// the daemon's own metrics (and no flows).
 fn with_page<T>(render: &mut Option<&mut Render<'_>>, f: impl FnOnce(&mut Render<'_>) -> T) -> T {
     match render {
         Some(r) => f(&mut **r),
-        None => f(&mut |m: &mut Metrics, page: &mut Page| m.render(page.add_part())),
+        None => f(&mut |route: Route<'_>, m: &mut Metrics, page: &mut Page| match route {
+            Route::Metrics => {
+                m.render(page.add_part());
+                Status::Ok
+            }
+            _ => {
+                page.add_part().extend_from_slice(http::error_body(Status::NotFound).as_bytes());
+                Status::NotFound
+            }
+        }),
     }
 }
 
@@ -496,23 +506,25 @@ fn respond(buf: &[u8], eof: bool, spare: &mut Option<(Page, Instant)>, metrics: 
         Parsed::Request { req, used } => {
             let head_only = req.method == http::Method::Head;
             let keep_alive = req.keep_alive;
-            let (status, content_type) = match http::route(req.method, req.path) {
+            let route = http::route(req.method, req.path);
+            let status = match route {
                 Route::Error(s) => {
                     body.add_part().extend_from_slice(http::error_body(s).as_bytes());
-                    (s, http::TEXT_CONTENT_TYPE)
+                    s
                 }
                 Route::Index => {
                     body.add_part().extend_from_slice(INDEX_BODY.as_bytes());
-                    (Status::Ok, http::TEXT_CONTENT_TYPE)
+                    Status::Ok
                 }
                 Route::Metrics => {
                     // Count this request before rendering, so the page includes it.
                     metrics.inc(&REQUESTS, &[Status::Ok.code_str()]);
                     counted = true;
-                    render(metrics, &mut body);
-                    (Status::Ok, http::METRICS_CONTENT_TYPE)
+                    render(route, metrics, &mut body)
                 }
+                Route::Flows | Route::Flow(_) => render(route, metrics, &mut body),
             };
+            let content_type = route.content_type();
             http::write_head(&mut head, &Head { status, content_type, content_length: body.len(), keep_alive });
             if head_only {
                 body.clear();
@@ -554,9 +566,10 @@ mod tests {
     fn test_a_request_is_answered_from_the_spare_page_and_a_partial_one_keeps_it() {
         let mut metrics = Metrics::new();
         let mut rendered = 0;
-        let mut render = |_: &mut Metrics, p: &mut Page| {
+        let mut render = |_: Route<'_>, _: &mut Metrics, p: &mut Page| {
             rendered += 1;
             p.add_part().extend_from_slice(b"flowd_open_flows 0\n");
+            Status::Ok
         };
         let mut spare = Some((page(4096), Instant::now()));
         // Half a request: nothing answered, the spare page stays.

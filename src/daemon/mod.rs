@@ -3,8 +3,9 @@
 //! Single-threaded. Each turn: sleep until an fd is ready or the earliest deadline
 //! (`poll_at`) passes; let ready sources and due timers push `FlowEvent`s into `pending`
 //! (plugins, and the enrichment layer's periodic `ongoing` events); then hand each event,
-//! in order, to the flow table, to the enrichment layer (which attaches the public
-//! address and tcp_info) and to every backend. Signals
+//! in order, to the site policy (which may exclude it), the flow table, the enrichment
+//! layer (which attaches the public address and tcp_info) and every backend, counting
+//! each decision in `flowd_decisions_total`. Signals
 //! arrive through a signalfd in the same `Poll`: SIGTERM/SIGINT stop the loop after the
 //! events already read are handled; SIGHUP/SIGUSR1 reload the config and the registry.
 //! Only startup failures and `Poll::poll` failures are fatal.
@@ -29,18 +30,22 @@ use nix::sys::signalfd::SignalFd;
 use crate::backend::Backend;
 use crate::config::reload::{Changes, Instances};
 use crate::config::{self, BackendKind, Config, PluginKind};
-use crate::context::Context;
+use crate::context::{Context, OwnAddresses};
+use crate::decision::{Decision, Rejection, Tally, DECISIONS};
 use crate::enrich::local::LocalAddrs;
 use crate::enrich::Enricher;
-use crate::flow::{FlowEvent, Micros, Origin};
-use crate::flows::FlowTable;
+use crate::explain::{self, View};
+use crate::flow::{FlowEvent, FlowState, Micros, Origin};
+use crate::flows::{Fate, FlowTable, Gone, OpenFlow, Recent};
 use crate::logger::RateLimit;
 use crate::metrics::{Desc, Kind, Metrics, BACKEND_ERRORS, BAD_INPUT, EVENTS};
 use crate::plugin::Plugin;
+use crate::policy::{Policy, Verdict};
 use crate::registry::Registry;
 use crate::sys::listen_fds::Inherited;
 use crate::sys::notify::Notifier;
 use crate::sys::{self, PidFile};
+use crate::wire::http::{Route, Status};
 use crate::wire::prom::Page;
 use refresh::Refresher;
 use token::Slot;
@@ -90,6 +95,12 @@ pub struct Daemon {
     /// tcp_info, `ongoing` events and public addresses for every backend.
     enricher: Enricher,
     flows: FlowTable,
+    /// The site policy (EXCLUDE_*), asked about every event before the flow table.
+    policy: Policy,
+    /// Recently ended, excluded and rejected flows (`flowd explain`).
+    recent: Recent,
+    /// Announcements plugins rejected this turn (registry misses), for `recent`.
+    rejected: Vec<Rejection>,
     /// This host's own addresses (lent to every participant through `Context::local`).
     local: LocalAddrs,
     metrics: Metrics,
@@ -123,6 +134,25 @@ fn start_backend(kind: BackendKind, cfg: &Config) -> Result<Backend, Error> {
     let b = Backend::new(kind, cfg)?;
     log::info!("backend {} started", b.name());
     Ok(b)
+}
+
+/// The site policy as configured; EXCLUDE_DOMAINS lookups start with this host's own
+/// addresses and wake the loop with `waker`.
+fn start_policy(cfg: &Config, waker: &Arc<Waker>, local: &mut LocalAddrs, metrics: &mut Metrics) -> Policy {
+    let now = Instant::now();
+    let mut p = Policy::new(&cfg.policy, Some(Arc::clone(waker)), now);
+    let own = local.list(now).to_vec();
+    p.warm(&own, now, metrics);
+    p.declare(metrics);
+    if !p.is_empty() {
+        log::info!(
+            "site policy: {} excluded network(s), {} excluded domain(s); a flow is skipped when {}",
+            cfg.policy.networks.len(),
+            cfg.policy.domains.len(),
+            if cfg.policy.exclude_match == crate::config::ExcludeMatch::Either { "either endpoint matches" } else { "both endpoints match" }
+        );
+    }
+    p
 }
 
 /// The enrichment layer as configured, started (its sockets under `token::ENRICH`).
@@ -183,6 +213,36 @@ fn start_http(cfg: &Config, poll: &Poll, handed: &Inherited, metrics: &mut Metri
     Ok(Some(h))
 }
 
+/// The daemon's state a page is rendered from (borrowed for one request).
+struct Pages<'a> {
+    backends: &'a mut [Backend],
+    flows: &'a FlowTable,
+    recent: &'a Recent,
+    policy: &'a Policy,
+    registry: &'a Registry,
+}
+
+impl Pages<'_> {
+    /// Renders the page of `route`: `/metrics`, `/flows` or `/flows/<tuple>`.
+    fn render(&mut self, route: Route<'_>, metrics: &mut Metrics, out: &mut Page) -> Status {
+        let backends = &*self.backends;
+        let label_of = |k: &crate::flow::FlowKey| backends.iter().find_map(|b| b.label_of(k));
+        let view = View { flows: self.flows, recent: self.recent, registry: self.registry, policy: self.policy, label_of: &label_of };
+        match route {
+            Route::Metrics => {
+                render_page(metrics, self.backends, self.flows, self.registry, out);
+                Status::Ok
+            }
+            Route::Flows => {
+                explain::write_flows(&view, explain::MAX_FLOWS, out.add_part());
+                Status::Ok
+            }
+            Route::Flow(tuple) => explain::write_flow(&view, tuple, out.add_part()),
+            Route::Index | Route::Error(_) => Status::NotFound,
+        }
+    }
+}
+
 /// Renders the `/metrics` page: process usage, then the flow backends' scrape (which may
 /// count its own errors), then the whole store, then the per-flow families.
 fn render_page(metrics: &mut Metrics, backends: &mut [Backend], flows: &FlowTable, registry: &Registry, out: &mut Page) {
@@ -197,6 +257,7 @@ fn render_page(metrics: &mut Metrics, backends: &mut [Backend], flows: &FlowTabl
     for b in backends.iter_mut() {
         b.scrape(flows, metrics);
     }
+    flows.count_by_activity(registry, metrics);
     metrics.render(out.add_part());
     for b in backends.iter_mut() {
         b.write_metrics(registry, out);
@@ -204,7 +265,17 @@ fn render_page(metrics: &mut Metrics, backends: &mut [Backend], flows: &FlowTabl
 }
 
 fn declare_metrics(m: &mut Metrics, cfg: &Config) {
-    for d in [&EVENTS, &BAD_INPUT, &BACKEND_ERRORS, &RELOADS, &refresh::FAILURES, &crate::flows::OPEN, &crate::flows::UNTRACKED] {
+    for d in [
+        &EVENTS,
+        &DECISIONS,
+        &BAD_INPUT,
+        &BACKEND_ERRORS,
+        &RELOADS,
+        &refresh::FAILURES,
+        &crate::flows::OPEN,
+        &crate::flows::BY_ACTIVITY,
+        &crate::flows::UNTRACKED,
+    ] {
         m.declare(d);
     }
     // Declared whatever the config, so dashboards always find them.
@@ -256,6 +327,8 @@ impl Daemon {
         let backends = build_backends(&config)?;
         let enricher = start_enricher(&config, &poll, &waker);
         let http = start_http(&config, &poll, &handed, &mut metrics)?;
+        let mut local = LocalAddrs::new();
+        let policy = start_policy(&config, &waker, &mut local, &mut metrics);
         Ok(Daemon {
             poll,
             events: Events::with_capacity(256),
@@ -263,7 +336,10 @@ impl Daemon {
             waker,
             source,
             flows: FlowTable::new(config.daemon.flow_table_size),
-            local: LocalAddrs::new(),
+            policy,
+            recent: Recent::default(),
+            rejected: Vec::new(),
+            local,
             config,
             registry,
             refresher,
@@ -284,7 +360,7 @@ impl Daemon {
         let p = self.plugins.iter().filter_map(Plugin::poll_at);
         let b = self.backends.iter().filter_map(Backend::poll_at);
         let h = self.http.as_ref().and_then(http::Http::poll_at);
-        p.chain(b).chain(self.enricher.poll_at()).chain(self.refresher.poll_at()).chain(h).min()
+        p.chain(b).chain(self.enricher.poll_at()).chain(self.refresher.poll_at()).chain(h).chain(self.policy.poll_at()).min()
     }
 
     /// Runs until SIGTERM/SIGINT. Returns an error only if polling itself fails.
@@ -329,7 +405,26 @@ impl Daemon {
 
     /// One loop turn after `poll` returned: ready sources, due timers, fan-out.
     fn turn(&mut self) -> Option<Control> {
-        let Daemon { poll, events, signals, refresher, registry, plugins, backends, enricher, flows, local, metrics, http, pending, backend_warn, .. } = self;
+        let Daemon {
+            poll,
+            events,
+            signals,
+            refresher,
+            registry,
+            plugins,
+            backends,
+            enricher,
+            flows,
+            policy,
+            recent,
+            rejected,
+            local,
+            metrics,
+            http,
+            pending,
+            backend_warn,
+            ..
+        } = self;
         let now = Instant::now();
         let mut control = None;
         let mut new_registry = None;
@@ -338,6 +433,7 @@ impl Daemon {
                 now,
                 wall: Micros::now(),
                 out: &mut *pending,
+                rejected: &mut *rejected,
                 metrics: &mut *metrics,
                 registry: &*registry,
                 poll: poll.registry(),
@@ -350,6 +446,7 @@ impl Daemon {
                     Slot::Waker => {
                         new_registry = refresher.on_wake(&mut cx);
                         enricher.on_wake(&mut cx);
+                        policy.on_wake(now, cx.metrics);
                     }
                     Slot::Enrich => enricher.on_ready(&mut cx),
                     Slot::Plugin(i) => {
@@ -362,8 +459,8 @@ impl Daemon {
                     Slot::HttpListener | Slot::HttpConn(_) => {
                         if let Some(h) = http.as_mut() {
                             let conn = if let Slot::HttpConn(i) = Slot::from(ev.token()) { Some(i) } else { None };
-                            let registry = cx.registry;
-                            let mut render = |m: &mut Metrics, out: &mut Page| render_page(m, backends, flows, registry, out);
+                            let mut pages = Pages { backends, flows, recent, policy, registry: cx.registry };
+                            let mut render = |r: Route<'_>, m: &mut Metrics, out: &mut Page| pages.render(r, m, out);
                             h.on_ready(conn, &mut cx.with_render(&mut render));
                         }
                     }
@@ -390,12 +487,16 @@ impl Daemon {
             if due(refresher.poll_at()) {
                 refresher.on_timeout(&mut cx);
             }
+            if due(policy.poll_at()) {
+                policy.on_timeout(now);
+            }
             if let Some(h) = http.as_mut().filter(|h| due(h.poll_at())) {
-                let registry = cx.registry;
-                let mut render = |m: &mut Metrics, out: &mut Page| render_page(m, backends, flows, registry, out);
+                let mut pages = Pages { backends, flows, recent, policy, registry: cx.registry };
+                let mut render = |r: Route<'_>, m: &mut Metrics, out: &mut Page| pages.render(r, m, out);
                 h.on_timeout(&mut cx.with_render(&mut render));
             }
-            fan_out(plugins, backends, enricher, flows, backend_warn, &mut cx);
+            let mut stages = Stages { plugins, backends, enricher, flows, policy, recent, warn: backend_warn };
+            stages.fan_out(&mut cx);
         }
         if let Some(r) = new_registry {
             *registry = r;
@@ -457,6 +558,9 @@ impl Daemon {
         if changes.flow_table {
             self.flows.set_capacity(new.daemon.flow_table_size);
         }
+        if changes.policy {
+            self.policy = start_policy(&new, &self.waker, &mut self.local, &mut self.metrics);
+        }
         if changes.registry {
             let state = refresh::state_dir();
             let (registry, fetch_now) = refresh::initial(new.registry.api.as_deref(), new.registry.timeout, &state, &mut self.metrics);
@@ -505,15 +609,24 @@ impl Daemon {
     /// `enricher_rebuilt`, to the new enrichment layer, as `start` events with their
     /// original start time. What kept running is not given them again.
     fn replay_open_flows(&mut self, rebuilt: &[usize], enricher_rebuilt: bool) {
-        let Daemon { poll, registry, backends, enricher, flows, local, metrics, pending, .. } = self;
+        let Daemon { poll, registry, backends, enricher, flows, local, metrics, pending, rejected, .. } = self;
         let fresh: Vec<usize> = rebuilt.iter().copied().filter(|i| backends.get(*i).is_some_and(Backend::keeps_flow_state)).collect();
         let adopt = enricher_rebuilt && enricher.tracks_flows();
         if (fresh.is_empty() && !adopt) || flows.is_empty() {
             return;
         }
         let now = Instant::now();
-        let mut cx =
-            Context { now, wall: Micros::now(), out: &mut *pending, metrics: &mut *metrics, registry: &*registry, poll: poll.registry(), local, render: None };
+        let mut cx = Context {
+            now,
+            wall: Micros::now(),
+            out: &mut *pending,
+            rejected: &mut *rejected,
+            metrics: &mut *metrics,
+            registry: &*registry,
+            poll: poll.registry(),
+            local,
+            render: None,
+        };
         let mut n = 0usize;
         for (key, f) in flows.iter() {
             let mut ev = FlowEvent::new(crate::flow::FlowState::Start, *key, f.exp, f.act, f.start);
@@ -609,40 +722,109 @@ fn drain_signals(signals: &mut SignalFd) -> Option<Control> {
     }
 }
 
-/// Hands every pending event to the flow table, the enrichment layer and then to every
-/// backend, in order. Each is counted in `flowd_events_total` by its origin: the plugin's
-/// name, or `enrich` for the enrichment layer's `ongoing` events.
-fn fan_out(plugins: &[Plugin], backends: &mut [Backend], enricher: &mut Enricher, flows: &mut FlowTable, warn: &mut RateLimit, cx: &mut Context<'_>) {
-    if cx.out.is_empty() {
-        return;
-    }
-    let mut batch = std::mem::take(cx.out);
-    for ev in batch.iter_mut() {
-        let origin = match ev.origin {
-            Origin::Plugin(i) => plugins.get(i).map(Plugin::name).unwrap_or("unknown"),
-            Origin::Enricher => "enrich",
-        };
-        cx.metrics.inc(&EVENTS, &[origin, ev.state.as_str()]);
-        flows.track(ev, cx.metrics);
-        enricher.enrich(ev);
-        log::debug!("event from {origin}: {} {} exp={} act={}", ev.state, ev.key, ev.exp, ev.act);
-        for b in backends.iter_mut() {
-            if let Err(e) = b.handle(ev, cx) {
-                cx.metrics.inc(&BACKEND_ERRORS, &[b.name(), e.reason()]);
-                if let Some(n) = warn.allow(cx.now) {
-                    let more = if n > 0 { format!(" ({n} similar messages suppressed)") } else { String::new() };
-                    log::warn!("backend {}: flow {}: {e}{more}", b.name(), ev.key);
-                }
+/// What an event goes through after its source, in order (borrowed from the daemon for
+/// one fan-out).
+struct Stages<'a> {
+    plugins: &'a [Plugin],
+    backends: &'a mut [Backend],
+    enricher: &'a mut Enricher,
+    flows: &'a mut FlowTable,
+    policy: &'a mut Policy,
+    recent: &'a mut Recent,
+    warn: &'a mut RateLimit,
+}
+
+impl Stages<'_> {
+    /// What the policy says about `ev`. A flow's first event decides; its later events
+    /// follow: an open flow's events pass, and an `end` or `ongoing` of a flow excluded
+    /// earlier is excluded by the same rules (even if a reload changed them since).
+    fn judge(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Verdict {
+        if self.flows.get(&ev.key).is_some() {
+            return Verdict::Pass(Decision::PassedOpenFlow);
+        }
+        if ev.state != FlowState::Start {
+            if let Some(Gone { flow, fate: Fate::Excluded { src, dst } }) = self.recent.get(&ev.key) {
+                return Verdict::Exclude { decision: flow.policy, src: src.clone(), dst: dst.clone() };
             }
         }
+        self.policy.decide(&ev.key, cx.now, cx.metrics)
     }
-    for b in backends.iter_mut() {
-        b.flush(cx);
+
+    /// Hands every pending event to the site policy, then (unless it excludes it) to the
+    /// flow table, the enrichment layer and every backend, in order. Each event is counted
+    /// in `flowd_events_total` by its origin (the plugin's name, or `enrich` for the
+    /// enrichment layer's `ongoing` events) and gets one daemon decision (`excluded` or
+    /// `passed`) plus each backend's decision in `flowd_decisions_total`, which are also
+    /// noted on the flow (`/flows`, `flowd explain`).
+    fn fan_out(&mut self, cx: &mut Context<'_>) {
+        for r in cx.rejected.drain(..) {
+            self.recent.rejected(r.key, r.source, r.state, r.decision, &r.what, r.at);
+        }
+        if cx.out.is_empty() {
+            return;
+        }
+        let mut batch = std::mem::take(cx.out);
+        let mut tally = Tally::default();
+        for ev in batch.iter_mut() {
+            let origin = match ev.origin {
+                Origin::Plugin(i) => self.plugins.get(i).map(Plugin::name).unwrap_or("unknown"),
+                Origin::Enricher => "enrich",
+            };
+            cx.metrics.inc(&EVENTS, &[origin, ev.state.as_str()]);
+            let passed = match self.judge(ev, cx) {
+                Verdict::Pass(d) => d,
+                Verdict::Exclude { decision: d, src, dst } => {
+                    tally.add(origin, d);
+                    log::debug!("event from {origin}: {} {} excluded ({})", ev.state, ev.key, d.reason());
+                    let mut f = OpenFlow::new(origin, ev.exp, ev.act, ev.start_time.unwrap_or(ev.at), ev.state, d);
+                    f.last = ev.at;
+                    self.recent.remember(ev.key, Gone { flow: f, fate: Fate::Excluded { src, dst } });
+                    continue;
+                }
+            };
+            tally.add(origin, passed);
+            let mut ended = self.flows.track_as(ev, origin, passed, cx.metrics);
+            if ev.state == FlowState::Start && !self.recent.is_empty() {
+                self.recent.forget(&ev.key);
+            }
+            self.enricher.enrich(ev);
+            log::debug!("event from {origin}: {} {} exp={} act={}", ev.state, ev.key, ev.exp, ev.act);
+            for b in self.backends.iter_mut() {
+                let d = match b.handle(ev, cx) {
+                    Ok(Some(d)) => d,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        cx.metrics.inc(&BACKEND_ERRORS, &[b.name(), e.reason()]);
+                        if let Some(n) = self.warn.allow(cx.now) {
+                            let more = if n > 0 { format!(" ({n} similar messages suppressed)") } else { String::new() };
+                            log::warn!("backend {}: flow {}: {e}{more}", b.name(), ev.key);
+                        }
+                        Decision::Failed
+                    }
+                };
+                tally.add(origin, d);
+                match ended.as_mut() {
+                    Some(f) => f.note(d),
+                    None => {
+                        if let Some(f) = self.flows.get_mut(&ev.key) {
+                            f.note(d);
+                        }
+                    }
+                }
+            }
+            if let Some(f) = ended {
+                self.recent.remember(ev.key, Gone { flow: f, fate: Fate::Ended(ev.end_time.unwrap_or(ev.at)) });
+            }
+        }
+        tally.flush(cx.metrics);
+        for b in self.backends.iter_mut() {
+            b.flush(cx);
+        }
+        batch.clear();
+        // Keep the allocation; anything pushed by backends meanwhile is kept as well.
+        batch.append(cx.out);
+        *cx.out = batch;
     }
-    batch.clear();
-    // Keep the allocation; anything pushed by backends meanwhile is kept as well.
-    batch.append(cx.out);
-    *cx.out = batch;
 }
 
 #[cfg(test)]

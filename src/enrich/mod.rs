@@ -383,6 +383,7 @@ mod tests {
         poll: mio::Poll,
         waker: Arc<Waker>,
         out: Vec<FlowEvent>,
+        rejected: Vec<crate::decision::Rejection>,
         metrics: Metrics,
         registry: Registry,
         local: LocalAddrs,
@@ -392,12 +393,12 @@ mod tests {
         fn new() -> Turn {
             let poll = mio::Poll::new().unwrap();
             let waker = Arc::new(Waker::new(poll.registry(), Token(1)).unwrap());
-            Turn { poll, waker, out: Vec::new(), metrics: Metrics::new(), registry: Registry::bundled(), local: LocalAddrs::new() }
+            Turn { poll, waker, out: Vec::new(), rejected: Vec::new(), metrics: Metrics::new(), registry: Registry::bundled(), local: LocalAddrs::new() }
         }
 
         fn cx(&mut self, now: Instant) -> Context<'_> {
-            let Turn { poll, out, metrics, registry, local, .. } = self;
-            Context { now, wall: Micros(99), out, metrics, registry, poll: poll.registry(), local, render: None }
+            let Turn { poll, out, rejected, metrics, registry, local, .. } = self;
+            Context { now, wall: Micros(99), out, rejected, metrics, registry, poll: poll.registry(), local, render: None }
         }
     }
 

@@ -20,6 +20,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::config::Config;
 use crate::context::Context;
+use crate::decision::{self, Decision};
 use crate::flow::{FlowEvent, Relayed};
 use crate::logger::RateLimit;
 use crate::metrics::BAD_INPUT;
@@ -119,6 +120,7 @@ impl Listener {
             Ok(d) => d,
             Err(e) => {
                 cx.metrics.inc(&BAD_INPUT, &["firefly", e.reason()]);
+                decision::count(cx.metrics, "firefly", Decision::BadDatagram);
                 if let Some(k) = self.warn.allow(cx.now) {
                     let shown: String = String::from_utf8_lossy(&data[..n.min(200)]).escape_debug().collect();
                     let more = if k > 0 { format!(" ({k} similar messages suppressed)") } else { String::new() };

@@ -216,11 +216,13 @@ mod tests {
         let mut s = Scanner::new(&cfg).unwrap();
         s.register(poll.registry(), Token(7)).unwrap();
         let (mut out, mut metrics, registry, mut local) = (Vec::new(), Metrics::new(), Registry::bundled(), LocalAddrs::new());
+        let mut rejected = Vec::new();
         let t0 = Instant::now();
         let mut cx = Context {
             now: t0,
             wall: crate::flow::Micros(1),
             out: &mut out,
+            rejected: &mut rejected,
             metrics: &mut metrics,
             registry: &registry,
             poll: poll.registry(),

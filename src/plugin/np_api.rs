@@ -27,6 +27,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::config::Config;
 use crate::context::Context;
+use crate::decision::{self, Decision, Rejection};
 use crate::flow::FlowEvent;
 use crate::logger::RateLimit;
 use crate::metrics::{Desc, Kind, BAD_INPUT};
@@ -273,14 +274,28 @@ impl NpApi {
         };
         let (exp, act) = match cx.registry.resolve(&a.exp, &a.act) {
             Ok(p) => p,
-            Err(UnknownName::Experiment) => return self.bad("unknown_experiment", "experiment is not in the registry", line, cx),
-            Err(UnknownName::Activity) => return self.bad("unknown_activity", "activity is not in the registry for this experiment", line, cx),
+            Err(miss) => {
+                let (decision, what) = match miss {
+                    UnknownName::Experiment => (Decision::UnknownExperiment, format!("experiment {:?}", a.exp.to_string())),
+                    UnknownName::Activity => (Decision::UnknownActivity, format!("activity {:?} of experiment {:?}", a.act.to_string(), a.exp.to_string())),
+                };
+                cx.rejected.push(Rejection { key: a.key, source: "np_api", state: a.state, decision, what, at: cx.wall });
+                return self.bad(decision.reason(), decision.describe(), line, cx);
+            }
         };
         cx.out.push(FlowEvent::new(a.state, a.key, exp, act, cx.wall));
     }
 
+    /// Counts a rejected line (by `reason` in `flowd_bad_input_total`, as a `rejected`
+    /// decision) and logs it, rate-limited.
     fn bad(&mut self, reason: &'static str, why: &str, line: &[u8], cx: &mut Context<'_>) {
         cx.metrics.inc(&BAD_INPUT, &["np_api", reason]);
+        let d = match reason {
+            "unknown_experiment" => Decision::UnknownExperiment,
+            "unknown_activity" => Decision::UnknownActivity,
+            _ => Decision::BadLine,
+        };
+        decision::count(cx.metrics, "np_api", d);
         if let Some(suppressed) = self.warn.allow(cx.now) {
             let shown: String = String::from_utf8_lossy(&line[..line.len().min(200)]).escape_debug().collect();
             let more = if suppressed > 0 { format!(" ({suppressed} similar messages suppressed: {})", self.take_unlogged()) } else { String::new() };

@@ -290,6 +290,32 @@ pub fn local_addresses() -> io::Result<Vec<std::net::IpAddr>> {
     Ok(out)
 }
 
+/// The host name of `ip` from the system resolver (reverse DNS, `/etc/hosts`), lower
+/// case without a trailing dot; `Ok(None)` when it has none. Blocks for as long as the
+/// resolver takes (DNS timeouts): call it on a helper thread only.
+pub fn reverse_name(ip: std::net::IpAddr) -> io::Result<Option<String>> {
+    use nix::sys::socket::{SockaddrLike, SockaddrStorage};
+    let sa = SockaddrStorage::from(std::net::SocketAddr::new(ip, 0));
+    let mut host = [0 as libc::c_char; 1025];
+    // SAFETY: `sa` is an initialised sockaddr of `sa.len()` bytes that outlives the call;
+    // `host` is a writable buffer of exactly the length passed, which getnameinfo
+    // NUL-terminates on success; no service name is asked for (null buffer, length 0).
+    let rc = unsafe { libc::getnameinfo(sa.as_ptr(), sa.len(), host.as_mut_ptr(), host.len() as libc::socklen_t, std::ptr::null_mut(), 0, libc::NI_NAMEREQD) };
+    match rc {
+        0 => {
+            // SAFETY: on success `host` holds a NUL-terminated string within its bounds.
+            let name = unsafe { std::ffi::CStr::from_ptr(host.as_ptr()) };
+            let name = name.to_string_lossy().trim_end_matches('.').to_ascii_lowercase();
+            Ok((!name.is_empty()).then_some(name))
+        }
+        libc::EAI_NONAME => Ok(None),
+        libc::EAI_AGAIN => Err(io::Error::new(io::ErrorKind::TimedOut, "the name server did not answer")),
+        libc::EAI_SYSTEM => Err(io::Error::last_os_error()),
+        // SAFETY: gai_strerror returns a pointer to a static NUL-terminated message.
+        other => Err(io::Error::other(unsafe { std::ffi::CStr::from_ptr(libc::gai_strerror(other)) }.to_string_lossy().into_owned())),
+    }
+}
+
 /// Ignores SIGPIPE (writes to closed sockets return EPIPE instead of killing flowd).
 pub fn ignore_sigpipe() {
     // SAFETY: installing SIG_IGN for SIGPIPE has no preconditions and no handler code runs.
@@ -301,6 +327,13 @@ pub fn ignore_sigpipe() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_reverse_name_of_loopback() {
+        // /etc/hosts names 127.0.0.1 on every system flowd runs on.
+        let name = reverse_name("127.0.0.1".parse().unwrap()).unwrap();
+        assert!(name.as_deref().is_some_and(|n| !n.is_empty() && n == n.to_ascii_lowercase()), "{name:?}");
+    }
 
     #[test]
     fn test_fifo_created_with_exact_mode_and_reopened() {

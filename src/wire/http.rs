@@ -31,6 +31,9 @@ pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8
 /// The content type of every other page.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
+/// The content type of `/flows` and `/flows/…`.
+pub const JSON_CONTENT_TYPE: &str = "application/json";
+
 /// Response status codes the listener uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Status {
@@ -177,20 +180,38 @@ pub enum Parsed<'a> {
 
 /// Where a request goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
+pub enum Route<'a> {
     /// `/metrics`: the exposition page.
     Metrics,
+    /// `/flows`: the tracked flows (JSON).
+    Flows,
+    /// `/flows/<tuple>`: what flowd decided about one flow (JSON); the path after
+    /// `/flows/`, e.g. `192.0.2.1/1094/198.51.100.7/53012`.
+    Flow(&'a [u8]),
     /// `/`: a one-line pointer to `/metrics`.
     Index,
     /// Anything else that is answered without a page: 404 or 405.
     Error(Status),
 }
 
-/// Routes a request: `/metrics` and `/` accept GET and HEAD (405 otherwise), every other
-/// path is 404.
-pub fn route(method: Method, path: &[u8]) -> Route {
+impl Route<'_> {
+    /// The content type of the page this route renders.
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Route::Metrics => METRICS_CONTENT_TYPE,
+            Route::Flows | Route::Flow(_) => JSON_CONTENT_TYPE,
+            Route::Index | Route::Error(_) => TEXT_CONTENT_TYPE,
+        }
+    }
+}
+
+/// Routes a request: `/metrics`, `/flows`, `/flows/<tuple>` and `/` accept GET and HEAD
+/// (405 otherwise), every other path is 404.
+pub fn route(method: Method, path: &[u8]) -> Route<'_> {
     let known = match path {
         b"/metrics" | b"/metrics/" => Route::Metrics,
+        b"/flows" | b"/flows/" => Route::Flows,
+        [b'/', b'f', b'l', b'o', b'w', b's', b'/', rest @ ..] => Route::Flow(rest),
         b"/" => Route::Index,
         _ => return Route::Error(Status::NotFound),
     };
@@ -521,6 +542,12 @@ mod tests {
         assert_eq!(route(Method::Other, b"/metrics"), Route::Error(Status::MethodNotAllowed));
         assert_eq!(route(Method::Get, b"/nope"), Route::Error(Status::NotFound));
         assert_eq!(route(Method::Other, b"/nope"), Route::Error(Status::NotFound));
+        assert_eq!(route(Method::Get, b"/flows"), Route::Flows);
+        assert_eq!(route(Method::Get, b"/flows/"), Route::Flows);
+        assert_eq!(route(Method::Head, b"/flows/::1/1/::1/2"), Route::Flow(b"::1/1/::1/2"));
+        assert_eq!(route(Method::Other, b"/flows"), Route::Error(Status::MethodNotAllowed));
+        assert_eq!(route(Method::Get, b"/flowsx"), Route::Error(Status::NotFound));
+        assert_eq!(Route::Flows.content_type(), JSON_CONTENT_TYPE);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use flowd::backend::marker::{AttachMode, Attached, Marker, MarkerConfig, Marking, PACKETS_MARKED};
 use flowd::context::Context;
+use flowd::decision::Decision;
 use flowd::enrich::local::LocalAddrs;
 use flowd::flow::{FlowEvent, FlowKey, FlowState, Micros, Proto};
 use flowd::label;
@@ -101,15 +102,17 @@ fn event(state: FlowState, src: Ipv6Addr, dst: Ipv6Addr, exp: u32, act: u32) -> 
     FlowEvent::new(state, key, exp, act, Micros::now())
 }
 
-fn feed(m: &mut Marker, metrics: &mut Metrics, ev: &FlowEvent) -> Result<(), String> {
+fn feed(m: &mut Marker, metrics: &mut Metrics, ev: &FlowEvent) -> Result<Option<Decision>, String> {
     let registry = Registry::bundled();
     let mut out = Vec::new();
+    let mut rejected = Vec::new();
     let poll = mio::Poll::new().map_err(|e| e.to_string())?;
     let mut local = LocalAddrs::new();
     let mut cx = Context {
         now: Instant::now(),
         wall: Micros::now(),
         out: &mut out,
+        rejected: &mut rejected,
         metrics,
         registry: &registry,
         poll: poll.registry(),
@@ -308,11 +311,11 @@ fn netns_marks_announced_flow_only_and_keeps_traffic_class() {
         let remote_view = FlowKey::new(Proto::Tcp, SocketAddr::V6(SocketAddrV6::new(B2, PORT, 0, 0)), SocketAddr::V6(SocketAddrV6::new(A1, SPORT, 0, 0)))
             .expect("same family");
         let start = FlowEvent::new(FlowState::Start, remote_view, 2, 9, Micros::now());
-        feed(&mut m, &mut metrics, &start).expect("start");
+        assert_eq!(feed(&mut m, &mut metrics, &start).expect("start"), Some(Decision::Marked));
         let announced_label = m.label_of(&event(FlowState::Start, A1, B2, 2, 9).key);
         // The enrichment layer's periodic `ongoing` events reach the marker too: no new
         // flow, no new label.
-        feed(&mut m, &mut metrics, &FlowEvent::new(FlowState::Ongoing, remote_view, 2, 9, Micros::now())).expect("ongoing");
+        assert_eq!(feed(&mut m, &mut metrics, &FlowEvent::new(FlowState::Ongoing, remote_view, 2, 9, Micros::now())).expect("ongoing"), None);
         assert_eq!((m.flows(), m.label_of(&remote_view)), (1, announced_label));
         let chunk = vec![0x5Au8; 1 << 16];
         let mut c1 = connect(A1);
@@ -323,7 +326,7 @@ fn netns_marks_announced_flow_only_and_keeps_traffic_class() {
         }
         wait_for(&g, A1, PHASE1);
         wait_for(&g, A3, PHASE1);
-        feed(&mut m, &mut metrics, &event(FlowState::End, A1, B2, 2, 9)).expect("end");
+        assert_eq!(feed(&mut m, &mut metrics, &event(FlowState::End, A1, B2, 2, 9)).expect("end"), Some(Decision::Unmarked));
         assert_eq!(m.flows(), 0);
         for _ in 0..PHASE2 / chunk.len() {
             c1.write_all(&chunk).expect("write c1");
@@ -787,12 +790,13 @@ fn netns_match_all_names_are_resolved_on_the_first_turn() {
     in_ns(&ns.a, || {
         let registry = Registry::bundled();
         let turn = |m: &mut Marker| {
-            let (mut out, mut metrics, mut local) = (Vec::new(), Metrics::new(), LocalAddrs::new());
+            let (mut out, mut metrics, mut local, mut rejected) = (Vec::new(), Metrics::new(), LocalAddrs::new(), Vec::new());
             let poll = mio::Poll::new().expect("poll");
             let mut cx = Context {
                 now: Instant::now(),
                 wall: Micros::now(),
                 out: &mut out,
+                rejected: &mut rejected,
                 metrics: &mut metrics,
                 registry: &registry,
                 poll: poll.registry(),

@@ -235,6 +235,55 @@ pub fn json_of(d: &str) -> serde_json::Value {
     serde_json::from_str(&d[i..]).unwrap()
 }
 
+/// `GET path` from a listener on `addr`, one connection: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let text = String::from_utf8_lossy(&all).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_string())
+}
+
+/// The value of the sample of `name` whose labels include every `(label, value)` of
+/// `want`, summed over the matching samples (0 when none matches).
+pub fn metric(page: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, labels) = series.split_once('{').map_or((series, ""), |(n, rest)| (n, rest.trim_end_matches('}')));
+            let ok = n == name && want.iter().all(|(k, v)| labels.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+            ok.then(|| value.parse::<f64>().unwrap())
+        })
+        .sum()
+}
+
+/// Scrapes `/metrics` on `addr` until `ok(page)` or `timeout`; returns the last page.
+pub fn scrape_until(addr: &str, timeout: Duration, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (_, page) = http_get(addr, "/metrics");
+        if ok(&page) || Instant::now() > deadline {
+            return page;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A TCP port that was free on loopback a moment ago.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A UDP port that was free (both families) a moment ago.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("[::]:0").unwrap().local_addr().unwrap().port()
+}
+
 /// Skips the rest of a test that this machine cannot run: prints `SKIP: reason`, or fails
 /// under `CI=true`, where `make test` (scripts/test-deps) installs everything and runs as
 /// root, so a skip there would hide a missing test.

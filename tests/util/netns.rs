@@ -52,16 +52,18 @@ pub const NETS: [(&str, &str, &str); 5] = [
 pub struct NsPair {
     pub a: String,
     pub b: String,
+    /// The veth device in `a`.
+    pub dev_a: String,
 }
 
 impl NsPair {
     pub fn new() -> NsPair {
         let n = N.fetch_add(1, Ordering::SeqCst);
         let base = format!("flowd-t{}-{}", std::process::id(), n);
-        let p = NsPair { a: format!("{base}a"), b: format!("{base}b") };
+        let (va, vb) = (format!("fa{}x{n}", std::process::id() % 100000), format!("fb{}x{n}", std::process::id() % 100000));
+        let p = NsPair { a: format!("{base}a"), b: format!("{base}b"), dev_a: va.clone() };
         ip(&["netns", "add", &p.a]);
         ip(&["netns", "add", &p.b]);
-        let (va, vb) = (format!("fa{}x{n}", std::process::id() % 100000), format!("fb{}x{n}", std::process::id() % 100000));
         ip(&["link", "add", &va, "netns", &p.a, "type", "veth", "peer", "name", &vb, "netns", &p.b]);
         for (ns, dev, side) in [(&p.a, &va, 0), (&p.b, &vb, 1)] {
             ip(&["-n", ns, "link", "set", "lo", "up"]);

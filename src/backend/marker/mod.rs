@@ -33,6 +33,7 @@ use aya::programs::tc::SchedClassifierLinkId;
 use crate::backend::BackendError;
 use crate::config::Config;
 use crate::context::Context;
+use crate::decision::Decision;
 use crate::flow::{FlowEvent, FlowKey, FlowState};
 use crate::label;
 use crate::metrics::{Desc, Kind};
@@ -230,6 +231,8 @@ pub struct Marker {
     next_stats: Instant,
     attach_mode: AttachMode,
     match_all: Option<MatchAll>,
+    /// The kernel map's capacity (EBPF_MAP_SIZE): beyond it the kernel evicts.
+    capacity: usize,
 }
 
 /// The flow as its packets leave this host: swapped when only the destination is local
@@ -267,7 +270,15 @@ impl Marker {
         let prog = MarkerProgram::load_marking(mc.map_size, mc.marking)?;
         let match_all = mc.match_all.clone().map(|(exp, act)| MatchAll { exp, act, applied: None, problem: None, pending: true });
         // From here on, an early return drops `marker`, which detaches what was attached.
-        let mut marker = Marker { prog, ifaces, active: HashMap::new(), next_stats: Instant::now() + STATS_PERIOD, attach_mode: mc.attach, match_all };
+        let mut marker = Marker {
+            prog,
+            ifaces,
+            active: HashMap::new(),
+            next_stats: Instant::now() + STATS_PERIOD,
+            attach_mode: mc.attach,
+            match_all,
+            capacity: mc.map_size as usize,
+        };
         // Numeric ids need no registry: the default is in place before the first packet.
         if matches!(&marker.match_all, Some(MatchAll { exp: IdOrName::Id(_), act: IdOrName::Id(_), .. })) {
             marker.refresh_default(&Registry { experiments: Vec::new(), modified: None, origin: "none".into() });
@@ -362,7 +373,7 @@ impl Marker {
         self.active.get(key).or_else(|| self.active.get(&key.reversed())).map(|a| a.label)
     }
 
-    fn start(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<(), BackendError> {
+    fn start(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<Option<Decision>, BackendError> {
         let (exp, act) = (ev.exp, ev.act);
         let (src, dst) = (ev.key.src.ip(), ev.key.dst.ip());
         let mut local = cx.local.list(cx.now);
@@ -371,7 +382,7 @@ impl Marker {
             local = cx.local.recheck(cx.now);
         }
         let key = orient(&ev.key, |a| local.contains(&a));
-        let Some(raw) = RawKey::from_flow(&key) else { return Ok(()) };
+        let Some(raw) = RawKey::from_flow(&key) else { return Ok(Some(Decision::NotMarkedIpv4)) };
         let marking = self.prog.marking();
         // A repeated start keeps the flow's entropy, so its packets keep one label.
         let entropy = match self.active.get(&key) {
@@ -399,13 +410,15 @@ impl Marker {
             return Err(BackendError::Refused("map_update_failed"));
         }
         log::debug!("marker: marking {key} with {} {lbl:#07x} (exp {exp}, act {act})", if marking.is_extension_header() { "tag" } else { "label" });
+        // A new flow beyond the map's capacity pushes the least recently used one out.
+        let full = self.active.len() >= self.capacity && !self.active.contains_key(&key);
         self.active.insert(key, Active { raw, label: lbl });
-        Ok(())
+        Ok(Some(if full { Decision::MarkedMapFull } else { Decision::Marked }))
     }
 
-    fn end(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<(), BackendError> {
+    fn end(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<Option<Decision>, BackendError> {
         let key = if self.active.contains_key(&ev.key) { ev.key } else { ev.key.reversed() };
-        let Some(a) = self.active.remove(&key) else { return Ok(()) };
+        let Some(a) = self.active.remove(&key) else { return Ok(None) };
         match self.prog.remove(&a.raw) {
             Ok(true) => log::debug!("marker: stopped marking {key}"),
             // The LRU map evicted it already (more flows than EBPF_MAP_SIZE).
@@ -416,16 +429,18 @@ impl Marker {
                 return Err(BackendError::Refused("map_delete_failed"));
             }
         }
-        Ok(())
+        Ok(Some(Decision::Unmarked))
     }
 
-    /// Acts on one flow event: `start` marks, `end` unmarks, `ongoing` and IPv4 are ignored.
-    pub fn handle(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<(), BackendError> {
+    /// Acts on one flow event: `start` marks, `end` unmarks, `ongoing` changes nothing;
+    /// an IPv4 flow's start is `NotMarkedIpv4`, its other events ask nothing.
+    pub fn handle(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<Option<Decision>, BackendError> {
         let r = match ev.state {
-            _ if !ev.key.is_ipv6() => Ok(()),
+            FlowState::Start if !ev.key.is_ipv6() => Ok(Some(Decision::NotMarkedIpv4)),
+            _ if !ev.key.is_ipv6() => Ok(None),
             FlowState::Start => self.start(ev, cx),
             FlowState::End => self.end(ev, cx),
-            FlowState::Ongoing => Ok(()),
+            FlowState::Ongoing => Ok(None),
         };
         cx.metrics.set(&FLOWS, Vec::new(), self.active.len() as f64);
         r
