@@ -16,6 +16,7 @@ pub mod raw;
 pub mod reload;
 pub mod render;
 pub mod validate;
+pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
