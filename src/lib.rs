@@ -24,6 +24,7 @@ pub mod discovery;
 pub mod enrich;
 pub mod flow;
 pub mod flows;
+pub mod http;
 pub mod label;
 pub mod logger;
 pub mod metrics;

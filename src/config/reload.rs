@@ -21,6 +21,7 @@ impl PluginKind {
             // The iperf scanner scans with the netstat plugin's period and filter.
             PluginKind::Iperf => (&a.iperf, &a.netstat) == (&b.iperf, &b.netstat),
             PluginKind::Firefly => a.firefly == b.firefly,
+            PluginKind::Api => a.api == b.api,
         }
     }
 }

@@ -5,7 +5,7 @@ use crate::config::keys::{self, Component};
 use std::path::Path;
 
 /// Every plugin and every backend running.
-const ALL: &str = "PLUGIN='np_api,netlink,netstat,iperf,firefly'\nBACKEND='udp_firefly,ebpf,prometheus,dummy'\n\
+const ALL: &str = "PLUGIN='np_api,netlink,netstat,iperf,firefly,api'\nBACKEND='udp_firefly,ebpf,prometheus,dummy'\n\
                    NETSTAT_EXPERIMENT=1\nNETSTAT_ACTIVITY=1\nNETLINK_EXPERIMENT=1\nNETLINK_ACTIVITY=1\nIPERF_FLOW_ID=[(1, 1)]\n";
 
 fn cfg(text: &str) -> Config {
@@ -90,6 +90,7 @@ fn expected(name: &str) -> (Vec<&'static str>, Vec<&'static str>, [bool; 5]) {
         Some(Component::Iperf) => (vec!["iperf"], vec![], none),
         _ if name == "FIREFLY_LISTENER_PORT" => (vec!["firefly"], vec!["udp_firefly"], none),
         Some(Component::Firefly) => (vec!["firefly"], vec![], none),
+        Some(Component::Api) => (vec!["api"], vec![], none),
         Some(Component::Marker) => (vec![], vec!["ebpf"], none),
         _ if name == "PROMETHEUS_SS_PATH" => (vec![], vec![], none),
         Some(Component::Http) => (vec![], vec![], [false, true, false, false, false]),
