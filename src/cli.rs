@@ -1,6 +1,7 @@
 //! Command-line parsing: the Python flowd's synopsis plus a few subcommands.
 //!
-//! `flowd [-h] [--version] [-c CONFIG] [-d] [-f] [--check]`, and `flowd label …`.
+//! `flowd [-h] [--version] [-c CONFIG] [-d] [-f] [--check]`, and `flowd label …`,
+//! `flowd stun …`, `flowd config convert FILE`.
 //! Hand-written (no argument-parsing dependency); pure: argv in, `Command` out.
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ pub const USAGE: &str = "\
 usage: flowd [-h] [--version] [-c CONFIG] [-d] [-f] [--check]
        flowd label encode EXP ACT | flowd label decode LABEL
        flowd stun [-c CONFIG] [--timeout SECONDS] [SERVER[:PORT]...]
+       flowd config convert FILE
 
 flowd - flow and packet marking daemon (Scitags)
 
@@ -20,7 +22,8 @@ options:
   -h, --help            show this help message and exit
   --version             show program's version number and exit
   -c CONFIG, --config CONFIG
-                        Specify path of the configuration file (defaults to /etc/flowd/flowd.cfg)
+                        Specify path of the configuration file (defaults to /etc/flowd/flowd.cfg);
+                        a flowd-go YAML/JSON configuration is accepted as it is
   -d, --debug           Debug mode (debug logging; implies foreground)
   -f, --fg              Run in foreground, logging to stderr (flowd never forks)
   --check               Validate the configuration and exit (0 = valid, 2 = invalid)
@@ -30,6 +33,7 @@ subcommands:
   label decode LABEL    print the experiment/activity carried by a flow label
   stun [SERVER...]      ask the STUN servers (default: IP_DISCOVERY_STUN_SERVERS of
                         the config) for this host's public addresses and print them
+  config convert FILE   print the flowd.cfg equivalent to a flowd-go YAML/JSON config
 
 signals: SIGTERM/SIGINT stop, SIGHUP (or SIGUSR1) reloads config and registry.
 exit status: 0 ok, 1 runtime/startup error, 2 invalid configuration or usage.
@@ -48,6 +52,8 @@ pub enum Command {
     Label(Vec<String>),
     /// `flowd stun …` with its remaining arguments.
     Stun(Vec<String>),
+    /// `flowd config convert FILE`: the flowd-go config to convert.
+    ConfigConvert(PathBuf),
 }
 
 /// Options of the daemon.
@@ -72,6 +78,13 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     }
     if args.first().map(String::as_str) == Some("stun") {
         return Ok(Command::Stun(args[1..].to_vec()));
+    }
+    if args.first().map(String::as_str) == Some("config") {
+        return match &args[1..] {
+            [verb, file] if verb == "convert" => Ok(Command::ConfigConvert(PathBuf::from(file))),
+            [verb, ..] if verb == "convert" => Err("config convert: expected one argument: the flowd-go configuration file".into()),
+            _ => Err("config: expected `config convert FILE`".into()),
+        };
     }
     let mut run = RunArgs { config: PathBuf::from(DEFAULT_CONFIG), config_given: false, debug: false, foreground: false, check: false };
     let mut it = args.iter();
@@ -126,6 +139,9 @@ mod tests {
         assert_eq!(p(&["-f", "-h"]), Ok(Command::Help));
         assert_eq!(p(&["label", "encode", "2", "9"]), Ok(Command::Label(vec!["encode".into(), "2".into(), "9".into()])));
         assert_eq!(p(&["stun", "-c", "x"]), Ok(Command::Stun(vec!["-c".into(), "x".into()])));
+        assert_eq!(p(&["config", "convert", "/etc/flowd-go/conf.yaml"]), Ok(Command::ConfigConvert(PathBuf::from("/etc/flowd-go/conf.yaml"))));
+        assert!(p(&["config", "convert"]).unwrap_err().contains("expected one argument"));
+        assert!(p(&["config", "show"]).unwrap_err().contains("config convert FILE"));
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod api;
 mod cli;
 mod ebpf_object;
 mod firefly;
+mod flowdgo;
 mod hardening;
 mod manpage;
 mod marker;

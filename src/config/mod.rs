@@ -8,8 +8,11 @@
 //! Nothing re-reads the config while the loop runs; SIGHUP builds a fresh `Config`, and
 //! `reload` decides, component by component, what the daemon must rebuild for it.
 //! `render` generates flowd.cfg, the man page's CONFIGURATION and
-//! docs/configuration.md from the key table.
+//! docs/configuration.md from the key table. A flowd-go configuration (YAML or JSON) is
+//! accepted as it is: `yaml` reads it with line numbers and `flowdgo` maps it onto
+//! flowd's keys, which are then validated by the same table.
 
+pub mod flowdgo;
 pub mod keys;
 pub mod model;
 pub mod raw;
@@ -61,8 +64,12 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     from_text(&String::from_utf8_lossy(&text), path)
 }
 
-/// Validates config text (`path` is used in messages only).
+/// Validates config text (`path` is used in messages only): flowd.cfg, or flowd-go's YAML
+/// or JSON configuration, told apart by content (`flowdgo::looks_like`).
 pub fn from_text(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
+    if flowdgo::looks_like(text) {
+        return flowdgo::from_text(text, path);
+    }
     let (entries, line_errors) = raw::parse(text);
     let mut problems: Vec<(usize, String)> = line_errors.into_iter().map(|e| (e.line, e.to_string())).collect();
     let mut warnings = Vec::new();
