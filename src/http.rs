@@ -171,9 +171,10 @@ pub(crate) struct Answer {
     pub(crate) close: bool,
 }
 
-/// One listener and its connections, answering with `S`.
-pub struct Server<S> {
-    service: S,
+/// One listener and its connections, answering with its service (a trait object: one
+/// copy of the connection code serves every listener).
+pub struct Server {
+    service: Box<dyn Service>,
     listener: TcpListener,
     addr: SocketAddr,
     conns: Vec<Option<Conn>>,
@@ -186,15 +187,15 @@ pub struct Server<S> {
     accept_again: Option<Instant>,
 }
 
-impl<S: Service> Server<S> {
+impl Server {
     /// Binds `addr` for `service` (not yet registered with the loop).
-    pub fn listen(service: S, addr: SocketAddr) -> Result<Server<S>, BindError> {
+    pub fn listen(service: Box<dyn Service>, addr: SocketAddr) -> Result<Server, BindError> {
         let listener = TcpListener::bind(addr).map_err(|source| BindError { what: service.what(), addr, source })?;
         Ok(Server::from_listener(service, listener, addr))
     }
 
     /// A server for `service` on an already bound `listener` (e.g. handed over by systemd).
-    pub fn from_listener(service: S, listener: TcpListener, addr: SocketAddr) -> Server<S> {
+    pub fn from_listener(service: Box<dyn Service>, listener: TcpListener, addr: SocketAddr) -> Server {
         let addr = listener.local_addr().unwrap_or(addr);
         Server { service, listener, addr, conns: Vec::new(), free: Vec::new(), conn_base: 0, paused_until: None, accept_again: None }
     }
@@ -270,7 +271,7 @@ impl<S: Service> Server<S> {
             if let Phase::Reading { buf } = &c.phase {
                 if !buf.is_empty() {
                     // Best effort: one non-blocking write of the 408, then drain and close.
-                    let out = error_answer(&self.service, Status::RequestTimeout);
+                    let out = error_answer(&*self.service, Status::RequestTimeout);
                     let _ = c.stream.write(&out);
                     let _ = c.stream.shutdown(Shutdown::Write);
                     self.service.count(cx.metrics, "-", Status::RequestTimeout);
@@ -314,7 +315,7 @@ impl<S: Service> Server<S> {
         let open = self.conns.len() - self.free.len();
         let what = self.service.what();
         if open >= MAX_CONNS {
-            let out = error_answer(&self.service, Status::Unavailable);
+            let out = error_answer(&*self.service, Status::Unavailable);
             let _ = stream.write(&out);
             let _ = stream.shutdown(Shutdown::Write);
             metrics.inc(self.service.families().refused, &[]);
@@ -349,7 +350,7 @@ impl<S: Service> Server<S> {
     /// Runs connection `i` as far as it can go without blocking.
     fn drive(&mut self, i: usize, cx: &mut Context<'_>) {
         let now = cx.now;
-        let service = &mut self.service;
+        let service = &mut *self.service;
         let what = service.what();
         let cap = http::MAX_HEAD + service.max_body();
         let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else { return };
@@ -429,7 +430,7 @@ impl<S: Service> Server<S> {
 
 /// Declares the metric families of a listener answering with `service` (refusals and
 /// open connections start at 0).
-pub fn declare<S: Service>(service: &S, metrics: &mut Metrics) {
+pub fn declare(service: &dyn Service, metrics: &mut Metrics) {
     let f = service.families();
     for d in [f.refused, f.accept_errors, f.open] {
         metrics.declare(d);
@@ -441,7 +442,7 @@ pub fn declare<S: Service>(service: &S, metrics: &mut Metrics) {
 
 /// A complete error response (head and body) answered by the server itself; the
 /// connection is closed after it.
-fn error_answer<S: Service>(service: &S, status: Status) -> Vec<u8> {
+fn error_answer(service: &dyn Service, status: Status) -> Vec<u8> {
     let mut body = Vec::with_capacity(64);
     let content_type = service.error_body(status, &mut body);
     let mut out = Vec::with_capacity(160 + body.len());
@@ -516,7 +517,7 @@ fn flush(stream: &mut TcpStream, head: &[u8], body: &Page, pos: &mut usize) -> i
 
 /// Answers the first request in `buf`, if there is one. `None` means "wait for more
 /// bytes" (or, at end of stream with nothing but line ends buffered, close).
-pub(crate) fn respond<S: Service>(service: &mut S, buf: &[u8], eof: bool, cx: &mut Context<'_>) -> Option<Answer> {
+pub(crate) fn respond(service: &mut dyn Service, buf: &[u8], eof: bool, cx: &mut Context<'_>) -> Option<Answer> {
     let parsed = http::parse_with(buf, service.max_body());
     match parsed {
         Parsed::Incomplete if !eof || buf.iter().all(|b| matches!(b, b'\r' | b'\n')) => return None,

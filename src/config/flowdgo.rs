@@ -323,8 +323,8 @@ pub fn convert(text: &str) -> Converted {
     walk(&root, "", &mut out);
     defaults("", &root, 1, &mut out);
     derive(&root, &mut out);
-    out.warnings.sort_by_key(|(l, _)| *l);
-    out.problems.sort_by_key(|(l, _)| *l);
+    super::sort_by_line(&mut out.warnings);
+    super::sort_by_line(&mut out.problems);
     out
 }
 
@@ -680,8 +680,8 @@ pub fn from_text(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
     let config = validate::build(&entries, &mut key_problems, &mut key_warnings);
     problems.extend(key_problems.into_iter().map(|(l, m)| (l, name_origin(m, &c.entries))));
     warnings.extend(key_warnings.into_iter().map(|m| (0, name_origin(m, &c.entries))));
-    warnings.sort_by_key(|(l, _)| *l);
-    problems.sort_by_key(|(l, _)| *l);
+    super::sort_by_line(&mut warnings);
+    super::sort_by_line(&mut problems);
     let warnings = warnings.into_iter().map(|(_, m)| m).collect();
     if problems.is_empty() {
         Ok(Loaded { config, warnings })

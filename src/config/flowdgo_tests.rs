@@ -296,3 +296,23 @@ fn test_flowd_cfg_and_flowd_go_files_are_told_apart_by_content() {
     let c: Config = crate::config::from_text("plugins: {namedPipe: {}}\n", Path::new("flowd.cfg")).unwrap().config;
     assert_eq!(c.plugins, [PluginKind::NpApi]);
 }
+
+/// docs/migrating.md's table names every flowd-go key (a row may list siblings after the first
+/// full path: "`plugins.api.bindAddress`, `bindPort`").
+#[test]
+fn test_the_migration_table_names_every_flowd_go_key() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/migrating.md")).unwrap();
+    let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| `")).collect();
+    let missing: Vec<&str> = RULES
+        .iter()
+        .map(|r| r.path)
+        .filter(|p| {
+            let (parent, leaf) = p.rsplit_once('.').unwrap_or(("", p));
+            !rows.iter().any(|row| {
+                let first = row.split('|').nth(1).unwrap_or("");
+                first.contains(&format!("`{p}`")) || (!parent.is_empty() && first.contains(&format!("`{parent}.")) && first.contains(&format!("`{leaf}`")))
+            })
+        })
+        .collect();
+    assert!(missing.is_empty(), "flowd-go keys missing from docs/migrating.md's table: {missing:?}");
+}

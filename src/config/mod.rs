@@ -58,6 +58,12 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
+/// Sorts findings by line, keeping the order of those on the same line (one sort
+/// instantiation for every caller: it is not small).
+pub(crate) fn sort_by_line(v: &mut [(usize, String)]) {
+    v.sort_by_key(|(line, _)| *line);
+}
+
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let text = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
@@ -77,7 +83,7 @@ pub fn from_text(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
     if problems.is_empty() {
         Ok(Loaded { config, warnings })
     } else {
-        problems.sort_by_key(|(line, _)| *line);
+        sort_by_line(&mut problems);
         Err(ConfigError::Invalid { path: path.to_path_buf(), problems: problems.into_iter().map(|(_, m)| m).collect(), warnings })
     }
 }

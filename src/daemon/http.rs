@@ -51,26 +51,24 @@ pub static OPEN: Desc = Desc { name: "flowd_http_connections_open", help: "Metri
 pub static METRICS_FAMILIES: Families = Families { refused: &REFUSED, accept_errors: &ACCEPT_ERRORS, open: &OPEN };
 
 /// The metrics listener.
-pub type Http = Server<MetricsPage>;
+pub type Http = Server;
 
-impl Http {
-    /// Binds `addr` (non-blocking, SO_REUSEADDR) and registers it with the loop.
-    /// `inherited` is a listening socket systemd handed over (socket activation), used
-    /// instead of binding `addr`.
-    pub fn bind(registry: &Registry, addr: SocketAddr, inherited: Option<std::net::TcpListener>, metrics: &mut Metrics) -> Result<Http, BindError> {
-        let listener = match inherited {
-            Some(l) => {
-                l.set_nonblocking(true).map_err(|source| BindError { what: "metrics", addr, source })?;
-                log::info!("metrics: using the TCP listener handed over by systemd");
-                TcpListener::from_std(l)
-            }
-            None => TcpListener::bind(addr).map_err(|source| BindError { what: "metrics", addr, source })?,
-        };
-        let mut h = Server::from_listener(MetricsPage::default(), listener, addr);
-        h.register(registry, token::HTTP_LISTENER, token::HTTP_CONN_BASE)?;
-        crate::http::declare(&MetricsPage::default(), metrics);
-        Ok(h)
-    }
+/// The metrics listener: binds `addr` (non-blocking, SO_REUSEADDR) and registers it with the loop.
+/// `inherited` is a listening socket systemd handed over (socket activation), used
+/// instead of binding `addr`.
+pub fn bind(registry: &Registry, addr: SocketAddr, inherited: Option<std::net::TcpListener>, metrics: &mut Metrics) -> Result<Http, BindError> {
+    let listener = match inherited {
+        Some(l) => {
+            l.set_nonblocking(true).map_err(|source| BindError { what: "metrics", addr, source })?;
+            log::info!("metrics: using the TCP listener handed over by systemd");
+            TcpListener::from_std(l)
+        }
+        None => TcpListener::bind(addr).map_err(|source| BindError { what: "metrics", addr, source })?,
+    };
+    let mut h = Server::from_listener(Box::new(MetricsPage::default()), listener, addr);
+    h.register(registry, token::HTTP_LISTENER, token::HTTP_CONN_BASE)?;
+    crate::http::declare(&MetricsPage::default(), metrics);
+    Ok(h)
 }
 
 /// The metrics listener's service: `/metrics` (the page the loop lends as

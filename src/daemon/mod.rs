@@ -178,7 +178,7 @@ fn start_http(cfg: &Config, poll: &Poll, handed: &Inherited, metrics: &mut Metri
             None
         }
     });
-    let h = http::Http::bind(poll.registry(), addr, inherited, metrics)?;
+    let h = http::bind(poll.registry(), addr, inherited, metrics)?;
     log::info!("metrics listener on http://{}/metrics", h.local_addr());
     Ok(Some(h))
 }

@@ -168,13 +168,13 @@ impl Service for Answers {
 
 /// The running api plugin.
 pub struct Api {
-    server: Server<Answers>,
+    server: Server,
 }
 
 impl Api {
     /// Binds API_HOST:API_PORT (not yet registered with the loop).
     pub fn new(cfg: &Config) -> Result<Api, BindError> {
-        Server::listen(Answers::new(), SocketAddr::new(cfg.api.host, cfg.api.port)).map(|server| Api { server })
+        Server::listen(Box::new(Answers::new()), SocketAddr::new(cfg.api.host, cfg.api.port)).map(|server| Api { server })
     }
 
     /// The bound address.
