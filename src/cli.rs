@@ -1,7 +1,8 @@
 //! Command-line parsing: the Python flowd's synopsis plus a few subcommands.
 //!
 //! `flowd [-h] [--version] [-c CONFIG] [-d] [-f] [--check]`, and the subcommands
-//! `flowd label …`, `flowd stun …`, `flowd flows …`, `flowd explain …`.
+//! `flowd label …`, `flowd stun …`, `flowd flows …`, `flowd explain …`,
+//! `flowd config convert FILE`.
 //! Hand-written (no argument-parsing dependency); pure: argv in, `Command` out.
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ usage: flowd [-h] [--version] [-c CONFIG] [-d] [-f] [--check]
        flowd stun [-c CONFIG] [--timeout SECONDS] [SERVER[:PORT]...]
        flowd flows [-c CONFIG] [--json]
        flowd explain [-c CONFIG] [--json] SRC SPORT DST DPORT [tcp|udp]
+       flowd config convert FILE
 
 flowd - flow and packet marking daemon (Scitags)
 
@@ -23,7 +25,8 @@ options:
   -h, --help            show this help message and exit
   --version             show program's version number and exit
   -c CONFIG, --config CONFIG
-                        Specify path of the configuration file (defaults to /etc/flowd/flowd.cfg)
+                        Specify path of the configuration file (defaults to /etc/flowd/flowd.cfg);
+                        a flowd-go YAML/JSON configuration is accepted as it is
   -d, --debug           Debug mode (debug logging; implies foreground)
   -f, --fg              Run in foreground, logging to stderr (flowd never forks)
   --check               Validate the configuration and exit (0 = valid, 2 = invalid)
@@ -37,6 +40,7 @@ subcommands:
   explain SRC SPORT DST DPORT
                         what the running flowd decided about that flow, and why
                         (both commands ask the metrics listener of -c CONFIG)
+  config convert FILE   print the flowd.cfg equivalent to a flowd-go YAML/JSON config
 
 signals: SIGTERM/SIGINT stop, SIGHUP (or SIGUSR1) reloads config and registry.
 exit status: 0 ok, 1 runtime/startup error, 2 invalid configuration or usage.
@@ -59,6 +63,8 @@ pub enum Command {
     Flows(Vec<String>),
     /// `flowd explain …` with its remaining arguments.
     Explain(Vec<String>),
+    /// `flowd config convert FILE`: the flowd-go config to convert.
+    ConfigConvert(PathBuf),
 }
 
 /// Options of the daemon.
@@ -86,6 +92,13 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Some("flows") => return Ok(Command::Flows(args[1..].to_vec())),
         Some("explain") => return Ok(Command::Explain(args[1..].to_vec())),
         _ => {}
+    }
+    if args.first().map(String::as_str) == Some("config") {
+        return match &args[1..] {
+            [verb, file] if verb == "convert" => Ok(Command::ConfigConvert(PathBuf::from(file))),
+            [verb, ..] if verb == "convert" => Err("config convert: expected one argument: the flowd-go configuration file".into()),
+            _ => Err("config: expected `config convert FILE`".into()),
+        };
     }
     let mut run = RunArgs { config: PathBuf::from(DEFAULT_CONFIG), config_given: false, debug: false, foreground: false, check: false };
     let mut it = args.iter();
@@ -142,6 +155,9 @@ mod tests {
         assert_eq!(p(&["stun", "-c", "x"]), Ok(Command::Stun(vec!["-c".into(), "x".into()])));
         assert_eq!(p(&["flows", "--json"]), Ok(Command::Flows(vec!["--json".into()])));
         assert_eq!(p(&["explain", "::1", "1", "::1", "2"]), Ok(Command::Explain(["::1", "1", "::1", "2"].map(String::from).to_vec())));
+        assert_eq!(p(&["config", "convert", "/etc/flowd-go/conf.yaml"]), Ok(Command::ConfigConvert(PathBuf::from("/etc/flowd-go/conf.yaml"))));
+        assert!(p(&["config", "convert"]).unwrap_err().contains("expected one argument"));
+        assert!(p(&["config", "show"]).unwrap_err().contains("config convert FILE"));
     }
 
     #[test]

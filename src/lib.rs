@@ -31,6 +31,7 @@ pub mod enrich;
 pub mod explain;
 pub mod flow;
 pub mod flows;
+pub mod http;
 pub mod label;
 pub mod logger;
 pub mod metrics;

@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         }
         Ok(Command::Flows(rest)) => client_outcome(flowd::client::flows_command(&rest)),
         Ok(Command::Explain(rest)) => client_outcome(flowd::client::explain_command(&rest)),
+        Ok(Command::ConfigConvert(path)) => convert_config(&path),
         Ok(Command::Run(run)) => run_daemon(&run),
         Err(e) => {
             eprintln!("usage: flowd [-h] [--version] [-c CONFIG] [-d] [-f] [--check]\nflowd: error: {e}");
@@ -50,6 +51,36 @@ fn client_outcome(o: flowd::client::Outcome) -> ExitCode {
     print!("{}", o.stdout);
     eprint!("{}", o.stderr);
     ExitCode::from(o.status)
+}
+
+/// `flowd config convert FILE`: the flowd.cfg for a flowd-go configuration on stdout;
+/// problems on stderr and exit 2 when it is not usable.
+fn convert_config(path: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read(path) {
+        Ok(t) => String::from_utf8_lossy(&t).into_owned(),
+        Err(e) => {
+            eprintln!("flowd: config convert: cannot read {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    if !config::flowdgo::looks_like(&text) {
+        eprintln!("flowd: config convert: {} is not a flowd-go (YAML or JSON) configuration; flowd reads flowd.cfg as it is", path.display());
+        return ExitCode::from(2);
+    }
+    match config::flowdgo::convert_to_cfg(&text, &path.display().to_string()) {
+        Ok(cfg) => {
+            print!("{cfg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("flowd: config convert: {e}");
+            if let config::ConfigError::Invalid { problems, warnings, .. } = &e {
+                problems.iter().for_each(|p| eprintln!("  error: {p}"));
+                warnings.iter().for_each(|w| eprintln!("  warning: {w}"));
+            }
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn run_daemon(run: &RunArgs) -> ExitCode {

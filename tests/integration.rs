@@ -4,10 +4,12 @@
 
 mod util;
 
+mod api;
 mod cli;
 mod dashboard;
 mod ebpf_object;
 mod firefly;
+mod flowdgo;
 mod hardening;
 mod manpage;
 mod marker;

@@ -77,7 +77,7 @@ fn options_match_usage() {
     assert_eq!(flags(&synopsis), flags(usage_line), "SYNOPSIS vs the usage line");
     // And the subcommands.
     let commands = tags(&section(&page, "COMMANDS"));
-    for sub in ["label encode", "label decode", "stun", "flows", "explain"] {
+    for sub in ["label encode", "label decode", "stun", "flows", "explain", "config convert"] {
         assert!(USAGE.contains(sub), "{sub} not in USAGE");
         assert!(commands.iter().any(|t| t.replace('"', "").contains(sub)), "{sub} not in COMMANDS");
     }

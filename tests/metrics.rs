@@ -15,7 +15,7 @@ use crate::util::{Flowd, TempDir};
 const T: Duration = Duration::from_secs(5);
 
 /// A port that was free a moment ago.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -26,33 +26,33 @@ fn start(extra: &str) -> (Flowd, u16) {
     (f, port)
 }
 
-fn connect(port: u16) -> TcpStream {
+pub(crate) fn connect(port: u16) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s
 }
 
 /// One response: status code, head lines, body.
-struct Resp {
-    code: u16,
-    head: String,
-    body: Vec<u8>,
+pub(crate) struct Resp {
+    pub(crate) code: u16,
+    pub(crate) head: String,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Resp {
-    fn header(&self, name: &str) -> Option<String> {
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
         self.head.lines().skip(1).find_map(|l| {
             let (n, v) = l.split_once(':')?;
             n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
         })
     }
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8(self.body.clone()).unwrap()
     }
 }
 
 /// Reads one response from `s`; `head_only` for HEAD (no body despite Content-Length).
-fn read_resp(s: &mut TcpStream, pending: &mut Vec<u8>, head_only: bool) -> Option<Resp> {
+pub(crate) fn read_resp(s: &mut TcpStream, pending: &mut Vec<u8>, head_only: bool) -> Option<Resp> {
     let mut chunk = [0u8; 65536];
     let end = loop {
         if let Some(i) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -79,21 +79,21 @@ fn read_resp(s: &mut TcpStream, pending: &mut Vec<u8>, head_only: bool) -> Optio
 }
 
 /// Sends raw bytes on a fresh connection and reads one response.
-fn raw(port: u16, req: &[u8]) -> Resp {
+pub(crate) fn raw(port: u16, req: &[u8]) -> Resp {
     let mut s = connect(port);
     s.write_all(req).unwrap();
     read_resp(&mut s, &mut Vec::new(), false).expect("a response")
 }
 
 /// GET /metrics on a fresh connection.
-fn scrape(port: u16) -> String {
+pub(crate) fn scrape(port: u16) -> String {
     let r = raw(port, b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     assert_eq!(r.code, 200, "{}", r.head);
     r.text()
 }
 
 /// `(labels, value)` of every sample of `name` on a page.
-fn samples(page: &str, name: &str) -> Vec<(String, f64)> {
+pub(crate) fn samples(page: &str, name: &str) -> Vec<(String, f64)> {
     page.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {

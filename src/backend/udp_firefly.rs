@@ -98,6 +98,8 @@ pub struct Sender {
     ip4_src: Option<Ipv4Addr>,
     ip6_src: Option<Ipv6Addr>,
     hostname: String,
+    /// UDP_FIREFLY_SYSLOG: the syslog header before the JSON.
+    syslog: bool,
     application: String,
     /// Encoded datagrams of this turn, back to back.
     arena: Vec<u8>,
@@ -147,6 +149,7 @@ impl Sender {
             ip4_src: cfg.udp_firefly.ip4_src,
             ip6_src: cfg.udp_firefly.ip6_src,
             hostname: firefly::syslog_hostname(&crate::sys::hostname()),
+            syslog: cfg.udp_firefly.syslog,
             application: format!("flowd {}", env!("CARGO_PKG_VERSION")),
             arena: Vec::with_capacity(64 * 1024),
             queue: Vec::with_capacity(MAX_QUEUED),
@@ -201,7 +204,11 @@ impl Sender {
             netlink: relayed.and_then(|r| r.netlink.as_deref()).or(netlink),
         };
         let start = self.arena.len();
-        firefly::encode(&mut self.arena, &self.hostname, &ff);
+        if self.syslog {
+            firefly::encode(&mut self.arena, &self.hostname, &ff);
+        } else {
+            firefly::encode_json(&mut self.arena, &ff);
+        }
         let range = start..self.arena.len();
         let peer = self.to_peer.then(|| (SocketAddr::new(ev.key.dst.ip(), self.peer_port), "peer"));
         let to = peer.into_iter().chain(self.collectors.iter().map(|c| (*c, "collector")));

@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::model::{Config, ScanConfig};
+use super::model::{Config, PortRange, ScanConfig};
 use super::raw::Entry;
 use super::validate::{self, Ctx};
 use crate::netaddr::{split_host_port, Cidr};
@@ -49,6 +49,8 @@ pub enum Component {
     Iperf,
     /// `firefly`: the firefly listener plugin.
     Firefly,
+    /// `api`: the HTTP API plugin.
+    Api,
     /// `marker`: the ebpf backend.
     Marker,
     /// `http`: the metrics listener.
@@ -59,7 +61,7 @@ pub enum Component {
 
 impl Component {
     /// Every component, in the order of the generated files.
-    pub const ALL: [Component; 14] = [
+    pub const ALL: [Component; 15] = [
         Component::Flowd,
         Component::Registry,
         Component::NpApi,
@@ -71,6 +73,7 @@ impl Component {
         Component::Netlink,
         Component::Iperf,
         Component::Firefly,
+        Component::Api,
         Component::Marker,
         Component::Http,
         Component::Policy,
@@ -90,6 +93,7 @@ impl Component {
             Component::Netlink => "netlink plugin",
             Component::Iperf => "iperf plugin",
             Component::Firefly => "firefly plugin",
+            Component::Api => "api plugin",
             Component::Marker => "ebpf backend",
             Component::Http => "metrics listener",
             Component::Policy => "site policy",
@@ -110,6 +114,7 @@ impl Component {
             Component::Netlink => "netlink plugin (scans sockets with NETLINK_SOCK_DIAG)",
             Component::Iperf => "iperf plugin",
             Component::Firefly => "firefly plugin (receives fireflies from XRootD, dCache, other flowds)",
+            Component::Api => "api plugin (HTTP API in flowd-go's JSON dialect)",
             Component::Marker => "ebpf backend (IPv6 flow label)",
             Component::Http => "Metrics listener and prometheus backend",
             Component::Policy => "Site policy: flows flowd leaves alone (every plugin)",
@@ -130,6 +135,7 @@ impl Component {
             Component::Netlink => a.netlink == b.netlink,
             Component::Iperf => a.iperf == b.iperf,
             Component::Firefly => a.firefly == b.firefly,
+            Component::Api => a.api == b.api,
             Component::Marker => a.marker == b.marker,
             Component::Http => a.http == b.http,
             Component::Policy => a.policy == b.policy,
@@ -293,15 +299,17 @@ pub static TABLE: &[Key] = &[
     key("PLUGIN", C::Flowd, Parse::Custom { what: "plugin names", apply: plugins })
         .default("'np_api'")
         .active()
-        .doc("Flow sources, comma-separated: `np_api`, `netlink`, `netstat`, `iperf`, `firefly`, `perfsonar`.")
+        .doc("Flow sources, comma-separated: `np_api`, `netlink`, `netstat`, `iperf`, `firefly`, `perfsonar`, `api`.")
         .long(
             "`iperf_rr` is the iperf plugin with IPERF_ROUND_ROBIN set. \
-             `perfsonar` announces no flows: with the `ebpf` backend it marks every egress IPv6 TCP packet that no announced flow claims (PERFSONAR_EXPERIMENT, PERFSONAR_ACTIVITY).",
+             `perfsonar` announces no flows: with the `ebpf` backend it marks every egress IPv6 TCP packet that no announced flow claims (PERFSONAR_EXPERIMENT, PERFSONAR_ACTIVITY). \
+             `()` runs no flow source (as a flowd-go config without plugins).",
         ),
     key("BACKEND", C::Flowd, Parse::Custom { what: "backend names", apply: backends })
         .default("'udp_firefly'")
         .active()
-        .doc("Marking methods, comma-separated: `udp_firefly`, `ebpf` (aliases `ebpf_el8`, `ebpf_el9`), `prometheus`, `dummy` (logs every event)."),
+        .doc("Marking methods, comma-separated: `udp_firefly`, `ebpf` (aliases `ebpf_el8`, `ebpf_el9`), `prometheus`, `dummy` (logs every event).")
+        .long("`()` runs no marking method (as a flowd-go config without backends)."),
     // Flow registry
     key(
         "FLOW_MAP_API",
@@ -406,6 +414,10 @@ pub static TABLE: &[Key] = &[
         .default("''")
         .means("unchanged")
         .doc("Replaces the src-ip of IPv6 fireflies."),
+    key("UDP_FIREFLY_SYSLOG", C::UdpFirefly, Parse::Bool(|c, b| c.udp_firefly.syslog = b))
+        .default("True")
+        .doc("Start each firefly with its RFC 5424 syslog header; False sends the bare JSON object (flowd-go's `prependSyslog: false`).")
+        .long("Collectors and flowd's firefly plugin accept both; the Scitags specification asks for the header."),
     // tcp_info and ongoing fireflies
     key("UDP_FIREFLY_NETLINK", C::Enrich, Parse::Bool(|c, b| c.enrich.netlink = b))
         .aliases(&["UDP_FIREFLY_WITH_NETLINK"])
@@ -501,9 +513,20 @@ pub static TABLE: &[Key] = &[
         .example("[(2, 2), ('cms', 'perfSONAR')]")
         .doc("(experiment, activity) pairs handed out to iperf3 flows.")
         .long("Unset, the iperf plugin uses the Python flowd's built-in lists: at random from (2,9) (2,19) (3,3) (3,4) (4,3) (4,4) (5,10) (5,14); in turn (IPERF_ROUND_ROBIN or `iperf_rr`) from (2,19) (2,19) (3,3) (3,3) (4,3) (4,3) (5,10) (5,10)."),
-    key("IPERF_PORTS", C::Iperf, Parse::Custom { what: "port list", apply: iperf_ports })
+    key("IPERF_PORTS", C::Iperf, Parse::Custom { what: "port list", apply: |c, cx, e| port_ranges(cx, e, &mut c.iperf.ports) })
         .default("(5201,)")
-        .doc("Ports whose connections count as iperf flows."),
+        .example("(5201, '5300-5310')")
+        .doc("Ports whose connections count as iperf flows (either side), besides every connection of an iperf3 process; ports or `'lo-hi'` ranges."),
+    key("IPERF_LOCAL_PORTS", C::Iperf, Parse::Custom { what: "port list", apply: |c, cx, e| port_ranges(cx, e, &mut c.iperf.local_ports) })
+        .default("()")
+        .means("any")
+        .example("('2340-2350',)")
+        .doc("Only connections whose local port is in these (ports or `'lo-hi'` ranges) count as iperf flows (flowd-go's `minSourcePort`/`maxSourcePort`)."),
+    key("IPERF_REMOTE_PORTS", C::Iperf, Parse::Custom { what: "port list", apply: |c, cx, e| port_ranges(cx, e, &mut c.iperf.remote_ports) })
+        .default("()")
+        .means("any")
+        .example("('5200-5210',)")
+        .doc("Only connections whose remote port is in these (ports or `'lo-hi'` ranges) count as iperf flows (flowd-go's `minDestinationPort`/`maxDestinationPort`)."),
     key("IPERF_ROUND_ROBIN", C::Iperf, Parse::Bool(|c, b| c.iperf.round_robin = b))
         .default("False")
         .doc("Hand out IPERF_FLOW_ID in order instead of at random (the plugin name `iperf_rr` sets this too)."),
@@ -515,6 +538,14 @@ pub static TABLE: &[Key] = &[
         .default("10514")
         .doc("UDP port the firefly plugin listens on.")
         .long("The udp_firefly backend never sends fireflies to this port on a local address, so relayed fireflies cannot loop."),
+    // api plugin
+    key("API_HOST", C::Api, Parse::Str { what: "IP address", set: |c, s| ip_addr(s, &mut c.api.host) })
+        .default("'127.0.0.1'")
+        .doc("Address the api plugin listens on (HTTP: `POST /flow` in flowd-go's JSON, `GET /` lists the routes).")
+        .long("There is no authentication: anyone who can connect can announce flows. Keep it on loopback or behind a firewall."),
+    key("API_PORT", C::Api, Parse::Int { min: 1, max: 65535, set: |c, n| c.api.port = n as u16 })
+        .default("7777")
+        .doc("TCP port the api plugin listens on."),
     // ebpf backend
     key("NETWORK_INTERFACE", C::Marker, Parse::List { what: "interface names", set: interfaces })
         .default("''")
@@ -601,6 +632,10 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 
 fn plugins(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry) {
     use super::model::PluginKind;
+    if no_items(e) {
+        c.plugins = Vec::new();
+        return;
+    }
     let Some(list) = cx.strings(e) else { return };
     let mut out = Vec::new();
     let had_error = list.iter().any(|n| PluginKind::parse(n).is_none());
@@ -612,7 +647,7 @@ fn plugins(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry) {
         match PluginKind::parse(&name) {
             Some(k) if out.contains(&k) => cx.bad(e, format_args!("plugin {name:?} is listed twice")),
             Some(k) => out.push(k),
-            None => cx.bad(e, format_args!("unknown plugin {name:?} (known: np_api, netlink, netstat, iperf, firefly, perfsonar)")),
+            None => cx.bad(e, format_args!("unknown plugin {name:?} (known: np_api, netlink, netstat, iperf, firefly, perfsonar, api)")),
         }
     }
     if out.is_empty() && !had_error {
@@ -623,6 +658,10 @@ fn plugins(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry) {
 
 fn backends(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry) {
     use super::model::BackendKind;
+    if no_items(e) {
+        c.backends = Vec::new();
+        return;
+    }
     let Some(list) = cx.strings(e) else { return };
     let mut out = Vec::new();
     let had_error = list.iter().any(|n| BackendKind::parse(n).is_none());
@@ -637,6 +676,12 @@ fn backends(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry) {
         cx.bad(e, "names no backend");
     }
     c.backends = out;
+}
+
+/// `()` or `None`: deliberately nothing (a string naming nothing, `''`, is still a mistake).
+fn no_items(e: &Entry) -> bool {
+    use super::raw::Value;
+    matches!(&e.value, Value::None) || matches!(&e.value, Value::List(v) if v.is_empty())
 }
 
 fn np_api_file(c: &mut Config, s: String) -> Result<(), String> {
@@ -741,20 +786,37 @@ fn iperf_flow_id(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry) {
     c.iperf.flow_id = out;
 }
 
-fn iperf_ports(c: &mut Config, cx: &mut Ctx<'_>, e: &Entry) {
+/// Ports (`5201`) and inclusive ranges (`'5200-5210'`), alone or in a list; `()` is none.
+fn port_ranges(cx: &mut Ctx<'_>, e: &Entry, to: &mut Vec<PortRange>) {
     use super::raw::Value;
     let items = match &e.value {
         Value::List(items) => items.clone(),
+        Value::None => Vec::new(),
         v => vec![v.clone()],
     };
     let mut out = Vec::new();
     for it in items {
-        match it {
-            Value::Int(n) if (1..=65535).contains(&n) => out.push(n as u16),
-            v => cx.bad(e, format_args!("{} is not a port", validate::describe(&v))),
+        match parse_port_range(&it) {
+            Some(r) => out.push(r),
+            None => cx.bad(e, format_args!("{} is not a port or a 'lo-hi' port range", validate::describe(&it))),
         }
     }
-    c.iperf.ports = out;
+    *to = out;
+}
+
+/// One port or `lo-hi` range (1..=65535, lo ≤ hi).
+pub fn parse_port_range(v: &super::raw::Value) -> Option<PortRange> {
+    use super::raw::Value;
+    let port = |s: &str| s.trim().parse::<u16>().ok().filter(|p| *p > 0);
+    let (lo, hi) = match v {
+        Value::Int(n) => (u16::try_from(*n).ok().filter(|p| *p > 0)?, u16::try_from(*n).ok()?),
+        Value::Str(s) => match s.split_once('-') {
+            Some((a, b)) => (port(a)?, port(b)?),
+            None => (port(s)?, port(s)?),
+        },
+        _ => return None,
+    };
+    (lo <= hi).then_some(PortRange { lo, hi })
 }
 
 /// An IP address, also in brackets (`'[::]'`).

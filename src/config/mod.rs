@@ -8,14 +8,18 @@
 //! Nothing re-reads the config while the loop runs; SIGHUP builds a fresh `Config`, and
 //! `reload` decides, component by component, what the daemon must rebuild for it.
 //! `render` generates flowd.cfg, the man page's CONFIGURATION and
-//! docs/configuration.md from the key table.
+//! docs/configuration.md from the key table. A flowd-go configuration (YAML or JSON) is
+//! accepted as it is: `yaml` reads it with line numbers and `flowdgo` maps it onto
+//! flowd's keys, which are then validated by the same table.
 
+pub mod flowdgo;
 pub mod keys;
 pub mod model;
 pub mod raw;
 pub mod reload;
 pub mod render;
 pub mod validate;
+pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
@@ -55,14 +59,24 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
+/// Sorts findings by line, keeping the order of those on the same line (one sort
+/// instantiation for every caller: it is not small).
+pub(crate) fn sort_by_line(v: &mut [(usize, String)]) {
+    v.sort_by_key(|(line, _)| *line);
+}
+
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let text = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     from_text(&String::from_utf8_lossy(&text), path)
 }
 
-/// Validates config text (`path` is used in messages only).
+/// Validates config text (`path` is used in messages only): flowd.cfg, or flowd-go's YAML
+/// or JSON configuration, told apart by content (`flowdgo::looks_like`).
 pub fn from_text(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
+    if flowdgo::looks_like(text) {
+        return flowdgo::from_text(text, path);
+    }
     let (entries, line_errors) = raw::parse(text);
     let mut problems: Vec<(usize, String)> = line_errors.into_iter().map(|e| (e.line, e.to_string())).collect();
     let mut warnings = Vec::new();
@@ -70,7 +84,7 @@ pub fn from_text(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
     if problems.is_empty() {
         Ok(Loaded { config, warnings })
     } else {
-        problems.sort_by_key(|(line, _)| *line);
+        sort_by_line(&mut problems);
         Err(ConfigError::Invalid { path: path.to_path_buf(), problems: problems.into_iter().map(|(_, m)| m).collect(), warnings })
     }
 }

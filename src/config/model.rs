@@ -27,6 +27,8 @@ pub enum PluginKind {
     Firefly,
     /// Marks every IPv6 TCP packet no flow claims, through the ebpf backend (`perfsonar`).
     Perfsonar,
+    /// HTTP API (`api`, flowd-go's `plugins.api`).
+    Api,
 }
 
 impl PluginKind {
@@ -39,6 +41,7 @@ impl PluginKind {
             PluginKind::Iperf => "iperf",
             PluginKind::Firefly => "firefly",
             PluginKind::Perfsonar => "perfsonar",
+            PluginKind::Api => "api",
         }
     }
 
@@ -50,6 +53,7 @@ impl PluginKind {
             "iperf" | "iperf_rr" => PluginKind::Iperf,
             "firefly" => PluginKind::Firefly,
             "perfsonar" => PluginKind::Perfsonar,
+            "api" => PluginKind::Api,
             _ => return None,
         })
     }
@@ -175,11 +179,13 @@ pub struct UdpFireflyConfig {
     pub ip4_src: Option<Ipv4Addr>,
     /// UDP_FIREFLY_IP6_SRC: replaces `src-ip` of IPv6 fireflies.
     pub ip6_src: Option<Ipv6Addr>,
+    /// UDP_FIREFLY_SYSLOG: start each firefly with its RFC 5424 syslog header.
+    pub syslog: bool,
 }
 
 impl Default for UdpFireflyConfig {
     fn default() -> UdpFireflyConfig {
-        UdpFireflyConfig { port: 10514, to_peer: true, dst: Vec::new(), ip4_src: None, ip6_src: None }
+        UdpFireflyConfig { port: 10514, to_peer: true, dst: Vec::new(), ip4_src: None, ip6_src: None, syslog: true }
     }
 }
 
@@ -245,20 +251,61 @@ impl Default for NetlinkConfig {
     }
 }
 
+/// An inclusive range of ports (`5201` is `5201-5201`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    /// Lowest port.
+    pub lo: u16,
+    /// Highest port.
+    pub hi: u16,
+}
+
+impl PortRange {
+    /// True when `port` is within the range.
+    pub fn contains(self, port: u16) -> bool {
+        (self.lo..=self.hi).contains(&port)
+    }
+
+    /// True when `port` is in one of `ranges`.
+    pub fn any(ranges: &[PortRange], port: u16) -> bool {
+        ranges.iter().any(|r| r.contains(port))
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.lo == self.hi {
+            write!(f, "{}", self.lo)
+        } else {
+            write!(f, "{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
 /// The iperf plugin (it also uses the netstat plugin's scan settings).
 #[derive(Clone, Debug, PartialEq)]
 pub struct IperfConfig {
     /// IPERF_FLOW_ID: (experiment, activity) pairs handed out to iperf flows.
     pub flow_id: Vec<(IdOrName, IdOrName)>,
-    /// IPERF_PORTS: ports whose connections count as iperf flows.
-    pub ports: Vec<u16>,
+    /// IPERF_PORTS: ports (either side) whose connections count as iperf flows.
+    pub ports: Vec<PortRange>,
+    /// IPERF_LOCAL_PORTS: only connections whose local port is in these; empty = any.
+    pub local_ports: Vec<PortRange>,
+    /// IPERF_REMOTE_PORTS: only connections whose remote port is in these; empty = any.
+    pub remote_ports: Vec<PortRange>,
     /// IPERF_ROUND_ROBIN: hand out IPERF_FLOW_ID in order instead of at random.
     pub round_robin: bool,
 }
 
 impl Default for IperfConfig {
     fn default() -> IperfConfig {
-        IperfConfig { flow_id: Vec::new(), ports: vec![5201], round_robin: false }
+        IperfConfig {
+            flow_id: Vec::new(),
+            ports: vec![PortRange { lo: 5201, hi: 5201 }],
+            local_ports: Vec::new(),
+            remote_ports: Vec::new(),
+            round_robin: false,
+        }
     }
 }
 
@@ -334,6 +381,21 @@ impl Marking {
         } else {
             (511, 63)
         }
+    }
+}
+
+/// The api plugin (HTTP API, flowd-go's JSON dialect).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiConfig {
+    /// API_HOST: address the api plugin listens on.
+    pub host: IpAddr,
+    /// API_PORT: port the api plugin listens on.
+    pub port: u16,
+}
+
+impl Default for ApiConfig {
+    fn default() -> ApiConfig {
+        ApiConfig { host: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 7777 }
     }
 }
 
@@ -429,6 +491,8 @@ pub struct Config {
     pub iperf: IperfConfig,
     /// FIREFLY_LISTENER_*.
     pub firefly: FireflyListenerConfig,
+    /// API_HOST, API_PORT.
+    pub api: ApiConfig,
     /// NETWORK_INTERFACE, EBPF_MAP_SIZE, EBPF_MARKING, PERFSONAR_EXPERIMENT, PERFSONAR_ACTIVITY.
     pub marker: MarkerConfig,
     /// PROMETHEUS_SRV_HOST, PROMETHEUS_SRV_PORT.
@@ -452,6 +516,7 @@ impl Default for Config {
             netlink: NetlinkConfig::default(),
             iperf: IperfConfig::default(),
             firefly: FireflyListenerConfig::default(),
+            api: ApiConfig::default(),
             marker: MarkerConfig::default(),
             http: HttpConfig::default(),
             policy: PolicyConfig::default(),

@@ -23,6 +23,7 @@ impl PluginKind {
             PluginKind::Firefly => a.firefly == b.firefly,
             // It only configures the marker (whose decision below covers its keys).
             PluginKind::Perfsonar => true,
+            PluginKind::Api => a.api == b.api,
         }
     }
 }

@@ -5,7 +5,7 @@ use crate::config::keys::{self, Component};
 use std::path::Path;
 
 /// Every plugin and every backend running.
-const ALL: &str = "PLUGIN='np_api,netlink,netstat,iperf,firefly,perfsonar'\nBACKEND='udp_firefly,ebpf,prometheus,dummy'\n\
+const ALL: &str = "PLUGIN='np_api,netlink,netstat,iperf,firefly,perfsonar,api'\nBACKEND='udp_firefly,ebpf,prometheus,dummy'\n\
                    NETSTAT_EXPERIMENT=1\nNETSTAT_ACTIVITY=1\nNETLINK_EXPERIMENT=1\nNETLINK_ACTIVITY=1\nIPERF_FLOW_ID=[(1, 1)]\n\
                    PERFSONAR_EXPERIMENT=1\nPERFSONAR_ACTIVITY=1\n";
 
@@ -91,6 +91,7 @@ fn expected(name: &str) -> (Vec<&'static str>, Vec<&'static str>, [bool; 6]) {
         Some(Component::Iperf) => (vec!["iperf"], vec![], none),
         _ if name == "FIREFLY_LISTENER_PORT" => (vec!["firefly"], vec!["udp_firefly"], none),
         Some(Component::Firefly) => (vec!["firefly"], vec![], none),
+        Some(Component::Api) => (vec!["api"], vec![], none),
         Some(Component::Marker) => (vec![], vec!["ebpf"], none),
         _ if name == "PROMETHEUS_SS_PATH" => (vec![], vec![], none),
         Some(Component::Http) => (vec![], vec![], [false, true, false, false, false, false]),

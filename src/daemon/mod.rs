@@ -120,7 +120,7 @@ fn build_plugins(cfg: &Config, poll: &Poll, handed: &Inherited) -> Result<Vec<Pl
 /// Builds plugin `kind` and registers it as the plugin at position `i`.
 fn start_plugin(kind: PluginKind, cfg: &Config, poll: &Poll, handed: &Inherited, i: usize) -> Result<Plugin, Error> {
     let mut p = Plugin::new(kind, cfg, handed)?;
-    p.register(poll.registry(), token::plugin(i))?;
+    p.register(poll.registry(), token::plugin(i), token::plugin_conn_base(token::plugin(i)))?;
     log::info!("plugin {} started", p.name());
     Ok(p)
 }
@@ -208,7 +208,7 @@ fn start_http(cfg: &Config, poll: &Poll, handed: &Inherited, metrics: &mut Metri
             None
         }
     });
-    let h = http::Http::bind(poll.registry(), addr, inherited, metrics)?;
+    let h = http::bind(poll.registry(), addr, inherited, metrics)?;
     log::info!("metrics listener on http://{}/metrics", h.local_addr());
     Ok(Some(h))
 }
@@ -284,6 +284,9 @@ fn declare_metrics(m: &mut Metrics, cfg: &Config) {
     }
     if cfg.backends.contains(&crate::config::BackendKind::Prometheus) {
         crate::backend::prometheus::FlowMetrics::declare(m);
+    }
+    if cfg.plugins.contains(&PluginKind::Api) {
+        crate::plugin::api::declare(m);
     }
     crate::enrich::declare(m, cfg);
     m.clear(&BUILD_INFO);
@@ -453,6 +456,13 @@ impl Daemon {
                         if let Some(p) = plugins.get_mut(i) {
                             let before = cx.out.len();
                             p.on_ready(&mut cx);
+                            cx.out[before..].iter_mut().for_each(|e| e.origin = Origin::Plugin(i));
+                        }
+                    }
+                    Slot::PluginConn(i, slot) => {
+                        if let Some(p) = plugins.get_mut(i) {
+                            let before = cx.out.len();
+                            p.on_conn_ready(slot, &mut cx);
                             cx.out[before..].iter_mut().for_each(|e| e.origin = Origin::Plugin(i));
                         }
                     }

@@ -15,6 +15,11 @@ pub const ENRICH: Token = Token(3);
 pub const PLUGIN_BASE: usize = 0x100;
 /// First HTTP connection token: `Token(HTTP_CONN_BASE + connection slot)`.
 pub const HTTP_CONN_BASE: usize = 0x1_0000;
+/// First token of a plugin's own connections (the api plugin's HTTP clients):
+/// `Token(PLUGIN_CONN_BASE + plugin index * PLUGIN_CONN_SPAN + connection slot)`.
+pub const PLUGIN_CONN_BASE: usize = 0x100_0000;
+/// Connection tokens per plugin.
+pub const PLUGIN_CONN_SPAN: usize = 0x1_0000;
 
 /// What a token refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +36,8 @@ pub enum Slot {
     Plugin(usize),
     /// HTTP connection in slot n.
     HttpConn(usize),
+    /// Plugin number n's connection in slot m.
+    PluginConn(usize, usize),
     /// Nothing we registered.
     Unknown,
 }
@@ -42,6 +49,7 @@ impl From<Token> for Slot {
             1 => Slot::Waker,
             2 => Slot::HttpListener,
             3 => Slot::Enrich,
+            t if t >= PLUGIN_CONN_BASE => Slot::PluginConn((t - PLUGIN_CONN_BASE) / PLUGIN_CONN_SPAN, (t - PLUGIN_CONN_BASE) % PLUGIN_CONN_SPAN),
             t if t >= HTTP_CONN_BASE => Slot::HttpConn(t - HTTP_CONN_BASE),
             t if t >= PLUGIN_BASE => Slot::Plugin(t - PLUGIN_BASE),
             _ => Slot::Unknown,
@@ -52,6 +60,11 @@ impl From<Token> for Slot {
 /// The token of plugin `i`.
 pub fn plugin(i: usize) -> Token {
     Token(PLUGIN_BASE + i)
+}
+
+/// The first connection token of the plugin whose own token is `t` (slot `s` is this + s).
+pub fn plugin_conn_base(Token(t): Token) -> usize {
+    PLUGIN_CONN_BASE + t.saturating_sub(PLUGIN_BASE) * PLUGIN_CONN_SPAN
 }
 
 #[cfg(test)]
@@ -65,5 +78,7 @@ mod tests {
         assert_eq!(Slot::from(ENRICH), Slot::Enrich);
         assert_eq!(Slot::from(Token(HTTP_CONN_BASE + 7)), Slot::HttpConn(7));
         assert_eq!(Slot::from(Token(50)), Slot::Unknown);
+        assert_eq!(Slot::from(Token(plugin_conn_base(plugin(2)) + 63)), Slot::PluginConn(2, 63));
+        assert_eq!(Slot::from(Token(plugin_conn_base(plugin(0)))), Slot::PluginConn(0, 0));
     }
 }

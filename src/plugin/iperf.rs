@@ -1,5 +1,6 @@
 //! The iperf plugin: like netstat, but only for connections of iperf3 processes (or on
-//! IPERF_PORTS), each new flow tagged with an (experiment, activity) pair from
+//! IPERF_PORTS, optionally narrowed to IPERF_LOCAL_PORTS/IPERF_REMOTE_PORTS as flowd-go's
+//! iperf3 plugin narrows by source and destination port range), each new flow tagged with an (experiment, activity) pair from
 //! IPERF_FLOW_ID, chosen at random (as the Python plugin does) or round-robin
 //! (IPERF_ROUND_ROBIN, or PLUGIN='iperf_rr').
 //!
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::conn_table::{record_scan, ConnFilter, ConnTable, ScanTimer, SCAN_FAILURES};
 use super::netstat::{read_established, unknown, warn};
+use crate::config::model::PortRange;
 use crate::config::Config;
 use crate::context::Context;
 use crate::logger::RateLimit;
@@ -112,11 +114,30 @@ pub fn flow_ids(cfg: &Config) -> Vec<(IdOrName, IdOrName)> {
     builtin.iter().map(|&(e, a)| (IdOrName::Id(e), IdOrName::Id(a))).collect()
 }
 
+/// Whether a connection (local port `local`, remote port `remote`) is an iperf flow: it
+/// belongs to an iperf3 process or has a port in `ports`, and its ports are within
+/// `local_ports`/`remote_ports` where those are set.
+pub fn is_iperf(
+    inodes: &HashSet<u32>,
+    ports: &[PortRange],
+    local_ports: &[PortRange],
+    remote_ports: &[PortRange],
+    inode: u32,
+    local: u16,
+    remote: u16,
+) -> bool {
+    let chosen = inodes.contains(&inode) || PortRange::any(ports, local) || PortRange::any(ports, remote);
+    let within = |ranges: &[PortRange], p: u16| ranges.is_empty() || PortRange::any(ranges, p);
+    chosen && within(local_ports, local) && within(remote_ports, remote)
+}
+
 /// The running iperf scanner.
 pub struct Scanner {
     timer: ScanTimer,
     pairs: Vec<(IdOrName, IdOrName)>,
-    ports: Vec<u16>,
+    ports: Vec<PortRange>,
+    local_ports: Vec<PortRange>,
+    remote_ports: Vec<PortRange>,
     round_robin: bool,
     rr_next: usize,
     rng: XorShift,
@@ -135,6 +156,8 @@ impl Scanner {
             timer: ScanTimer::new(cfg.netstat.interval),
             pairs: flow_ids(cfg),
             ports: cfg.iperf.ports.clone(),
+            local_ports: cfg.iperf.local_ports.clone(),
+            remote_ports: cfg.iperf.remote_ports.clone(),
             round_robin: cfg.iperf.round_robin,
             rr_next: 0,
             rng: XorShift::from_entropy(),
@@ -169,9 +192,9 @@ impl Scanner {
         }
         process_socket_inodes(COMM, &mut self.inodes);
         self.conns.clear();
-        let (inodes, ports, conns) = (&self.inodes, &self.ports, &mut self.conns);
-        let read = read_established(&mut self.buf, |c| {
-            if inodes.contains(&c.inode) || ports.contains(&c.src.port()) || ports.contains(&c.dst.port()) {
+        let Scanner { inodes, ports, local_ports, remote_ports, conns, buf, .. } = &mut *self;
+        let read = read_established(buf, |c| {
+            if is_iperf(inodes, ports, local_ports, remote_ports, c.inode, c.src.port(), c.dst.port()) {
                 conns.push((c.src, c.dst, c.inode));
             }
         });
@@ -220,6 +243,30 @@ mod tests {
         assert_eq!(flow_ids(&rr)[..3], [(IdOrName::Id(2), IdOrName::Id(19)), (IdOrName::Id(2), IdOrName::Id(19)), (IdOrName::Id(3), IdOrName::Id(3))]);
         let own = load("PLUGIN='iperf'\nIPERF_FLOW_ID=[(7, 1)]\n");
         assert_eq!(flow_ids(&own), [(IdOrName::Id(7), IdOrName::Id(1))]);
+    }
+
+    /// flowd-go's iperf3 plugin as mapped from its YAML: every connection (`1-65535`),
+    /// narrowed to local ports 2340-2350 and remote ports 5200-5210.
+    #[test]
+    fn test_port_ranges_choose_and_narrow() {
+        let load = |text: &str| crate::config::from_text(text, std::path::Path::new("t.cfg")).unwrap().config.iperf;
+        let none = HashSet::new();
+        let c = load("IPERF_PORTS=('1-65535',)\nIPERF_LOCAL_PORTS='2340-2350'\nIPERF_REMOTE_PORTS=('5200-5210',)\n");
+        let f = |local, remote| is_iperf(&none, &c.ports, &c.local_ports, &c.remote_ports, 1, local, remote);
+        assert!(f(2340, 5200) && f(2350, 5210) && f(2345, 5205));
+        assert!(!f(2339, 5205) && !f(2351, 5205) && !f(2345, 5199) && !f(2345, 5211) && !f(5205, 2345));
+        // The default: 5201 on either side, or any socket of an iperf3 process.
+        let d = load("");
+        let iperf3: HashSet<u32> = [7].into();
+        assert!(is_iperf(&none, &d.ports, &d.local_ports, &d.remote_ports, 1, 5201, 40000));
+        assert!(is_iperf(&none, &d.ports, &d.local_ports, &d.remote_ports, 1, 40000, 5201));
+        assert!(!is_iperf(&none, &d.ports, &d.local_ports, &d.remote_ports, 1, 40000, 5202));
+        assert!(is_iperf(&iperf3, &d.ports, &d.local_ports, &d.remote_ports, 7, 40000, 5202));
+        // Ranges mixed with single ports; a bad range is an error.
+        let m = load("IPERF_PORTS=(5201, '6000-6002')\n");
+        assert_eq!(m.ports.iter().map(ToString::to_string).collect::<Vec<_>>(), ["5201", "6000-6002"]);
+        assert!(crate::config::from_text("IPERF_PORTS='6002-6000'\n", std::path::Path::new("t.cfg")).is_err());
+        assert!(crate::config::from_text("IPERF_REMOTE_PORTS=(0,)\n", std::path::Path::new("t.cfg")).is_err());
     }
 
     #[test]

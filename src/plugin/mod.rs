@@ -14,6 +14,7 @@
 //!
 //! Plugins never talk to backends: the loop hands their events to every backend.
 
+pub mod api;
 pub mod conn_table;
 pub mod firefly;
 pub mod iperf;
@@ -76,6 +77,8 @@ pub enum Plugin {
     Firefly(firefly::Listener),
     /// Configures the eBPF marker's match-all default; no fds, no timer, no events.
     Perfsonar(perfsonar::Perfsonar),
+    /// HTTP API (flowd-go's `POST /flow`).
+    Api(api::Api),
 }
 
 impl Plugin {
@@ -108,6 +111,11 @@ impl Plugin {
                 })
             }
             PluginKind::Perfsonar => Ok(Plugin::Perfsonar(perfsonar::Perfsonar::new(cfg))),
+            PluginKind::Api => api::Api::new(cfg).map(Plugin::Api).map_err(|e| PluginError::Open {
+                plugin: "api",
+                what: format!("cannot listen on TCP {}", e.addr),
+                source: e.source,
+            }),
         }
     }
 
@@ -120,16 +128,19 @@ impl Plugin {
             Plugin::Iperf(_) => "iperf",
             Plugin::Firefly(_) => "firefly",
             Plugin::Perfsonar(_) => "perfsonar",
+            Plugin::Api(_) => "api",
         }
     }
 
-    /// Registers the plugin's fds with the loop under `token`.
-    pub fn register(&mut self, registry: &Registry, token: Token) -> Result<(), PluginError> {
+    /// Registers the plugin's fds with the loop under `token`; a plugin with connections
+    /// of its own (api) registers them as `Token(conn_base + slot)`.
+    pub fn register(&mut self, registry: &Registry, token: Token, conn_base: usize) -> Result<(), PluginError> {
         let name = self.name();
         let r = match self {
             Plugin::NpApi(p) => p.register(registry, token),
             Plugin::Netlink(p) => p.register(registry, token),
             Plugin::Firefly(p) => p.register(registry, token),
+            Plugin::Api(p) => p.register(registry, token, conn_base),
             Plugin::Netstat(_) | Plugin::Iperf(_) | Plugin::Perfsonar(_) => Ok(()),
         };
         r.map_err(|source| PluginError::Register { plugin: name, source })
@@ -141,6 +152,7 @@ impl Plugin {
             Plugin::NpApi(p) => p.deregister(registry),
             Plugin::Netlink(p) => p.deregister(registry),
             Plugin::Firefly(p) => p.deregister(registry),
+            Plugin::Api(p) => p.deregister(registry),
             Plugin::Netstat(_) | Plugin::Iperf(_) | Plugin::Perfsonar(_) => {}
         }
     }
@@ -149,7 +161,7 @@ impl Plugin {
     pub fn shutdown(&mut self) {
         match self {
             Plugin::NpApi(p) => p.shutdown(),
-            Plugin::Netlink(_) | Plugin::Netstat(_) | Plugin::Iperf(_) | Plugin::Firefly(_) | Plugin::Perfsonar(_) => {}
+            Plugin::Netlink(_) | Plugin::Netstat(_) | Plugin::Iperf(_) | Plugin::Firefly(_) | Plugin::Perfsonar(_) | Plugin::Api(_) => {}
         }
     }
 
@@ -159,7 +171,16 @@ impl Plugin {
             Plugin::NpApi(p) => p.on_ready(cx),
             Plugin::Netlink(p) => p.on_ready(cx),
             Plugin::Firefly(p) => p.on_ready(cx),
+            Plugin::Api(p) => p.on_ready(cx),
             Plugin::Netstat(_) | Plugin::Iperf(_) | Plugin::Perfsonar(_) => {}
+        }
+    }
+
+    /// One of the plugin's own connections (slot `slot`) is ready.
+    pub fn on_conn_ready(&mut self, slot: usize, cx: &mut Context<'_>) {
+        match self {
+            Plugin::Api(p) => p.on_conn_ready(slot, cx),
+            Plugin::NpApi(_) | Plugin::Netlink(_) | Plugin::Netstat(_) | Plugin::Iperf(_) | Plugin::Firefly(_) | Plugin::Perfsonar(_) => {}
         }
     }
 
@@ -172,6 +193,7 @@ impl Plugin {
             Plugin::Iperf(p) => p.poll_at(),
             Plugin::Firefly(p) => p.poll_at(),
             Plugin::Perfsonar(_) => None,
+            Plugin::Api(p) => p.poll_at(),
         }
     }
 
@@ -184,6 +206,7 @@ impl Plugin {
             Plugin::Iperf(p) => p.on_timeout(cx),
             Plugin::Firefly(p) => p.on_timeout(cx),
             Plugin::Perfsonar(_) => {}
+            Plugin::Api(p) => p.on_timeout(cx),
         }
     }
 }

@@ -64,7 +64,14 @@ pub fn encode(out: &mut Vec<u8>, hostname: &str, ff: &Firefly<'_>) {
     write_rfc3339(out, ff.current_time);
     out.push(b' ');
     out.extend_from_slice(hostname.as_bytes());
-    out.extend_from_slice(b" flowd - firefly-json - {\"version\": 1, \"flow-lifecycle\": {\"state\": \"");
+    out.extend_from_slice(b" flowd - firefly-json - ");
+    encode_json(out, ff);
+}
+
+/// Appends the JSON object alone, without the syslog header (UDP_FIREFLY_SYSLOG=False,
+/// flowd-go's `prependSyslog: false`): the same bytes [`encode`] puts after the header.
+pub fn encode_json(out: &mut Vec<u8>, ff: &Firefly<'_>) {
+    out.extend_from_slice(b"{\"version\": 1, \"flow-lifecycle\": {\"state\": \"");
     out.extend_from_slice(ff.state.as_str().as_bytes());
     out.extend_from_slice(b"\", \"current-time\": ");
     write_time(out, ff.current_time);
@@ -376,6 +383,33 @@ mod tests {
         let mut out = Vec::new();
         encode(&mut out, "se01.example.org", &ff);
         assert_eq!(String::from_utf8(out).unwrap(), valid[1]);
+    }
+
+    /// UDP_FIREFLY_SYSLOG=False: the same JSON bytes without the header, and they decode
+    /// (the header is optional unless strict).
+    #[test]
+    fn test_bare_json_is_the_body_of_the_full_datagram() {
+        let key = FlowKey::new(Proto::Tcp, "192.0.2.1:1094".parse().unwrap(), "198.51.100.2:53012".parse().unwrap()).unwrap();
+        let ff = Firefly {
+            state: FlowState::Start,
+            current_time: Micros(1_700_000_000_000_000),
+            start_time: Micros(1_700_000_000_000_000),
+            end_time: None,
+            key,
+            exp: 2,
+            act: 9,
+            application: "flowd",
+            usage: None,
+            netlink: None,
+        };
+        let (mut full, mut bare) = (Vec::new(), Vec::new());
+        encode(&mut full, "h", &ff);
+        encode_json(&mut bare, &ff);
+        assert!(bare.starts_with(b"{\"version\": 1,") && full.ends_with(&bare) && full.len() > bare.len());
+        assert!(full.starts_with(b"<134>1 "));
+        let d = decode(&bare, Strictness::Lenient).unwrap();
+        assert_eq!((d.key, d.exp, d.act), (key, 2, 9));
+        assert!(decode(&bare, Strictness::Strict).is_err(), "strict decoding wants the header");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! HTTP/1.x for the metrics listener: an incremental request-head parser with size caps,
-//! the routing table, and a fixed response writer.
+//! HTTP/1.x for flowd's listeners (metrics, api plugin): an incremental request parser
+//! with size caps, the metrics listener's routing table, and a fixed response writer.
 //!
 //! Pure: takes the bytes read so far and answers "need more", "here is one request and how
 //! many bytes it used" or "answer with this error status and close". It never does I/O,
@@ -12,8 +12,10 @@
 //!   are skipped (RFC 9112 §2.2);
 //! - the whole head within [`MAX_HEAD`] bytes: a longer request line is 414, longer
 //!   headers 431;
-//! - no request bodies: `Content-Length` other than 0 is 413, `Transfer-Encoding: chunked`
-//!   is 413, any other transfer coding 501;
+//! - request bodies only where the listener takes them ([`parse_with`]'s `max_body`, 0 for
+//!   the metrics listener): a `Content-Length` above it is 413, and the request is complete
+//!   once that many body bytes are there; `Transfer-Encoding: chunked` is 413 without
+//!   bodies and 411 (length required) with them, any other transfer coding 501;
 //! - `Host` exactly once on HTTP/1.1 (400 otherwise); obsolete line folding is 400;
 //! - keep-alive: HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with
 //!   `Connection: keep-alive`. Pipelined requests are parsed one after the other from the
@@ -47,6 +49,8 @@ pub enum Status {
     MethodNotAllowed,
     /// 408 Request Timeout: the head did not arrive before the idle deadline.
     RequestTimeout,
+    /// 411 Length Required: a chunked body where bodies are taken (they need a length).
+    LengthRequired,
     /// 413 Content Too Large: the request has a body.
     ContentTooLarge,
     /// 414 URI Too Long: the request line does not fit in [`MAX_HEAD`].
@@ -63,12 +67,13 @@ pub enum Status {
 
 impl Status {
     /// Every status, in code order (for metrics).
-    pub const ALL: [Status; 11] = [
+    pub const ALL: [Status; 12] = [
         Status::Ok,
         Status::BadRequest,
         Status::NotFound,
         Status::MethodNotAllowed,
         Status::RequestTimeout,
+        Status::LengthRequired,
         Status::ContentTooLarge,
         Status::UriTooLong,
         Status::HeadersTooLarge,
@@ -85,6 +90,7 @@ impl Status {
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
             Status::RequestTimeout => 408,
+            Status::LengthRequired => 411,
             Status::ContentTooLarge => 413,
             Status::UriTooLong => 414,
             Status::HeadersTooLarge => 431,
@@ -102,6 +108,7 @@ impl Status {
             Status::NotFound => "404",
             Status::MethodNotAllowed => "405",
             Status::RequestTimeout => "408",
+            Status::LengthRequired => "411",
             Status::ContentTooLarge => "413",
             Status::UriTooLong => "414",
             Status::HeadersTooLarge => "431",
@@ -119,6 +126,7 @@ impl Status {
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::RequestTimeout => "Request Timeout",
+            Status::LengthRequired => "Length Required",
             Status::ContentTooLarge => "Content Too Large",
             Status::UriTooLong => "URI Too Long",
             Status::HeadersTooLarge => "Request Header Fields Too Large",
@@ -136,6 +144,8 @@ pub enum Method {
     Get,
     /// HEAD: like GET, without the body.
     Head,
+    /// POST (the api plugin's `/flow`).
+    Post,
     /// Any other syntactically valid method.
     Other,
 }
@@ -160,6 +170,10 @@ pub struct Request<'a> {
     pub version: Version,
     /// Whether the connection stays open after the response.
     pub keep_alive: bool,
+    /// The `Content-Type` value, if the request has one (the last one).
+    pub content_type: Option<&'a [u8]>,
+    /// The body (`Content-Length` bytes after the head; empty without one).
+    pub body: &'a [u8],
 }
 
 /// Result of looking at the bytes received so far.
@@ -167,7 +181,7 @@ pub struct Request<'a> {
 pub enum Parsed<'a> {
     /// The head is not complete yet and still within the caps: read more.
     Incomplete,
-    /// One complete request; its head took the first `used` bytes of the buffer.
+    /// One complete request; its head and body took the first `used` bytes of the buffer.
     Request {
         /// The request.
         req: Request<'a>,
@@ -217,7 +231,7 @@ pub fn route(method: Method, path: &[u8]) -> Route<'_> {
     };
     match method {
         Method::Get | Method::Head => known,
-        Method::Other => Route::Error(Status::MethodNotAllowed),
+        Method::Post | Method::Other => Route::Error(Status::MethodNotAllowed),
     }
 }
 
@@ -243,8 +257,15 @@ fn line(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((l.strip_suffix(b"\r").unwrap_or(l), rest))
 }
 
-/// Parses the start of `buf` as one request head. See the module doc for the rules.
+/// Parses the start of `buf` as one request without a body (the metrics listener):
+/// `parse_with(buf, 0)`.
 pub fn parse(buf: &[u8]) -> Parsed<'_> {
+    parse_with(buf, 0)
+}
+
+/// Parses the start of `buf` as one request, taking a body of up to `max_body` bytes.
+/// See the module doc for the rules.
+pub fn parse_with(buf: &[u8], max_body: usize) -> Parsed<'_> {
     let mut rest = buf;
     // Skip up to two empty lines before the request line (robustness, RFC 9112 §2.2).
     for _ in 0..2 {
@@ -268,6 +289,8 @@ pub fn parse(buf: &[u8]) -> Parsed<'_> {
     let mut connection_close = false;
     let mut connection_keep_alive = false;
     let mut fields = 0usize;
+    let mut content_length = 0usize;
+    let mut content_type = None;
     loop {
         let Some((field, r)) = line(rest) else {
             return if buf.len() >= MAX_HEAD { Parsed::Error(Status::HeadersTooLarge) } else { Parsed::Incomplete };
@@ -302,12 +325,22 @@ pub fn parse(buf: &[u8]) -> Parsed<'_> {
             if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
                 return Parsed::Error(Status::BadRequest);
             }
-            if value.iter().any(|&b| b != b'0') {
+            // Leading zeros are fine; more digits than any accepted length are not.
+            let digits = &value[value.iter().position(|&b| b != b'0').unwrap_or(value.len())..];
+            let n = if digits.len() > 12 { usize::MAX } else { digits.iter().fold(0usize, |n, &d| n * 10 + usize::from(d - b'0')) };
+            if n > max_body {
                 return Parsed::Error(Status::ContentTooLarge);
             }
+            if content_length != 0 && content_length != n {
+                return Parsed::Error(Status::BadRequest); // conflicting lengths (RFC 9112 §6.3)
+            }
+            content_length = n;
+        } else if name.eq_ignore_ascii_case(b"content-type") {
+            content_type = Some(value);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             let last = value.rsplit(|&b| b == b',').next().map(trim_ows).unwrap_or_default();
-            return Parsed::Error(if last.eq_ignore_ascii_case(b"chunked") { Status::ContentTooLarge } else { Status::NotImplemented });
+            let chunked = if max_body == 0 { Status::ContentTooLarge } else { Status::LengthRequired };
+            return Parsed::Error(if last.eq_ignore_ascii_case(b"chunked") { chunked } else { Status::NotImplemented });
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in value.split(|&b| b == b',').map(trim_ows) {
                 connection_close |= token.eq_ignore_ascii_case(b"close");
@@ -322,7 +355,11 @@ pub fn parse(buf: &[u8]) -> Parsed<'_> {
         Version::Http11 => !connection_close,
         Version::Http10 => connection_keep_alive && !connection_close,
     };
-    Parsed::Request { req: Request { method, path, version, keep_alive }, used: buf.len() - rest.len() }
+    if rest.len() < content_length {
+        return Parsed::Incomplete;
+    }
+    let head = buf.len() - rest.len();
+    Parsed::Request { req: Request { method, path, version, keep_alive, content_type, body: &rest[..content_length] }, used: head + content_length }
 }
 
 /// Splits and checks `METHOD SP target SP version`.
@@ -351,6 +388,7 @@ fn request_line_parts(l: &[u8]) -> Result<(Method, &[u8], Version), Status> {
     let method = match method {
         b"GET" => Method::Get,
         b"HEAD" => Method::Head,
+        b"POST" => Method::Post,
         _ => Method::Other,
     };
     Ok((method, path, version))
@@ -367,9 +405,12 @@ pub struct Head<'a> {
     pub content_length: usize,
     /// `Connection: keep-alive` (true) or `Connection: close` (false).
     pub keep_alive: bool,
+    /// The `Allow` value of a 405 (`GET, HEAD` when `None`).
+    pub allow: Option<&'a str>,
 }
 
-/// Appends a complete response head to `out`. A 405 carries `Allow: GET, HEAD`.
+/// Appends a complete response head to `out`. A 405 carries `Allow` (`GET, HEAD` unless
+/// the head says otherwise).
 /// The version is always HTTP/1.1 (RFC 9110 §6.2: the server's own version).
 pub fn write_head(out: &mut Vec<u8>, h: &Head<'_>) {
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -382,7 +423,8 @@ pub fn write_head(out: &mut Vec<u8>, h: &Head<'_>) {
     let mut digits = [0u8; 20];
     out.extend_from_slice(crate::wire::prom::fmt_u64(&mut digits, h.content_length as u64));
     if h.status == Status::MethodNotAllowed {
-        out.extend_from_slice(b"\r\nAllow: GET, HEAD");
+        out.extend_from_slice(b"\r\nAllow: ");
+        out.extend_from_slice(h.allow.unwrap_or("GET, HEAD").as_bytes());
     }
     out.extend_from_slice(if h.keep_alive { b"\r\nConnection: keep-alive\r\n\r\n" } else { b"\r\nConnection: close\r\n\r\n" });
 }
@@ -396,7 +438,7 @@ pub fn error_body(status: Status) -> String {
 /// connection is always closed after it unless `keep_alive` (404/405 on a good request).
 pub fn write_error(out: &mut Vec<u8>, status: Status, keep_alive: bool, head_only: bool) {
     let body = error_body(status);
-    write_head(out, &Head { status, content_type: TEXT_CONTENT_TYPE, content_length: body.len(), keep_alive });
+    write_head(out, &Head { status, content_type: TEXT_CONTENT_TYPE, content_length: body.len(), keep_alive, allow: None });
     if !head_only {
         out.extend_from_slice(body.as_bytes());
     }
@@ -490,6 +532,29 @@ mod tests {
     }
 
     #[test]
+    fn test_bodies_where_they_are_taken() {
+        let b = b"POST /flow HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{\"a\":1}GET";
+        for i in 0..b.len() - 3 {
+            assert_eq!(parse_with(&b[..i], 100), Parsed::Incomplete, "prefix of {i} bytes");
+        }
+        let (r, used) = match parse_with(b, 100) {
+            Parsed::Request { req, used } => (req, used),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((r.method, r.body, r.content_type, used), (Method::Post, &b"{\"a\":1}"[..], Some(&b"application/json"[..]), b.len() - 3));
+        assert_eq!(parse_with(b, 6), Parsed::Error(Status::ContentTooLarge), "over the cap: refused before it is read");
+        assert_eq!(parse(b), Parsed::Error(Status::ContentTooLarge), "no bodies on the metrics listener");
+        let huge = b"POST /flow HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n";
+        assert_eq!(parse_with(huge, 4096), Parsed::Error(Status::ContentTooLarge));
+        let twice = b"POST /flow HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
+        assert_eq!(parse_with(twice, 10), Parsed::Error(Status::BadRequest));
+        let chunked = b"POST /flow HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(parse_with(chunked, 10), Parsed::Error(Status::LengthRequired));
+        let none = b"POST /flow HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(matches!(parse_with(none, 10), Parsed::Request { req, .. } if req.body.is_empty() && req.content_type.is_none()));
+    }
+
+    #[test]
     fn test_size_caps() {
         let mut long_line = b"GET /".to_vec();
         long_line.resize(MAX_HEAD, b'a');
@@ -553,7 +618,7 @@ mod tests {
     #[test]
     fn test_response_heads() {
         let mut out = Vec::new();
-        write_head(&mut out, &Head { status: Status::Ok, content_type: METRICS_CONTENT_TYPE, content_length: 1234, keep_alive: true });
+        write_head(&mut out, &Head { status: Status::Ok, content_type: METRICS_CONTENT_TYPE, content_length: 1234, keep_alive: true, allow: None });
         assert_eq!(out, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: 1234\r\nConnection: keep-alive\r\n\r\n");
         out.clear();
         write_error(&mut out, Status::MethodNotAllowed, false, false);

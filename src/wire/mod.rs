@@ -4,6 +4,7 @@
 //! They never do I/O, never read the clock, never log, and never panic on any input.
 //! Each file has byte-fixture unit tests.
 
+pub mod api;
 pub mod buf;
 pub mod firefly;
 pub mod http;
