@@ -24,12 +24,12 @@ use flowd::config::{ExcludeMatch, PolicyConfig};
 use flowd::decision::Decision;
 use flowd::explain::{self, View};
 use flowd::flow::{FlowEvent, FlowKey, FlowState, Micros, Proto};
-use flowd::flows::{FlowTable, Recent};
+use flowd::flow_table::{FlowTable, Recent};
 use flowd::metrics::Metrics;
 use flowd::netaddr::Cidr;
 use flowd::policy::ranges::Ranges;
 use flowd::policy::{Policy, Verdict};
-use flowd::registry::Registry;
+use flowd::registry::ScitagsRegistry;
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.windows(2).find(|w| w[0] == name).and_then(|w| w[1].parse().ok()).unwrap_or(default)
@@ -175,7 +175,7 @@ fn table(n: usize) -> FlowTable {
 fn bench_page(n: usize) {
     let flows = table(n);
     let recent = Recent::default();
-    let registry = Registry::bundled();
+    let registry = ScitagsRegistry::bundled();
     let cfg = PolicyConfig::default();
     let policy = Policy::new(&cfg, None, Instant::now());
     let label_of = |_: &FlowKey| Some(0xD0127);

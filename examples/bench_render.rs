@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use flowd::backend::prometheus::FlowMetrics;
 use flowd::flow::{FlowEvent, FlowKey, FlowState, Micros, Proto};
-use flowd::flows::FlowTable;
+use flowd::flow_table::FlowTable;
 use flowd::metrics::Metrics;
-use flowd::registry::Registry;
+use flowd::registry::ScitagsRegistry;
 use flowd::wire::prom::Page;
 use flowd::wire::sock_diag::{BbrInfo, CongName, Conn, ConnExt, SkMemInfo, TcpInfo};
 
@@ -68,7 +68,7 @@ fn main() {
             conns.push(Conn { src, dst, state: 1, inode: i as u32 + 1, uid: 0, tcp_info: Some(tcp_info(i as u32)), ext: ext(i as u32) });
         }
     }
-    let registry = Registry::bundled();
+    let registry = ScitagsRegistry::bundled();
     let mut backend = FlowMetrics::new();
     let mut page = Page::new();
     let (mut matching, mut rendering) = (Vec::new(), Vec::new());

@@ -17,7 +17,7 @@ use std::time::Instant;
 use crate::decision::Rejection;
 use crate::flow::{FlowEvent, Micros};
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::registry::ScitagsRegistry;
 use crate::wire::http::{Route, Status};
 use crate::wire::prom::Page;
 
@@ -50,7 +50,7 @@ pub struct Context<'a> {
     /// The daemon's metrics.
     pub metrics: &'a mut Metrics,
     /// The flow registry in force (experiment/activity names ↔ ids).
-    pub registry: &'a Registry,
+    pub registry: &'a ScitagsRegistry,
     /// The loop's `mio` registry, for sources that must re-register (e.g. a re-created pipe).
     pub poll: &'a mio::Registry,
     /// This host's own addresses.

@@ -11,10 +11,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::decision::{Decision, RuleRef};
 use crate::flow::{FlowKey, Micros, Proto};
-use crate::flows::{Fate, FlowTable, Gone, OpenFlow, Recent, RECENT_FLOWS};
+use crate::flow_table::{Fate, FlowTable, Gone, OpenFlow, Recent, RECENT_FLOWS};
 use crate::label;
 use crate::policy::{Policy, Verdict};
-use crate::registry::Registry;
+use crate::registry::ScitagsRegistry;
 use crate::wire::http::Status;
 use crate::wire::prom::write_u64;
 use crate::wire::time::{rfc3339, write_rfc3339};
@@ -29,7 +29,7 @@ pub struct View<'a> {
     /// Recently ended, excluded and rejected flows.
     pub recent: &'a Recent,
     /// Names of experiments and activities.
-    pub registry: &'a Registry,
+    pub registry: &'a ScitagsRegistry,
     /// The rules in force (for flows flowd has not seen).
     pub policy: &'a Policy,
     /// The label a backend (the eBPF marker) puts on a flow's packets now.
@@ -464,7 +464,7 @@ mod tests {
     struct World {
         flows: FlowTable,
         recent: Recent,
-        registry: Registry,
+        registry: ScitagsRegistry,
         policy: Policy,
     }
 
@@ -488,7 +488,7 @@ mod tests {
             exclude_match: crate::config::ExcludeMatch::Both,
             domains_refresh: Duration::from_secs(300),
         };
-        World { flows, recent, registry: Registry::bundled(), policy: Policy::new(&cfg, None, Instant::now()) }
+        World { flows, recent, registry: ScitagsRegistry::bundled(), policy: Policy::new(&cfg, None, Instant::now()) }
     }
 
     fn view<'a>(w: &'a World, label_of: &'a dyn Fn(&FlowKey) -> Option<u32>) -> View<'a> {

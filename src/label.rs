@@ -16,7 +16,7 @@
 //! id (6 bits, normal order), E five entropy bits drawn at random once per flow.
 //! Out-of-range ids are an error, never truncated (the Python flowd truncates silently).
 
-use crate::registry::{IdOrName, Registry};
+use crate::registry::{IdOrName, ScitagsRegistry};
 
 /// Largest experiment id the label can carry (9 bits).
 pub const MAX_EXP: u32 = 511;
@@ -118,7 +118,7 @@ fn bit_groups(label: u32) -> String {
     format!("{} {} {} {} {}", &b[0..2], &b[2..11], &b[11..12], &b[12..18], &b[18..20])
 }
 
-fn describe(registry: &Registry, exp: u32, act: u32) -> String {
+fn describe(registry: &ScitagsRegistry, exp: u32, act: u32) -> String {
     let (e, a) = registry.names(exp, act);
     format!("experiment {exp} ({}), activity {act} ({})", e.unwrap_or("not in registry"), a.unwrap_or("not in registry"))
 }
@@ -131,7 +131,7 @@ note: the flow label is the 20-bit field of the IPv6 header that flowd's eBPF ma
       number transfer tools take (XRootD/gfal scitag.flow=N, FTS, the HTTP SciTag
       header); it never appears in packets.\n";
 
-fn encode_text(registry: &Registry, exp: u32, act: u32) -> Result<String, String> {
+fn encode_text(registry: &ScitagsRegistry, exp: u32, act: u32) -> Result<String, String> {
     let base = encode(exp, act, 0).map_err(|e| e.to_string())?;
     let all = base | ENTROPY_MASK;
     Ok(format!(
@@ -149,7 +149,7 @@ fn encode_text(registry: &Registry, exp: u32, act: u32) -> Result<String, String
     ))
 }
 
-fn decode_text(registry: &Registry, label: u32) -> Result<String, String> {
+fn decode_text(registry: &ScitagsRegistry, label: u32) -> Result<String, String> {
     if label > LABEL_MASK {
         return Err(format!("{label:#x} is wider than the 20-bit flow label; give the label only (word0 & 0xFFFFF)"));
     }
@@ -176,7 +176,7 @@ const USAGE: &str = "usage: flowd label encode EXP ACT   (ids or registry names,
 /// (`["encode", "atlas", "Debug"]` or `["decode", "0x10024"]`). Names resolve against the
 /// bundled registry. Returns the text to print, or an error message (with usage).
 pub fn label_command(args: &[String]) -> Result<String, String> {
-    let registry = Registry::bundled();
+    let registry = ScitagsRegistry::bundled();
     match args {
         [cmd, exp, act] if cmd == "encode" => {
             let e = registry.exp_id(&IdOrName::parse(exp)).ok_or_else(|| format!("unknown experiment {exp:?} (not in the bundled registry)"))?;

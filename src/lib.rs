@@ -30,7 +30,7 @@ pub mod discovery;
 pub mod enrich;
 pub mod explain;
 pub mod flow;
-pub mod flows;
+pub mod flow_table;
 pub mod http;
 pub mod label;
 pub mod logger;

@@ -62,7 +62,7 @@ pub struct Experiment {
 
 /// A parsed registry.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Registry {
+pub struct ScitagsRegistry {
     /// All experiments, in document order.
     pub experiments: Vec<Experiment>,
     /// The document's `modified` field, if any.
@@ -82,9 +82,9 @@ fn name_eq(a: &str, b: &str) -> bool {
         })
 }
 
-impl Registry {
+impl ScitagsRegistry {
     /// Parses an api.json document.
-    pub fn parse(doc: &[u8], origin: &str) -> Result<Registry, RegistryError> {
+    pub fn parse(doc: &[u8], origin: &str) -> Result<ScitagsRegistry, RegistryError> {
         let raw: RawRegistry = serde_json::from_slice(doc)?;
         if raw.experiments.is_empty() {
             return Err(RegistryError::Empty);
@@ -98,16 +98,16 @@ impl Registry {
                 activities: e.activities.into_iter().map(|a| (a.name.trim().to_string(), a.id)).collect(),
             })
             .collect();
-        Ok(Registry { experiments, modified: raw.modified, origin: origin.to_string() })
+        Ok(ScitagsRegistry { experiments, modified: raw.modified, origin: origin.to_string() })
     }
 
     /// The registry compiled into the binary.
-    pub fn bundled() -> Registry {
-        match Registry::parse(BUNDLED, "bundled") {
+    pub fn bundled() -> ScitagsRegistry {
+        match ScitagsRegistry::parse(BUNDLED, "bundled") {
             Ok(r) => r,
             // The bundled file is checked by a unit test; an empty registry still lets
             // numeric ids work.
-            Err(_) => Registry { experiments: Vec::new(), modified: None, origin: "bundled".into() },
+            Err(_) => ScitagsRegistry { experiments: Vec::new(), modified: None, origin: "bundled".into() },
         }
     }
 
@@ -139,7 +139,7 @@ impl Registry {
         Ok((e, a))
     }
 
-    /// Registry names of an (exp, act) pair, if registered.
+    /// ScitagsRegistry names of an (exp, act) pair, if registered.
     pub fn names(&self, exp: u32, act: u32) -> (Option<&str>, Option<&str>) {
         let e = self.experiment(exp);
         let a = e.and_then(|e| e.activities.iter().find(|(_, id)| *id == act)).map(|(n, _)| n.as_str());
@@ -162,7 +162,7 @@ mod tests {
 
     #[test]
     fn test_bundled_registry_parses_with_all_experiments() {
-        let r = Registry::parse(BUNDLED, "bundled").unwrap();
+        let r = ScitagsRegistry::parse(BUNDLED, "bundled").unwrap();
         assert_eq!(r.experiments.len(), 14);
         assert_eq!(r.exp_id(&IdOrName::parse("atlas")), Some(2));
         assert_eq!(r.exp_id(&IdOrName::parse("CMS")), Some(3));
@@ -173,7 +173,7 @@ mod tests {
 
     #[test]
     fn test_ids_pass_through_and_unknown_names_are_named() {
-        let r = Registry::bundled();
+        let r = ScitagsRegistry::bundled();
         assert_eq!(r.resolve(&IdOrName::Id(999), &IdOrName::Id(7)), Ok((999, 7)));
         assert_eq!(r.resolve(&IdOrName::parse("nosuch"), &IdOrName::Id(1)), Err(UnknownName::Experiment));
         assert_eq!(r.resolve(&IdOrName::parse("atlas"), &IdOrName::parse("nosuch")), Err(UnknownName::Activity));
@@ -182,7 +182,7 @@ mod tests {
 
     #[test]
     fn test_junk_is_rejected() {
-        assert!(Registry::parse(b"<html>", "x").is_err());
-        assert!(matches!(Registry::parse(br#"{"experiments":[]}"#, "x"), Err(RegistryError::Empty)));
+        assert!(ScitagsRegistry::parse(b"<html>", "x").is_err());
+        assert!(matches!(ScitagsRegistry::parse(br#"{"experiments":[]}"#, "x"), Err(RegistryError::Empty)));
     }
 }

@@ -38,9 +38,9 @@ use crate::config::{BackendKind, Config};
 use crate::context::Context;
 use crate::decision::Decision;
 use crate::flow::{FlowEvent, FlowKey};
-use crate::flows::FlowTable;
+use crate::flow_table::FlowTable;
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::registry::ScitagsRegistry;
 use crate::wire::prom::Page;
 
 /// Why a backend could not start.
@@ -190,7 +190,7 @@ impl Backend {
     }
 
     /// Adds this backend's own metric families (after the store's) to the page.
-    pub fn write_metrics(&mut self, registry: &Registry, out: &mut Page) {
+    pub fn write_metrics(&mut self, registry: &ScitagsRegistry, out: &mut Page) {
         match self {
             Backend::UdpFirefly(_) | Backend::Dummy(_) => {}
             Backend::Prometheus(b) => b.write(registry, out),

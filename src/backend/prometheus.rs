@@ -32,10 +32,10 @@ use std::time::{Duration, Instant};
 
 use crate::enrich::dump::{Dump, Sink};
 use crate::flow::{FlowKey, Proto};
-use crate::flows::FlowTable;
+use crate::flow_table::FlowTable;
 use crate::metrics::{Desc, Kind, Metrics, BACKEND_ERRORS};
 use crate::netaddr;
-use crate::registry::Registry;
+use crate::registry::ScitagsRegistry;
 use crate::wire::buf::append;
 use crate::wire::prom::{self, Page, Value};
 use crate::wire::sock_diag::{ext, Conn, ConnExt, Family, Filter, TcpInfo};
@@ -397,7 +397,7 @@ impl FlowMetrics {
     /// buffers in turn, flow by flow, is more than twice as slow).
     ///
     /// [`scrape`]: FlowMetrics::scrape
-    pub fn write(&mut self, registry: &Registry, page: &mut Page) {
+    pub fn write(&mut self, registry: &ScitagsRegistry, page: &mut Page) {
         // Scrape and write run back to back in one loop turn, so every match is still open.
         let rows = self.rows();
         // Every row's label block, and where `,src=` starts in it (for `opts`).
@@ -447,7 +447,7 @@ impl FlowMetrics {
 
 /// Appends `{act="…",dst="…",exp="…",flow="sport:dport",src="…"}` for one flow and
 /// returns the offset in `out` of its `,src=` (where `flow_tcp_ca_info` inserts `opts`).
-fn write_label_block(out: &mut Vec<u8>, key: &FlowKey, exp: u32, act: u32, registry: &Registry) -> usize {
+fn write_label_block(out: &mut Vec<u8>, key: &FlowKey, exp: u32, act: u32, registry: &ScitagsRegistry) -> usize {
     let (e, a) = registry.names(exp, act);
     let name_or_id = |out: &mut Vec<u8>, name: Option<&str>, id: u32| match name {
         Some(n) => prom::write_label_value(out, n),
@@ -529,7 +529,7 @@ mod tests {
         p.matched.push((k2, false, Matched { info: info(1500, 5), ext: ConnExt::default(), exp: 999, act: 7 }));
         p.matched.push((k, true, Matched { info: info(361, 1_612_210_340), ext: ConnExt::default(), exp: 2, act: 9 }));
         let mut out = Page::new();
-        p.write(&Registry::bundled(), &mut out);
+        p.write(&ScitagsRegistry::bundled(), &mut out);
         assert_eq!(out.parts().len(), FIELDS.len() + EXT_FIELDS.len() + 1, "one part per family");
         let page = String::from_utf8(out.to_vec()).unwrap();
         let l1 = r#"{act="Debug",dst="198.51.100.2",exp="atlas",flow="1094:40000",src="192.0.2.1"}"#;
@@ -570,7 +570,7 @@ mod tests {
         p.matched.push((k, true, Matched { info: info(361, 1), ext: with_bbr, exp: 2, act: 9 }));
         p.matched.push((k2, true, Matched { info: info(361, 1), ext: cubic, exp: 2, act: 9 }));
         let mut out = Page::new();
-        p.write(&Registry::bundled(), &mut out);
+        p.write(&ScitagsRegistry::bundled(), &mut out);
         let page = String::from_utf8(out.to_vec()).unwrap();
         let l1 = r#"{act="Debug",dst="198.51.100.2",exp="atlas",flow="1094:40000",src="192.0.2.1"}"#;
         let l2 = r#"{act="Debug",dst="198.51.100.2",exp="atlas",flow="1095:40001",src="192.0.2.1"}"#;

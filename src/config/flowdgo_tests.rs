@@ -69,8 +69,8 @@ const CASES: &[(&str, &[Want])] = &[
     ),
     ("plugins: {firefly: {bindAddress: '::'}}\n", &[Set("FIREFLY_LISTENER_HOST='::'")]),
     (
-        "plugins: {perfsonar: {experimentId: 3, activityId: 4}}\n",
-        &[Set("PERFSONAR_EXPERIMENT=3"), Set("PERFSONAR_ACTIVITY=4"), Warn("plugins.perfsonar: the perfsonar plugin is not yet supported")],
+        "plugins: {perfsonar: {experimentId: 3, activityId: 4}}\nbackends: {marker: {targetInterfaces: [lo]}}\n",
+        &[Set("PLUGIN=('perfsonar',)"), Set("PERFSONAR_EXPERIMENT=3"), Set("PERFSONAR_ACTIVITY=4")],
     ),
     (
         "plugins:\n  iperf3:\n    minSourcePort: 2340\n    maxSourcePort: 2350\n    minDestinationPort: 5200\n    maxDestinationPort: 0\n    \
@@ -141,7 +141,7 @@ const CASES: &[(&str, &[Want])] = &[
     ("backends: {prometheus: {}}\n", &[Set("PROMETHEUS_SRV_PORT=8080")]),
     ("plugins: {fireflyp: {}}\n", &[Warn("plugins.fireflyp: flowd-go's key is `plugins.firefly`"), Set("PLUGIN=()")]),
     ("plugins: {np: {pipePath: foo}}\n", &[Warn("plugins.np: flowd-go's key is `plugins.namedPipe`")]),
-    ("plugins: {perfsonar: {activityID: 2, experimentID: 1}}\n", &[
+    ("plugins: {perfsonar: {activityID: 2, experimentID: 1}}\nbackends: {marker: {targetInterfaces: [lo]}}\n", &[
         Warn("plugins.perfsonar.activityID: flowd-go's key is `activityId`"),
         Warn("plugins.perfsonar.experimentID: flowd-go's key is `experimentId`"),
         Set("PERFSONAR_ACTIVITY=0"),

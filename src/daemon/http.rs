@@ -200,7 +200,7 @@ mod tests {
     fn test_a_request_is_answered_from_the_spare_page_and_a_partial_one_keeps_it() {
         let poll = mio::Poll::new().unwrap();
         let (mut out, mut metrics, registry, mut local, mut rejected) =
-            (Vec::new(), Metrics::new(), crate::registry::Registry::bundled(), crate::enrich::local::LocalAddrs::new(), Vec::new());
+            (Vec::new(), Metrics::new(), crate::registry::ScitagsRegistry::bundled(), crate::enrich::local::LocalAddrs::new(), Vec::new());
         let mut rendered = 0;
         let mut render = |_: Route<'_>, _: &mut Metrics, p: &mut Page| {
             rendered += 1;

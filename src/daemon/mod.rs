@@ -36,12 +36,12 @@ use crate::enrich::local::LocalAddrs;
 use crate::enrich::Enricher;
 use crate::explain::{self, View};
 use crate::flow::{FlowEvent, FlowState, Micros, Origin};
-use crate::flows::{Fate, FlowTable, Gone, OpenFlow, Recent};
+use crate::flow_table::{Fate, FlowTable, Gone, OpenFlow, Recent};
 use crate::logger::RateLimit;
 use crate::metrics::{Desc, Kind, Metrics, BACKEND_ERRORS, BAD_INPUT, EVENTS};
 use crate::plugin::Plugin;
 use crate::policy::{Policy, Verdict};
-use crate::registry::Registry;
+use crate::registry::ScitagsRegistry;
 use crate::sys::listen_fds::Inherited;
 use crate::sys::notify::Notifier;
 use crate::sys::{self, PidFile};
@@ -88,7 +88,7 @@ pub struct Daemon {
     waker: Arc<Waker>,
     source: ConfigSource,
     config: Config,
-    registry: Registry,
+    registry: ScitagsRegistry,
     refresher: Refresher,
     plugins: Vec<Plugin>,
     backends: Vec<Backend>,
@@ -219,7 +219,7 @@ struct Pages<'a> {
     flows: &'a FlowTable,
     recent: &'a Recent,
     policy: &'a Policy,
-    registry: &'a Registry,
+    registry: &'a ScitagsRegistry,
 }
 
 impl Pages<'_> {
@@ -245,7 +245,7 @@ impl Pages<'_> {
 
 /// Renders the `/metrics` page: process usage, then the flow backends' scrape (which may
 /// count its own errors), then the whole store, then the per-flow families.
-fn render_page(metrics: &mut Metrics, backends: &mut [Backend], flows: &FlowTable, registry: &Registry, out: &mut Page) {
+fn render_page(metrics: &mut Metrics, backends: &mut [Backend], flows: &FlowTable, registry: &ScitagsRegistry, out: &mut Page) {
     match sys::process::sample() {
         Ok(p) => metrics.set_process(&p),
         Err(e) => log::debug!("process metrics unavailable: {e}"),
@@ -272,9 +272,9 @@ fn declare_metrics(m: &mut Metrics, cfg: &Config) {
         &BACKEND_ERRORS,
         &RELOADS,
         &refresh::FAILURES,
-        &crate::flows::OPEN,
-        &crate::flows::BY_ACTIVITY,
-        &crate::flows::UNTRACKED,
+        &crate::flow_table::OPEN,
+        &crate::flow_table::BY_ACTIVITY,
+        &crate::flow_table::UNTRACKED,
     ] {
         m.declare(d);
     }
@@ -876,7 +876,7 @@ mod tests {
         for e in found.iter_mut() {
             flows.track(e, &mut metrics);
         }
-        let registry = Registry::bundled();
+        let registry = ScitagsRegistry::bundled();
         let mut p = FlowMetrics::new();
         let rows = |p: &mut FlowMetrics| {
             let mut page = Page::new();

@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use crate::context::Context;
 use crate::metrics::{Desc, Kind, Metrics};
-use crate::registry::Registry;
+use crate::registry::ScitagsRegistry;
 
 /// Failed registry fetches.
 pub static FAILURES: Desc = Desc {
     name: "flowd_registry_refresh_failures_total",
-    help: "Registry (FLOW_MAP_API) fetches that failed; the last good registry stayed in force.",
+    help: "ScitagsRegistry (FLOW_MAP_API) fetches that failed; the last good registry stayed in force.",
     kind: Kind::Counter,
     labels: &[],
 };
@@ -63,17 +63,17 @@ fn save(dir: &Path, source: &str, body: &[u8]) {
 }
 
 /// The copy saved from `source` by an earlier run, if there is a good one.
-fn saved(dir: &Path, source: &str) -> Option<Registry> {
+fn saved(dir: &Path, source: &str) -> Option<ScitagsRegistry> {
     if std::fs::read_to_string(dir.join("registry.source")).ok()?.trim() != source {
         return None;
     }
     let body = std::fs::read(dir.join("registry.json")).ok()?;
-    Registry::parse(&body, &format!("{source} (saved copy)")).ok()
+    ScitagsRegistry::parse(&body, &format!("{source} (saved copy)")).ok()
 }
 
 /// Reads the registry from an http(s) URL or a file path; a good http document is also
 /// saved in `save_in`.
-pub fn fetch(source: &str, timeout: Duration, save_in: Option<&Path>) -> Result<Registry, String> {
+pub fn fetch(source: &str, timeout: Duration, save_in: Option<&Path>) -> Result<ScitagsRegistry, String> {
     let body = if is_http(source) {
         let secs = timeout.as_secs().max(1);
         let resp = minreq::get(source).with_timeout(secs).send().map_err(|e| format!("GET {source}: {e}"))?;
@@ -84,7 +84,7 @@ pub fn fetch(source: &str, timeout: Duration, save_in: Option<&Path>) -> Result<
     } else {
         std::fs::read(source).map_err(|e| format!("cannot read {source}: {e}"))?
     };
-    let reg = Registry::parse(&body, source).map_err(|e| format!("{source}: {e}"))?;
+    let reg = ScitagsRegistry::parse(&body, source).map_err(|e| format!("{source}: {e}"))?;
     if let Some(dir) = save_in.filter(|_| is_http(source)) {
         save(dir, source, &body);
     }
@@ -94,9 +94,9 @@ pub fn fetch(source: &str, timeout: Duration, save_in: Option<&Path>) -> Result<
 /// The registry to start on, without waiting for the network: a file source is read;
 /// for an http(s) source, the copy saved by an earlier run or the bundled registry
 /// (the returned `true` asks the refresher to fetch at once).
-pub fn initial(source: Option<&str>, timeout: Duration, state: &Path, metrics: &mut Metrics) -> (Registry, bool) {
+pub fn initial(source: Option<&str>, timeout: Duration, state: &Path, metrics: &mut Metrics) -> (ScitagsRegistry, bool) {
     let (reg, fetch_now) = match source {
-        None => (Registry::bundled(), false),
+        None => (ScitagsRegistry::bundled(), false),
         Some(src) if is_http(src) => match saved(state, src) {
             Some(r) => {
                 log::info!("registry: starting on the copy of {src} saved in {}; fetching a fresh one in the background", state.display());
@@ -104,7 +104,7 @@ pub fn initial(source: Option<&str>, timeout: Duration, state: &Path, metrics: &
             }
             None => {
                 log::info!("registry: starting on the bundled registry; fetching {src} in the background");
-                (Registry::bundled(), true)
+                (ScitagsRegistry::bundled(), true)
             }
         },
         Some(src) => match fetch(src, timeout, None) {
@@ -112,7 +112,7 @@ pub fn initial(source: Option<&str>, timeout: Duration, state: &Path, metrics: &
             Err(e) => {
                 metrics.inc(&FAILURES, &[]);
                 log::warn!("registry: {e}; using the bundled registry until a refresh succeeds");
-                (Registry::bundled(), false)
+                (ScitagsRegistry::bundled(), false)
             }
         },
     };
@@ -120,7 +120,7 @@ pub fn initial(source: Option<&str>, timeout: Duration, state: &Path, metrics: &
     (reg, fetch_now)
 }
 
-fn record_success(reg: &Registry, metrics: &mut Metrics) {
+fn record_success(reg: &ScitagsRegistry, metrics: &mut Metrics) {
     metrics.clear(&LAST_SUCCESS);
     let now = crate::flow::Micros::now().0 as f64 / 1e6;
     metrics.set(&LAST_SUCCESS, vec![reg.origin.clone().into()], now);
@@ -133,7 +133,7 @@ pub struct Refresher {
     timeout: Duration,
     state: PathBuf,
     next: Option<Instant>,
-    inflight: Option<Receiver<Result<Registry, String>>>,
+    inflight: Option<Receiver<Result<ScitagsRegistry, String>>>,
     waker: Arc<mio::Waker>,
 }
 
@@ -193,7 +193,7 @@ impl Refresher {
 
     /// Collects a finished fetch (after the waker fired). `Some` = new registry to use
     /// (the loop swaps it in after the turn).
-    pub fn on_wake(&mut self, cx: &mut Context<'_>) -> Option<Registry> {
+    pub fn on_wake(&mut self, cx: &mut Context<'_>) -> Option<ScitagsRegistry> {
         let (now, metrics) = (cx.now, &mut *cx.metrics);
         let rx = self.inflight.as_ref()?;
         let res = match rx.try_recv() {

@@ -363,7 +363,7 @@ fn public_key(d: &Discovery, key: &FlowKey) -> FlowKey {
 mod tests {
     use super::*;
     use crate::flow::{Micros, Proto, Relayed};
-    use crate::registry::Registry;
+    use crate::registry::ScitagsRegistry;
     use local::LocalAddrs;
 
     fn cfg(backends: &[BackendKind], netlink: bool, ongoing: Option<u64>) -> Config {
@@ -385,7 +385,7 @@ mod tests {
         out: Vec<FlowEvent>,
         rejected: Vec<crate::decision::Rejection>,
         metrics: Metrics,
-        registry: Registry,
+        registry: ScitagsRegistry,
         local: LocalAddrs,
     }
 
@@ -393,7 +393,7 @@ mod tests {
         fn new() -> Turn {
             let poll = mio::Poll::new().unwrap();
             let waker = Arc::new(Waker::new(poll.registry(), Token(1)).unwrap());
-            Turn { poll, waker, out: Vec::new(), rejected: Vec::new(), metrics: Metrics::new(), registry: Registry::bundled(), local: LocalAddrs::new() }
+            Turn { poll, waker, out: Vec::new(), rejected: Vec::new(), metrics: Metrics::new(), registry: ScitagsRegistry::bundled(), local: LocalAddrs::new() }
         }
 
         fn cx(&mut self, now: Instant) -> Context<'_> {

@@ -205,7 +205,7 @@ mod tests {
     use super::*;
     use crate::enrich::local::LocalAddrs;
     use crate::metrics::Metrics;
-    use crate::registry::Registry;
+    use crate::registry::ScitagsRegistry;
 
     #[test]
     fn test_scan_completes_and_an_overdue_dump_is_abandoned_and_counted() {
@@ -215,7 +215,7 @@ mod tests {
         let poll = mio::Poll::new().unwrap();
         let mut s = Scanner::new(&cfg).unwrap();
         s.register(poll.registry(), Token(7)).unwrap();
-        let (mut out, mut metrics, registry, mut local) = (Vec::new(), Metrics::new(), Registry::bundled(), LocalAddrs::new());
+        let (mut out, mut metrics, registry, mut local) = (Vec::new(), Metrics::new(), ScitagsRegistry::bundled(), LocalAddrs::new());
         let mut rejected = Vec::new();
         let t0 = Instant::now();
         let mut cx = Context {

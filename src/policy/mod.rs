@@ -8,7 +8,7 @@
 //! an excluded flow takes no room in the flow table, gets no tcp_info and no `ongoing`
 //! event, and no backend ever hears of it. A flow's first event decides; the daemon
 //! makes its later events follow that decision (`Decision::PassedOpenFlow`, or the
-//! exclusion remembered in `flows::Recent`), so a flow is never half marked.
+//! exclusion remembered in `flow_table::Recent`), so a flow is never half marked.
 //!
 //! Networks are looked up in [`ranges::Ranges`] (a bucket index and a search among a few
 //! ranges per endpoint: about 10 ns per address and 50 ns per event with 1,000 networks,

@@ -21,7 +21,7 @@ use flowd::enrich::local::LocalAddrs;
 use flowd::flow::{FlowEvent, FlowKey, FlowState, Micros, Proto};
 use flowd::label;
 use flowd::metrics::Metrics;
-use flowd::registry::{IdOrName, Registry};
+use flowd::registry::{IdOrName, ScitagsRegistry};
 use nix::sys::socket::{self as sk, sockopt};
 
 const A1: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
@@ -103,7 +103,7 @@ fn event(state: FlowState, src: Ipv6Addr, dst: Ipv6Addr, exp: u32, act: u32) -> 
 }
 
 fn feed(m: &mut Marker, metrics: &mut Metrics, ev: &FlowEvent) -> Result<Option<Decision>, String> {
-    let registry = Registry::bundled();
+    let registry = ScitagsRegistry::bundled();
     let mut out = Vec::new();
     let mut rejected = Vec::new();
     let poll = mio::Poll::new().map_err(|e| e.to_string())?;
@@ -492,19 +492,20 @@ impl NsFlowd {
 
     /// Starts flowd with `extra` appended to the config (a key set again wins).
     fn start_with(ns: &str, extra: &str) -> NsFlowd {
+        NsFlowd::start_text(ns, &|pipe: &std::path::Path| {
+            format!("PLUGIN='np_api'\nBACKEND='ebpf'\nNETWORK_INTERFACE='vethA'\nNP_API_FILE='{}'\nPID_FILE=''\nPROMETHEUS_SRV_PORT=0\n{extra}", pipe.display())
+        })
+    }
+
+    /// Starts flowd on the config `text(pipe path)`, written as it is (flowd.cfg, or a
+    /// flowd-go YAML file).
+    fn start_text(ns: &str, text: &dyn Fn(&std::path::Path) -> String) -> NsFlowd {
         let dir = std::env::temp_dir().join(format!("flowd-netns-{}-{ns}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("tmp dir");
         let pipe = dir.join("np");
         let cfg = dir.join("flowd.cfg");
         let log = dir.join("stderr.log");
-        std::fs::write(
-            &cfg,
-            format!(
-                "PLUGIN='np_api'\nBACKEND='ebpf'\nNETWORK_INTERFACE='vethA'\nNP_API_FILE='{}'\nPID_FILE=''\nPROMETHEUS_SRV_PORT=0\n{extra}",
-                pipe.display()
-            ),
-        )
-        .expect("write config");
+        std::fs::write(&cfg, text(&pipe)).expect("write config");
         let child = Command::new("ip")
             .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_flowd"), "-d", "-c"])
             .arg(&cfg)
@@ -676,6 +677,47 @@ fn netns_real_flowd_perfsonar_marks_every_unannounced_tcp_packet() {
     println!("perfsonar: unannounced flow {:#07x}, announced flow {:#07x}", labels(A3)[0], labels(A1)[0]);
 }
 
+/// Issue 17's done check: OSG's perfSONAR installer config for flowd-go, unmodified but
+/// for the interface name and the collector (a sink here), run by the real binary: every
+/// egress IPv6 TCP packet of a real connection carries experiment 1 / activity 2, and no
+/// firefly with port 0 or `::` goes to the collector (the plugin announces no flow).
+#[test]
+fn netns_flowd_go_perfsonar_config_runs_as_it_is() {
+    if !super::can_load_marker() {
+        return;
+    }
+    let ns = Netns::new("g").expect("namespaces");
+    let sink = in_ns(&ns.a, || {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("sink");
+        s.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+        s
+    });
+    let port = sink.local_addr().expect("sink addr").port();
+    let Observed { got, stop, cap } = Observed::start(&ns.b);
+    let yaml = format!(
+        "plugins:\n  perfsonar: {{activityId: 2, experimentId: 1}}\nbackends:\n  firefly: {{sendToCollector: true, collectorAddress: 127.0.0.1, collectorPort: {port},\n            prependSyslog: false, enrich: true}}\n  marker: {{targetInterfaces: [vethA], markingStrategy: label, forceHookRemoval: true}}\nenrichers: {{period: 60000, netlink: {{}}, skops: {{}}}}\n"
+    );
+    let flowd = NsFlowd::start_text(&ns.a, &|_| yaml.clone());
+    flowd.wait_log("match-all: every IPv6 TCP packet no flow claims is marked with experiment 1, activity 2", Duration::from_secs(5));
+    let log = flowd.stderr();
+    assert!(log.contains("forceHookRemoval") && log.contains("skops"), "stale and unsupported keys are warned about:\n{log}");
+    let mut c3 = in_ns(&ns.a, || connect(A3));
+    let chunk = vec![0x5Au8; 1 << 16];
+    for _ in 0..(1 << 20) / chunk.len() {
+        c3.write_all(&chunk).expect("write c3");
+    }
+    wait_for(&got, A3, 1 << 20);
+    drop(c3);
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::SeqCst);
+    let seen = cap.join().expect("capture thread");
+    let l: Vec<u32> = seen.iter().filter(|s| s.src == A3).map(|s| s.label).collect();
+    assert!(l.len() > 10 && l.iter().all(|x| *x == l[0]), "one label on every frame: {} frames", l.len());
+    assert_eq!(label::decode(l[0]), (1, 2), "label {:#07x}", l[0]);
+    let mut buf = [0u8; 2048];
+    assert!(sink.recv(&mut buf).is_err(), "no firefly for the match-all marking: {}", String::from_utf8_lossy(&buf));
+}
+
 /// Runs `tshark -r pcap` with `fields` for the A→B TCP frames of the test flows.
 fn tshark_fields(pcap: &std::path::Path, fields: &[&str]) -> Vec<Vec<String>> {
     let mut args = vec!["-r".to_string(), pcap.display().to_string(), "-Y".into(), format!("tcp.dstport == {PORT}"), "-T".into(), "fields".into()];
@@ -788,7 +830,7 @@ fn netns_match_all_names_are_resolved_on_the_first_turn() {
     }
     let ns = Netns::new("n").expect("namespaces");
     in_ns(&ns.a, || {
-        let registry = Registry::bundled();
+        let registry = ScitagsRegistry::bundled();
         let turn = |m: &mut Marker| {
             let (mut out, mut metrics, mut local, mut rejected) = (Vec::new(), Metrics::new(), LocalAddrs::new(), Vec::new());
             let poll = mio::Poll::new().expect("poll");

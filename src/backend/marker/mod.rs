@@ -37,7 +37,7 @@ use crate::decision::Decision;
 use crate::flow::{FlowEvent, FlowKey, FlowState};
 use crate::label;
 use crate::metrics::{Desc, Kind};
-use crate::registry::{IdOrName, Registry, UnknownName};
+use crate::registry::{IdOrName, ScitagsRegistry, UnknownName};
 use crate::sys::bpf as sysbpf;
 
 pub use abi::{RawKey, TestCtx};
@@ -281,7 +281,7 @@ impl Marker {
         };
         // Numeric ids need no registry: the default is in place before the first packet.
         if matches!(&marker.match_all, Some(MatchAll { exp: IdOrName::Id(_), act: IdOrName::Id(_), .. })) {
-            marker.refresh_default(&Registry { experiments: Vec::new(), modified: None, origin: "none".into() });
+            marker.refresh_default(&ScitagsRegistry { experiments: Vec::new(), modified: None, origin: "none".into() });
         }
         for i in 0..marker.ifaces.len() {
             let name = marker.ifaces[i].name.clone();
@@ -317,7 +317,7 @@ impl Marker {
     /// Resolves the match-all (experiment, activity) against `registry` and writes the
     /// default into the kernel when it changed. An unknown name or ids that do not fit
     /// the mark clear the default (logged once per distinct problem).
-    fn refresh_default(&mut self, registry: &Registry) {
+    fn refresh_default(&mut self, registry: &ScitagsRegistry) {
         let Some(m) = self.match_all.as_mut() else { return };
         m.pending = false;
         let marking = self.prog.marking();

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::decision::{Decision, RuleRef};
 use crate::flow::{FlowEvent, FlowKey, FlowState, Micros};
 use crate::metrics::{Desc, Kind, Metrics};
-use crate::registry::Registry;
+use crate::registry::ScitagsRegistry;
 
 /// Flows not remembered because the table was full.
 pub static UNTRACKED: Desc = Desc {
@@ -118,7 +118,7 @@ impl FlowTable {
     }
 
     /// Sets `flowd_open_flows_by_activity` from the open flows (one pass; for a scrape).
-    pub fn count_by_activity(&self, registry: &Registry, metrics: &mut Metrics) {
+    pub fn count_by_activity(&self, registry: &ScitagsRegistry, metrics: &mut Metrics) {
         let mut groups: HashMap<(&'static str, u32, u32), u64> = HashMap::new();
         for f in self.map.values() {
             *groups.entry((f.source, f.exp, f.act)).or_default() += 1;
@@ -350,12 +350,12 @@ mod tests {
                 (f.exp, f.act) = (exp, act);
             }
         }
-        t.count_by_activity(&Registry::bundled(), &mut m);
+        t.count_by_activity(&ScitagsRegistry::bundled(), &mut m);
         assert_eq!(m.get(&BY_ACTIVITY, &["np_api", "atlas", "Debug"]), Some(2.0));
         assert_eq!(m.get(&BY_ACTIVITY, &["firefly", "atlas", "Debug"]), Some(1.0));
         assert_eq!(m.get(&BY_ACTIVITY, &["np_api", "300", "1"]), Some(1.0));
         t.track(&mut ev(FlowState::End, 4, 2), &mut m);
-        t.count_by_activity(&Registry::bundled(), &mut m);
+        t.count_by_activity(&ScitagsRegistry::bundled(), &mut m);
         assert_eq!(m.get(&BY_ACTIVITY, &["np_api", "300", "1"]), None, "gone with its last flow");
     }
 
