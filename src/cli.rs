@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 /// Default config path (as the Python flowd).
-pub const DEFAULT_CONFIG: &str = "/etc/flowd/flowd.cfg";
+pub(crate) const DEFAULT_CONFIG: &str = "/etc/flowd/flowd.cfg";
 
 /// The usage text printed by `-h`.
 pub const USAGE: &str = "\

@@ -48,7 +48,7 @@ impl Outcome {
 }
 
 /// Usage of the two commands.
-pub const USAGE: &str = "usage: flowd flows [-c CONFIG] [--json]\n       flowd explain [-c CONFIG] [--json] SRC SPORT DST DPORT [tcp|udp]\n";
+pub(crate) const USAGE: &str = "usage: flowd flows [-c CONFIG] [--json]\n       flowd explain [-c CONFIG] [--json] SRC SPORT DST DPORT [tcp|udp]\n";
 
 /// Options common to both commands, and the words left.
 struct Args {
@@ -102,7 +102,7 @@ fn listener(config: &Path, given: bool) -> Result<SocketAddr, String> {
 }
 
 /// `GET path` from the listener at `addr`: (status code, body).
-pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), String> {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), String> {
     let mut s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| match e.kind() {
         std::io::ErrorKind::ConnectionRefused => format!("flowd is not running: nothing listens on {addr} (PROMETHEUS_SRV_HOST/PORT)"),
         _ => format!("cannot reach flowd's listener on {addr}: {e}"),
@@ -164,7 +164,7 @@ fn table(rows: &[Vec<String>]) -> String {
 }
 
 /// The `/flows` page as a table, newest first, with the page's totals.
-pub fn render_flows(page: &Value, now: Micros) -> String {
+pub(crate) fn render_flows(page: &Value, now: Micros) -> String {
     let mut rows = vec![["PROTO", "SRC", "SPORT", "DST", "DPORT", "SOURCE", "EXPERIMENT", "ACTIVITY", "LABEL", "EVENT", "AGE", "FIREFLIES", "MARKER"]
         .iter()
         .map(|s| s.to_string())

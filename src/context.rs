@@ -24,7 +24,7 @@ use crate::wire::prom::Page;
 /// Renders the page of `route` (`/metrics`, `/flows`, `/flows/…`) into an empty [`Page`]
 /// and returns its status; may update the store first (process metrics, the backends'
 /// scrape).
-pub type Render<'r> = dyn FnMut(Route<'_>, &mut Metrics, &mut Page) -> Status + 'r;
+pub(crate) type Render<'r> = dyn FnMut(Route<'_>, &mut Metrics, &mut Page) -> Status + 'r;
 
 /// This host's own addresses, from the daemon's one cache (`enrich::local::LocalAddrs`).
 pub trait OwnAddresses {
@@ -62,7 +62,7 @@ pub struct Context<'a> {
 
 impl Context<'_> {
     /// The same context with the page renderer lent, for one call of the metrics listener.
-    pub fn with_render<'b>(&'b mut self, render: &'b mut Render<'_>) -> Context<'b> {
+    pub(crate) fn with_render<'b>(&'b mut self, render: &'b mut Render<'_>) -> Context<'b> {
         Context {
             now: self.now,
             wall: self.wall,

@@ -14,7 +14,7 @@ use crate::flow::{FlowKey, FlowState, Micros};
 use crate::metrics::{Desc, Kind, Metrics};
 
 /// `flowd_decisions_total{source, outcome, reason}`.
-pub static DECISIONS: Desc = Desc {
+pub(crate) static DECISIONS: Desc = Desc {
     name: "flowd_decisions_total",
     help: "What flowd decided, by source (plugin or enrich), outcome and reason: one daemon decision per input (rejected, excluded, passed), then one per backend acting on a passed event.",
     kind: Kind::Counter,
@@ -67,7 +67,8 @@ pub enum Decision {
 
 impl Decision {
     /// Every decision, in the order of the docs.
-    pub const ALL: [Decision; 18] = [
+    #[cfg(test)]
+    pub(crate) const ALL: [Decision; 18] = [
         Decision::BadLine,
         Decision::BadDatagram,
         Decision::UnknownExperiment,
@@ -89,7 +90,7 @@ impl Decision {
     ];
 
     /// The `outcome` label.
-    pub fn outcome(self) -> &'static str {
+    pub(crate) fn outcome(self) -> &'static str {
         match self {
             Decision::BadLine | Decision::BadDatagram | Decision::UnknownExperiment | Decision::UnknownActivity => "rejected",
             Decision::ExcludedNetwork | Decision::ExcludedDomain => "excluded",
@@ -104,7 +105,7 @@ impl Decision {
     }
 
     /// The `reason` label.
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Decision::BadLine => "bad_line",
             Decision::BadDatagram => "bad_datagram",
@@ -128,7 +129,8 @@ impl Decision {
     }
 
     /// Who takes this decision: `daemon` (one per input) or the backend's name.
-    pub fn taken_by(self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) fn taken_by(self) -> &'static str {
         match self {
             Decision::Fireflied | Decision::RelayLoop | Decision::NoRecipient => "udp_firefly",
             Decision::Marked | Decision::MarkedMapFull | Decision::Unmarked | Decision::NotMarkedIpv4 => "ebpf",
@@ -138,7 +140,7 @@ impl Decision {
     }
 
     /// One line for people (docs, `flowd explain`).
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Decision::BadLine => "the pipe line is not a valid flow event (see flowd_bad_input_total)",
             Decision::BadDatagram => "the received firefly is not valid (see flowd_bad_input_total)",
@@ -162,13 +164,14 @@ impl Decision {
     }
 
     /// True for the policy's exclusions.
-    pub fn is_excluded(self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_excluded(self) -> bool {
         self.outcome() == "excluded"
     }
 }
 
 /// Counts `d` for `source` in `flowd_decisions_total`.
-pub fn count(metrics: &mut Metrics, source: &'static str, d: Decision) {
+pub(crate) fn count(metrics: &mut Metrics, source: &'static str, d: Decision) {
     metrics.inc(&DECISIONS, &[source, d.outcome(), d.reason()]);
 }
 
@@ -177,11 +180,11 @@ pub fn count(metrics: &mut Metrics, source: &'static str, d: Decision) {
 /// store lookup per event and backend (about 100 ns each with every series present) by
 /// a scan of a few entries.
 #[derive(Debug, Default)]
-pub struct Tally(Vec<(&'static str, Decision, u64)>);
+pub(crate) struct Tally(Vec<(&'static str, Decision, u64)>);
 
 impl Tally {
     /// Counts one `d` for `source`.
-    pub fn add(&mut self, source: &'static str, d: Decision) {
+    pub(crate) fn add(&mut self, source: &'static str, d: Decision) {
         match self.0.iter_mut().find(|(s, x, _)| *x == d && *s == source) {
             Some((_, _, n)) => *n += 1,
             None => self.0.push((source, d, 1)),
@@ -189,7 +192,7 @@ impl Tally {
     }
 
     /// Adds what was counted to `flowd_decisions_total` and starts over.
-    pub fn flush(&mut self, metrics: &mut Metrics) {
+    pub(crate) fn flush(&mut self, metrics: &mut Metrics) {
         for (source, d, n) in self.0.drain(..) {
             metrics.add(&DECISIONS, &[source, d.outcome(), d.reason()], n);
         }

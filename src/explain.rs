@@ -268,7 +268,7 @@ pub fn write_flows(v: &View<'_>, limit: usize, out: &mut Vec<u8>) {
 /// A flow as `flowd explain` and `/flows/<tuple>` name it: addresses and ports, and the
 /// protocol when given (else both TCP and UDP are looked for).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tuple {
+pub(crate) struct Tuple {
     /// Transport protocol, when given.
     pub proto: Option<Proto>,
     /// One endpoint.
@@ -279,7 +279,7 @@ pub struct Tuple {
 
 impl Tuple {
     /// The flow keys the tuple may name: each protocol, as given and reversed.
-    pub fn keys(&self) -> Vec<FlowKey> {
+    pub(crate) fn keys(&self) -> Vec<FlowKey> {
         let protos = match self.proto {
             Some(p) => vec![p],
             None => vec![Proto::Tcp, Proto::Udp],
@@ -288,7 +288,7 @@ impl Tuple {
     }
 
     /// The path of `/flows/<tuple>` for it.
-    pub fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         let p = self.proto.map(|p| format!("/{p}")).unwrap_or_default();
         format!("/flows/{}/{}/{}/{}{p}", self.src.ip(), self.src.port(), self.dst.ip(), self.dst.port())
     }
@@ -312,7 +312,7 @@ fn percent_decode(b: &[u8]) -> Option<String> {
 
 /// Reads `SRC SPORT DST DPORT [PROTO]` (words of the command line, or the `/`-separated
 /// segments of `/flows/<tuple>`). Addresses may be in brackets; IPv4-mapped IPv6 is IPv4.
-pub fn parse_tuple<S: AsRef<str>>(words: &[S]) -> Result<Tuple, String> {
+pub(crate) fn parse_tuple<S: AsRef<str>>(words: &[S]) -> Result<Tuple, String> {
     let w: Vec<&str> = words.iter().map(AsRef::as_ref).filter(|s| !s.is_empty()).collect();
     let (src, sport, dst, dport, proto) = match w.as_slice() {
         [a, b, c, d] => (a, b, c, d, None),
@@ -386,7 +386,7 @@ fn explain_one(v: &View<'_>, key: &FlowKey, f: &OpenFlow, fate: Option<&Fate>) -
 /// Writes the `/flows/<tuple>` page for `segments` (the path after `/flows/`): every
 /// flow the tuple names, and the explanation. 400 for a tuple that does not parse, 404
 /// when flowd knows no such flow (the explanation then says what the policy would decide).
-pub fn write_flow(v: &View<'_>, segments: &[u8], out: &mut Vec<u8>) -> Status {
+pub(crate) fn write_flow(v: &View<'_>, segments: &[u8], out: &mut Vec<u8>) -> Status {
     let tuple = percent_decode(segments).ok_or_else(|| "the path is not UTF-8".to_string()).and_then(|s| parse_tuple(&s.split('/').collect::<Vec<_>>()));
     let tuple = match tuple {
         Ok(t) => t,

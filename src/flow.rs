@@ -38,10 +38,11 @@ pub enum FlowState {
 
 impl FlowState {
     /// All states, in a fixed order (for metrics).
-    pub const ALL: [FlowState; 3] = [FlowState::Start, FlowState::End, FlowState::Ongoing];
+    #[cfg(test)]
+    pub(crate) const ALL: [FlowState; 3] = [FlowState::Start, FlowState::End, FlowState::Ongoing];
 
     /// The lower-case wire name: `start`, `end` or `ongoing`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FlowState::Start => "start",
             FlowState::End => "end",
@@ -50,7 +51,7 @@ impl FlowState {
     }
 
     /// Parses a state name, ignoring ASCII case.
-    pub fn parse(s: &[u8]) -> Option<FlowState> {
+    pub(crate) fn parse(s: &[u8]) -> Option<FlowState> {
         if s.eq_ignore_ascii_case(b"start") {
             Some(FlowState::Start)
         } else if s.eq_ignore_ascii_case(b"end") {
@@ -80,7 +81,7 @@ pub enum Proto {
 
 impl Proto {
     /// The lower-case wire name: `tcp` or `udp`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Proto::Tcp => "tcp",
             Proto::Udp => "udp",
@@ -88,7 +89,8 @@ impl Proto {
     }
 
     /// The IP protocol number (6 or 17).
-    pub fn number(self) -> u8 {
+    #[cfg(feature = "ebpf")]
+    pub(crate) fn number(self) -> u8 {
         match self {
             Proto::Tcp => 6,
             Proto::Udp => 17,
@@ -96,7 +98,7 @@ impl Proto {
     }
 
     /// Parses a protocol name, ignoring ASCII case.
-    pub fn parse(s: &[u8]) -> Option<Proto> {
+    pub(crate) fn parse(s: &[u8]) -> Option<Proto> {
         if s.eq_ignore_ascii_case(b"tcp") {
             Some(Proto::Tcp)
         } else if s.eq_ignore_ascii_case(b"udp") {
@@ -133,12 +135,12 @@ impl FlowKey {
     }
 
     /// True for IPv6 flows.
-    pub fn is_ipv6(&self) -> bool {
+    pub(crate) fn is_ipv6(&self) -> bool {
         self.dst.is_ipv6()
     }
 
     /// The firefly `afi` value: `ipv4` or `ipv6`.
-    pub fn afi(&self) -> &'static str {
+    pub(crate) fn afi(&self) -> &'static str {
         if self.is_ipv6() {
             "ipv6"
         } else {
@@ -147,7 +149,7 @@ impl FlowKey {
     }
 
     /// The same flow seen from the other side (src and dst swapped).
-    pub fn reversed(&self) -> FlowKey {
+    pub(crate) fn reversed(&self) -> FlowKey {
         FlowKey { proto: self.proto, src: self.dst, dst: self.src }
     }
 }

@@ -17,7 +17,7 @@ use crate::metrics::{Desc, Kind, Metrics};
 use crate::registry::ScitagsRegistry;
 
 /// Flows not remembered because the table was full.
-pub static UNTRACKED: Desc = Desc {
+pub(crate) static UNTRACKED: Desc = Desc {
     name: "flowd_flows_untracked_total",
     help: "Flows passed on without being remembered because the flow table was full (FLOW_TABLE_SIZE).",
     kind: Kind::Counter,
@@ -25,10 +25,10 @@ pub static UNTRACKED: Desc = Desc {
 };
 
 /// Open flows.
-pub static OPEN: Desc = Desc { name: "flowd_open_flows", help: "Flows currently open (started and not yet ended).", kind: Kind::Gauge, labels: &[] };
+pub(crate) static OPEN: Desc = Desc { name: "flowd_open_flows", help: "Flows currently open (started and not yet ended).", kind: Kind::Gauge, labels: &[] };
 
 /// Open flows by source, experiment and activity (computed at scrape time).
-pub static BY_ACTIVITY: Desc = Desc {
+pub(crate) static BY_ACTIVITY: Desc = Desc {
     name: "flowd_open_flows_by_activity",
     help: "Flows currently open in the flow table, by source plugin, experiment and activity (registry names, else ids).",
     kind: Kind::Gauge,
@@ -60,7 +60,7 @@ pub struct OpenFlow {
 
 impl OpenFlow {
     /// A flow first seen at `at` in an event of `state` from `source`.
-    pub fn new(source: &'static str, exp: u32, act: u32, at: Micros, state: FlowState, policy: Decision) -> OpenFlow {
+    pub(crate) fn new(source: &'static str, exp: u32, act: u32, at: Micros, state: FlowState, policy: Decision) -> OpenFlow {
         OpenFlow { start: at, exp, act, source, state, last: at, policy, fireflies: 0, marker: None }
     }
 
@@ -88,22 +88,22 @@ impl FlowTable {
     }
 
     /// Changes the capacity (on reload); existing flows are kept.
-    pub fn set_capacity(&mut self, cap: usize) {
+    pub(crate) fn set_capacity(&mut self, cap: usize) {
         self.cap = cap;
     }
 
     /// Number of open flows.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
 
     /// True when no flow is open.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 
     /// The open flow with this key.
-    pub fn get(&self, key: &FlowKey) -> Option<&OpenFlow> {
+    pub(crate) fn get(&self, key: &FlowKey) -> Option<&OpenFlow> {
         self.map.get(key)
     }
 
@@ -113,12 +113,12 @@ impl FlowTable {
     }
 
     /// Every open flow.
-    pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &OpenFlow)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&FlowKey, &OpenFlow)> {
         self.map.iter()
     }
 
     /// Sets `flowd_open_flows_by_activity` from the open flows (one pass; for a scrape).
-    pub fn count_by_activity(&self, registry: &ScitagsRegistry, metrics: &mut Metrics) {
+    pub(crate) fn count_by_activity(&self, registry: &ScitagsRegistry, metrics: &mut Metrics) {
         let mut groups: HashMap<(&'static str, u32, u32), u64> = HashMap::new();
         for f in self.map.values() {
             *groups.entry((f.source, f.exp, f.act)).or_default() += 1;
@@ -180,7 +180,7 @@ impl FlowTable {
 
 /// What happened to a flow that is not (or no longer) open.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Fate {
+pub(crate) enum Fate {
     /// Its `end` event was passed at this time.
     Ended(Micros),
     /// The policy excluded its events; the rules that matched its src and dst.
@@ -196,7 +196,7 @@ pub enum Fate {
 
 /// A flow the daemon remembers after it left the flow table (or never entered it).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Gone {
+pub(crate) struct Gone {
     /// What was known while the flow was open (or about its last event).
     pub flow: OpenFlow,
     /// Why it is not open.
@@ -204,7 +204,7 @@ pub struct Gone {
 }
 
 /// Most flows [`Recent`] remembers.
-pub const RECENT_FLOWS: usize = 4096;
+pub(crate) const RECENT_FLOWS: usize = 4096;
 
 /// The bounded memory of recently ended, excluded and rejected flows, oldest forgotten
 /// first. Updating a flow that is remembered already moves it to the young end.
@@ -224,12 +224,12 @@ impl Default for Recent {
 
 impl Recent {
     /// An empty memory of at most `cap` flows.
-    pub fn new(cap: usize) -> Recent {
+    pub(crate) fn new(cap: usize) -> Recent {
         Recent { map: HashMap::new(), order: VecDeque::new(), seq: 0, cap: cap.max(1) }
     }
 
     /// Remembers `g` for `key` (replacing what was known).
-    pub fn remember(&mut self, key: FlowKey, g: Gone) {
+    pub(crate) fn remember(&mut self, key: FlowKey, g: Gone) {
         self.seq += 1;
         self.map.insert(key, (self.seq, g));
         self.order.push_back((key, self.seq));
@@ -248,32 +248,33 @@ impl Recent {
     }
 
     /// Forgets `key` (the flow is open again).
-    pub fn forget(&mut self, key: &FlowKey) {
+    pub(crate) fn forget(&mut self, key: &FlowKey) {
         self.map.remove(key);
     }
 
     /// What is remembered about `key`.
-    pub fn get(&self, key: &FlowKey) -> Option<&Gone> {
+    pub(crate) fn get(&self, key: &FlowKey) -> Option<&Gone> {
         self.map.get(key).map(|(_, g)| g)
     }
 
     /// Every remembered flow, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &Gone)> + '_ {
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&FlowKey, &Gone)> + '_ {
         self.order.iter().filter_map(|(k, s)| self.map.get(k).filter(|(seq, _)| seq == s).map(|(_, g)| (k, g)))
     }
 
     /// Number of flows remembered.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
 
     /// True when nothing is remembered.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 
     /// Notes a line rejected by a registry miss (np_api): the flow never became an event.
-    pub fn rejected(&mut self, key: FlowKey, source: &'static str, state: FlowState, d: Decision, what: &str, at: Micros) {
+    pub(crate) fn rejected(&mut self, key: FlowKey, source: &'static str, state: FlowState, d: Decision, what: &str, at: Micros) {
         let flow = OpenFlow::new(source, 0, 0, at, state, d);
         self.remember(key, Gone { flow, fate: Fate::Rejected(Arc::from(what)) });
     }

@@ -43,23 +43,23 @@ use crate::wire::http::{self, Head, Parsed, Request, Status};
 use crate::wire::prom::Page;
 
 /// Most connections served at once.
-pub const MAX_CONNS: usize = 64;
+pub(crate) const MAX_CONNS: usize = 64;
 /// How long a connection may wait for a request head, or a response for write progress.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after the process or system ran out of file descriptors or memory on accept.
-pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
 /// How long a connection is drained after its last answer before it is closed.
-pub const LINGER: Duration = Duration::from_secs(2);
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes drained after the last answer.
 const DRAIN_MAX: usize = 64 * 1024;
 /// Accepts per loop turn.
-pub const ACCEPT_BUDGET: usize = 64;
+pub(crate) const ACCEPT_BUDGET: usize = 64;
 /// Requests answered per connection per loop turn (pipelining).
-pub const REQUEST_BUDGET: usize = 8;
+pub(crate) const REQUEST_BUDGET: usize = 8;
 
 /// The connection-level metric families of one listener (its requests are counted by
 /// the service, whose labels differ).
-pub struct Families {
+pub(crate) struct Families {
     /// Connections refused at the cap (counter, no labels).
     pub refused: &'static Desc,
     /// Failed accepts (counter, label `reason`).
@@ -82,7 +82,7 @@ pub struct BindError {
 }
 
 /// How one answered request is described to the server.
-pub struct Reply {
+pub(crate) struct Reply {
     /// The status line.
     pub status: Status,
     /// `Content-Type` of the body.
@@ -97,7 +97,7 @@ pub struct Reply {
 
 /// What a listener answers: the part that differs between the metrics listener and the
 /// api plugin. The [`Server`] owns everything else.
-pub trait Service {
+pub(crate) trait Service {
     /// What listens, for logs and errors (`metrics`, `the api plugin`).
     fn what(&self) -> &'static str;
     /// Largest request body taken (0: none, a body is 413).
@@ -173,7 +173,7 @@ pub(crate) struct Answer {
 
 /// One listener and its connections, answering with its service (a trait object: one
 /// copy of the connection code serves every listener).
-pub struct Server {
+pub(crate) struct Server {
     service: Box<dyn Service>,
     listener: TcpListener,
     addr: SocketAddr,
@@ -189,20 +189,20 @@ pub struct Server {
 
 impl Server {
     /// Binds `addr` for `service` (not yet registered with the loop).
-    pub fn listen(service: Box<dyn Service>, addr: SocketAddr) -> Result<Server, BindError> {
+    pub(crate) fn listen(service: Box<dyn Service>, addr: SocketAddr) -> Result<Server, BindError> {
         let listener = TcpListener::bind(addr).map_err(|source| BindError { what: service.what(), addr, source })?;
         Ok(Server::from_listener(service, listener, addr))
     }
 
     /// A server for `service` on an already bound `listener` (e.g. handed over by systemd).
-    pub fn from_listener(service: Box<dyn Service>, listener: TcpListener, addr: SocketAddr) -> Server {
+    pub(crate) fn from_listener(service: Box<dyn Service>, listener: TcpListener, addr: SocketAddr) -> Server {
         let addr = listener.local_addr().unwrap_or(addr);
         Server { service, listener, addr, conns: Vec::new(), free: Vec::new(), conn_base: 0, paused_until: None, accept_again: None }
     }
 
     /// Registers the listener as `listener_token`; connection slot `i` will be
     /// `Token(conn_base + i)`.
-    pub fn register(&mut self, registry: &Registry, listener_token: Token, conn_base: usize) -> Result<(), BindError> {
+    pub(crate) fn register(&mut self, registry: &Registry, listener_token: Token, conn_base: usize) -> Result<(), BindError> {
         registry.register(&mut self.listener, listener_token, Interest::READABLE).map_err(|source| BindError {
             what: self.service.what(),
             addr: self.addr,
@@ -213,17 +213,17 @@ impl Server {
     }
 
     /// The bound address (the real port when 0 was asked for).
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// Stops listening and closes every connection.
-    pub fn close(mut self, registry: &Registry) {
+    pub(crate) fn close(mut self, registry: &Registry) {
         self.deregister(registry);
     }
 
     /// Removes the listener and every connection from the loop (they close when dropped).
-    pub fn deregister(&mut self, registry: &Registry) {
+    pub(crate) fn deregister(&mut self, registry: &Registry) {
         let _ = registry.deregister(&mut self.listener);
         for c in self.conns.iter_mut().filter_map(Option::as_mut) {
             let _ = registry.deregister(&mut c.stream);
@@ -232,14 +232,14 @@ impl Server {
 
     /// The earliest deadline: a connection's timeout, the end of an accept pause, or now
     /// when work was left over from the last turn; or the service's own.
-    pub fn poll_at(&self) -> Option<Instant> {
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
         let conns = self.conns.iter().flatten().map(|c| c.resume.unwrap_or(c.deadline));
         let accept = if self.paused_until.is_some() { self.paused_until } else { self.accept_again };
         conns.chain(accept).chain(self.service.poll_at()).min()
     }
 
     /// A readiness event for the listener or connection slot `slot` (`None` = listener).
-    pub fn on_ready(&mut self, slot: Option<usize>, cx: &mut Context<'_>) {
+    pub(crate) fn on_ready(&mut self, slot: Option<usize>, cx: &mut Context<'_>) {
         match slot {
             None => self.accept(cx.poll, cx.now, cx.metrics),
             Some(i) => self.drive(i, cx),
@@ -247,7 +247,7 @@ impl Server {
     }
 
     /// Deadlines: expire idle or stuck connections, resume left-over work, resume accepting.
-    pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn on_timeout(&mut self, cx: &mut Context<'_>) {
         let now = cx.now;
         if self.service.poll_at().is_some_and(|t| t <= now) {
             self.service.on_timeout(now);
@@ -430,7 +430,7 @@ impl Server {
 
 /// Declares the metric families of a listener answering with `service` (refusals and
 /// open connections start at 0).
-pub fn declare(service: &dyn Service, metrics: &mut Metrics) {
+pub(crate) fn declare(service: &dyn Service, metrics: &mut Metrics) {
     let f = service.families();
     for d in [f.refused, f.accept_errors, f.open] {
         metrics.declare(d);

@@ -19,11 +19,11 @@
 use crate::registry::{IdOrName, ScitagsRegistry};
 
 /// Largest experiment id the label can carry (9 bits).
-pub const MAX_EXP: u32 = 511;
+pub(crate) const MAX_EXP: u32 = 511;
 /// Largest activity id the label can carry (6 bits).
-pub const MAX_ACT: u32 = 63;
+pub(crate) const MAX_ACT: u32 = 63;
 /// Largest entropy value (5 bits).
-pub const MAX_ENTROPY: u8 = 31;
+pub(crate) const MAX_ENTROPY: u8 = 31;
 /// Bits that carry experiment and activity (`0x3FEFC`, the sFlow-RT decode mask).
 pub const SEMANTIC_MASK: u32 = 0x3FEFC;
 /// Bits that carry entropy (`0xC0103`).
@@ -61,7 +61,7 @@ fn rev9(v: u32) -> u32 {
 
 /// Spreads a 5-bit entropy value over the entropy bit positions 19, 18, 8, 1, 0
 /// (entropy bit 4 → label bit 19, …, entropy bit 0 → label bit 0). Bits above 4 are ignored.
-pub fn entropy_bits(entropy5: u8) -> u32 {
+pub(crate) fn entropy_bits(entropy5: u8) -> u32 {
     let e = u32::from(entropy5 & 0x1F);
     ((e >> 3) & 0b11) << 18 | ((e >> 2) & 1) << 8 | (e & 0b11)
 }
@@ -95,7 +95,7 @@ pub fn decode(label: u32) -> (u32, u32) {
 
 /// The composite "scitag" transfer tools use (`scitag.flow=N`, the HTTP `SciTag` header):
 /// `exp << 6 | act`. It is not a packet field.
-pub fn scitag(exp: u32, act: u32) -> u32 {
+pub(crate) fn scitag(exp: u32, act: u32) -> u32 {
     exp << 6 | act
 }
 

@@ -52,7 +52,7 @@ struct Logger {
 /// syslog is down it returns false (the caller falls back to stderr) and the next
 /// message tries to connect again.
 #[derive(Default)]
-pub struct SyslogSink {
+pub(crate) struct SyslogSink {
     path: Option<PathBuf>,
     conn: Option<SyslogLogger>,
 }
@@ -60,12 +60,12 @@ pub struct SyslogSink {
 impl SyslogSink {
     /// A sink for `path`, or for `/dev/log` (and the other standard places) when `None`.
     /// Does not connect yet.
-    pub fn new(path: Option<PathBuf>) -> SyslogSink {
+    pub(crate) fn new(path: Option<PathBuf>) -> SyslogSink {
         SyslogSink { path, conn: None }
     }
 
     /// Connects if not connected; true when connected.
-    pub fn connect(&mut self) -> bool {
+    pub(crate) fn connect(&mut self) -> bool {
         if self.conn.is_none() {
             let f = syslog::Formatter3164 { facility: syslog::Facility::LOG_DAEMON, hostname: None, process: "flowd".into(), pid: std::process::id() };
             self.conn = match &self.path {
@@ -78,7 +78,7 @@ impl SyslogSink {
 
     /// Sends one message at `level`, reconnecting once if the connection is stale.
     /// False when syslog cannot be reached.
-    pub fn send(&mut self, level: Level, msg: &str) -> bool {
+    pub(crate) fn send(&mut self, level: Level, msg: &str) -> bool {
         for _attempt in 0..2 {
             if !self.connect() {
                 return false;
@@ -148,7 +148,7 @@ pub fn init(target: Target, level: LevelFilter) {
 
 /// Lets `burst` events through per `period`, then counts the rest.
 #[derive(Debug)]
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     burst: u32,
     period: Duration,
     window_start: Option<Instant>,
@@ -158,13 +158,13 @@ pub struct RateLimit {
 
 impl RateLimit {
     /// A limiter allowing `burst` messages per `period`.
-    pub fn new(burst: u32, period: Duration) -> RateLimit {
+    pub(crate) fn new(burst: u32, period: Duration) -> RateLimit {
         RateLimit { burst, period, window_start: None, used: 0, suppressed: 0 }
     }
 
     /// `Some(n)` when a message may be logged now (`n` = messages suppressed since the
     /// last one logged), `None` when it must be suppressed.
-    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+    pub(crate) fn allow(&mut self, now: Instant) -> Option<u64> {
         match self.window_start {
             Some(s) if now.saturating_duration_since(s) < self.period => {}
             _ => {
@@ -184,7 +184,7 @@ impl RateLimit {
     /// Once the window in which messages were suppressed is over: how many (taken, so
     /// the next allowed message does not repeat them). Lets a caller log a summary
     /// without waiting for a next message that may never come.
-    pub fn flush(&mut self, now: Instant) -> Option<u64> {
+    pub(crate) fn flush(&mut self, now: Instant) -> Option<u64> {
         match self.window_start {
             Some(s) if self.suppressed > 0 && now.saturating_duration_since(s) >= self.period => Some(std::mem::take(&mut self.suppressed)),
             _ => None,

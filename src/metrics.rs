@@ -25,7 +25,7 @@ pub struct Desc {
 }
 
 /// A label value: usually static, sometimes owned (interface names, plugin lists).
-pub type LabelValue = Cow<'static, str>;
+pub(crate) type LabelValue = Cow<'static, str>;
 
 /// One family: its description and its series (label values → value), in insertion order.
 #[derive(Debug)]
@@ -59,12 +59,12 @@ impl Metrics {
     }
 
     /// Declares a family so it is rendered (with HELP/TYPE) even before its first sample.
-    pub fn declare(&mut self, desc: &'static Desc) {
+    pub(crate) fn declare(&mut self, desc: &'static Desc) {
         self.family(desc);
     }
 
     /// Adds `n` to a counter series (created at 0 if missing).
-    pub fn add(&mut self, desc: &'static Desc, labels: &[&'static str], n: u64) {
+    pub(crate) fn add(&mut self, desc: &'static Desc, labels: &[&'static str], n: u64) {
         let fam = self.family(desc);
         match fam.series.iter_mut().find(|(l, _)| same(l, labels)) {
             Some((_, v)) => *v += n as f64,
@@ -73,12 +73,12 @@ impl Metrics {
     }
 
     /// Increments a counter series by one.
-    pub fn inc(&mut self, desc: &'static Desc, labels: &[&'static str]) {
+    pub(crate) fn inc(&mut self, desc: &'static Desc, labels: &[&'static str]) {
         self.add(desc, labels, 1);
     }
 
     /// Sets a gauge (or a counter mirrored from elsewhere, such as a kernel map) to `v`.
-    pub fn set(&mut self, desc: &'static Desc, labels: Vec<LabelValue>, v: f64) {
+    pub(crate) fn set(&mut self, desc: &'static Desc, labels: Vec<LabelValue>, v: f64) {
         let fam = self.family(desc);
         match fam.series.iter_mut().find(|(l, _)| *l == labels) {
             Some((_, old)) => *old = v,
@@ -87,7 +87,7 @@ impl Metrics {
     }
 
     /// Removes every series of a family (e.g. before re-filling per-interface gauges).
-    pub fn clear(&mut self, desc: &'static Desc) {
+    pub(crate) fn clear(&mut self, desc: &'static Desc) {
         if let Some(f) = self.families.get_mut(desc.name) {
             f.series.clear();
         }
@@ -99,22 +99,23 @@ impl Metrics {
     }
 
     /// Sum of all series of a family.
-    pub fn total(&self, desc: &'static Desc) -> f64 {
+    #[cfg(test)]
+    pub(crate) fn total(&self, desc: &'static Desc) -> f64 {
         self.families.get(desc.name).map(|f| f.series.iter().map(|(_, v)| v).sum()).unwrap_or(0.0)
     }
 
     /// Largest value of any series of a family (`None` without series).
-    pub fn max(&self, desc: &'static Desc) -> Option<f64> {
+    pub(crate) fn max(&self, desc: &'static Desc) -> Option<f64> {
         self.families.get(desc.name)?.series.iter().map(|(_, v)| *v).reduce(f64::max)
     }
 
     /// Every family with its series, in name order: what the metrics page renders.
-    pub fn families(&self) -> impl Iterator<Item = (&'static Desc, Vec<(&[LabelValue], f64)>)> + '_ {
+    pub(crate) fn families(&self) -> impl Iterator<Item = (&'static Desc, Vec<(&[LabelValue], f64)>)> + '_ {
         self.families.values().map(|f| (f.desc, f.series.iter().map(|(l, v)| (l.as_slice(), *v)).collect()))
     }
 
     /// Appends every family in the Prometheus text format (`wire::prom`).
-    pub fn render(&self, out: &mut Vec<u8>) {
+    pub(crate) fn render(&self, out: &mut Vec<u8>) {
         let mut labels = Vec::with_capacity(128);
         for f in self.families.values() {
             crate::wire::prom::write_header(out, f.desc.name, f.desc.help, f.desc.kind);
@@ -127,7 +128,7 @@ impl Metrics {
     }
 
     /// Records a sample of the process's own resource usage (`process_*` families).
-    pub fn set_process(&mut self, p: &crate::sys::process::ProcessStats) {
+    pub(crate) fn set_process(&mut self, p: &crate::sys::process::ProcessStats) {
         self.set(&PROCESS_CPU, Vec::new(), p.cpu_seconds);
         self.set(&PROCESS_RSS, Vec::new(), p.resident_bytes as f64);
         self.set(&PROCESS_VSIZE, Vec::new(), p.virtual_bytes as f64);
@@ -140,7 +141,7 @@ impl Metrics {
 }
 
 /// Age of the registry in force, set at scrape time.
-pub static REGISTRY_AGE: Desc = Desc {
+pub(crate) static REGISTRY_AGE: Desc = Desc {
     name: "flowd_registry_age_seconds",
     help: "Seconds since the registry in force was loaded (fetched, read or bundled at start).",
     kind: Kind::Gauge,
@@ -148,31 +149,31 @@ pub static REGISTRY_AGE: Desc = Desc {
 };
 
 /// CPU time used by the daemon.
-pub static PROCESS_CPU: Desc =
+pub(crate) static PROCESS_CPU: Desc =
     Desc { name: "process_cpu_seconds_total", help: "Total user and system CPU time spent in seconds.", kind: Kind::Counter, labels: &[] };
 
 /// Resident memory.
-pub static PROCESS_RSS: Desc = Desc { name: "process_resident_memory_bytes", help: "Resident memory size in bytes.", kind: Kind::Gauge, labels: &[] };
+pub(crate) static PROCESS_RSS: Desc = Desc { name: "process_resident_memory_bytes", help: "Resident memory size in bytes.", kind: Kind::Gauge, labels: &[] };
 
 /// Virtual memory.
-pub static PROCESS_VSIZE: Desc = Desc { name: "process_virtual_memory_bytes", help: "Virtual memory size in bytes.", kind: Kind::Gauge, labels: &[] };
+pub(crate) static PROCESS_VSIZE: Desc = Desc { name: "process_virtual_memory_bytes", help: "Virtual memory size in bytes.", kind: Kind::Gauge, labels: &[] };
 
 /// Start time.
-pub static PROCESS_START: Desc =
+pub(crate) static PROCESS_START: Desc =
     Desc { name: "process_start_time_seconds", help: "Start time of the process since unix epoch in seconds.", kind: Kind::Gauge, labels: &[] };
 
 /// Open file descriptors.
-pub static PROCESS_FDS: Desc = Desc { name: "process_open_fds", help: "Number of open file descriptors.", kind: Kind::Gauge, labels: &[] };
+pub(crate) static PROCESS_FDS: Desc = Desc { name: "process_open_fds", help: "Number of open file descriptors.", kind: Kind::Gauge, labels: &[] };
 
 /// File descriptor limit.
-pub static PROCESS_MAX_FDS: Desc = Desc { name: "process_max_fds", help: "Maximum number of open file descriptors.", kind: Kind::Gauge, labels: &[] };
+pub(crate) static PROCESS_MAX_FDS: Desc = Desc { name: "process_max_fds", help: "Maximum number of open file descriptors.", kind: Kind::Gauge, labels: &[] };
 
 /// Events handed to the backends, by origin (plugin name, or `enrich`) and state.
-pub static EVENTS: Desc =
+pub(crate) static EVENTS: Desc =
     Desc { name: "flowd_events_total", help: "Flow events, by plugin (or enrich) and state.", kind: Kind::Counter, labels: &["plugin", "state"] };
 
 /// Input rejected, by where it came from and why.
-pub static BAD_INPUT: Desc = Desc {
+pub(crate) static BAD_INPUT: Desc = Desc {
     name: "flowd_bad_input_total",
     help: "Input lines or datagrams rejected, by source and reason.",
     kind: Kind::Counter,
@@ -180,7 +181,7 @@ pub static BAD_INPUT: Desc = Desc {
 };
 
 /// Backend failures, by backend and reason.
-pub static BACKEND_ERRORS: Desc = Desc {
+pub(crate) static BACKEND_ERRORS: Desc = Desc {
     name: "flowd_backend_errors_total",
     help: "Flow events a backend could not handle, by backend and reason.",
     kind: Kind::Counter,

@@ -73,7 +73,7 @@ impl fmt::Display for Cidr {
 }
 
 /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as IPv4; anything else unchanged.
-pub fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -108,7 +108,7 @@ fn in_table(ip: IpAddr, table: &[(&str, u8)]) -> bool {
 }
 
 /// Python 3.11 `ipaddress.ip_address(ip).is_private` (IPv4-mapped addresses use the IPv4 table).
-pub fn is_private(ip: IpAddr) -> bool {
+pub(crate) fn is_private(ip: IpAddr) -> bool {
     match canonical(ip) {
         v4 @ IpAddr::V4(_) => in_table(v4, PRIVATE_V4),
         v6 @ IpAddr::V6(_) => in_table(v6, PRIVATE_V6),
@@ -116,7 +116,7 @@ pub fn is_private(ip: IpAddr) -> bool {
 }
 
 /// Loopback, link-local, unspecified or multicast: never a flow peer worth labelling.
-pub fn is_local_scope(ip: IpAddr) -> bool {
+pub(crate) fn is_local_scope(ip: IpAddr) -> bool {
     match canonical(ip) {
         IpAddr::V4(v) => v.is_loopback() || v.is_link_local() || v.is_unspecified() || v.is_multicast(),
         IpAddr::V6(v) => v.is_loopback() || v.is_unspecified() || v.is_multicast() || (v.segments()[0] & 0xffc0) == 0xfe80,
@@ -124,7 +124,7 @@ pub fn is_local_scope(ip: IpAddr) -> bool {
 }
 
 /// Splits `host`, `host:port`, `a.b.c.d:port`, `[v6]:port` or a bare IPv6 address.
-pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
+pub(crate) fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
     let s = s.trim();
     let bad = || format!("{s:?} is not host[:port]");
     if s.is_empty() || s.contains(char::is_whitespace) {

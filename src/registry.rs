@@ -11,7 +11,7 @@
 use serde::Deserialize;
 
 /// The registry compiled into the binary.
-pub const BUNDLED: &[u8] = include_bytes!("../etc/api.json");
+pub(crate) const BUNDLED: &[u8] = include_bytes!("../etc/api.json");
 
 /// Why a registry document was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +112,7 @@ impl ScitagsRegistry {
     }
 
     /// The experiment with this id.
-    pub fn experiment(&self, id: u32) -> Option<&Experiment> {
+    pub(crate) fn experiment(&self, id: u32) -> Option<&Experiment> {
         self.experiments.iter().find(|e| e.id == id)
     }
 
@@ -133,7 +133,7 @@ impl ScitagsRegistry {
     }
 
     /// Resolves both tokens; the error names the one that is unknown.
-    pub fn resolve(&self, exp: &IdOrName, act: &IdOrName) -> Result<(u32, u32), UnknownName> {
+    pub(crate) fn resolve(&self, exp: &IdOrName, act: &IdOrName) -> Result<(u32, u32), UnknownName> {
         let e = self.exp_id(exp).ok_or(UnknownName::Experiment)?;
         let a = self.act_id(e, act).ok_or(UnknownName::Activity)?;
         Ok((e, a))
@@ -149,7 +149,7 @@ impl ScitagsRegistry {
 
 /// Which half of an (experiment, activity) pair was an unknown name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UnknownName {
+pub(crate) enum UnknownName {
     /// The experiment name is not in the registry.
     Experiment,
     /// The activity name is not an activity of that experiment.

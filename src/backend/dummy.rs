@@ -7,11 +7,11 @@ use crate::context::Context;
 use crate::flow::FlowEvent;
 
 /// The dummy backend (stateless).
-pub struct Dummy;
+pub(crate) struct Dummy;
 
 impl Dummy {
     /// Logs the event.
-    pub fn handle(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<(), BackendError> {
+    pub(crate) fn handle(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<(), BackendError> {
         let (e, a) = cx.registry.names(ev.exp, ev.act);
         log::info!("flow {} {} exp={}({}) act={}({})", ev.state, ev.key, ev.exp, e.unwrap_or("?"), ev.act, a.unwrap_or("?"));
         Ok(())

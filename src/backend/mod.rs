@@ -26,11 +26,11 @@
 //! enrichment layer and `Context`. An error from `handle` is logged (rate-limited) and
 //! counted by the loop; it never stops the loop or the other backends.
 
-pub mod dummy;
+pub(crate) mod dummy;
 #[cfg(feature = "ebpf")]
 pub mod marker;
 pub mod prometheus;
-pub mod udp_firefly;
+pub(crate) mod udp_firefly;
 
 use std::time::Instant;
 
@@ -77,7 +77,7 @@ pub enum BackendError {
 
 impl BackendError {
     /// A short, fixed label for metrics.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             BackendError::Send { source, .. } if source.kind() == std::io::ErrorKind::WouldBlock => "would_block",
             BackendError::Send { .. } => "send_failed",
@@ -87,7 +87,7 @@ impl BackendError {
 }
 
 /// One running marking method.
-pub enum Backend {
+pub(crate) enum Backend {
     /// UDP fireflies.
     UdpFirefly(Box<udp_firefly::Sender>),
     /// Logs events.
@@ -101,7 +101,7 @@ pub enum Backend {
 
 impl Backend {
     /// Builds the backend `kind` from the config.
-    pub fn new(kind: BackendKind, cfg: &Config) -> Result<Backend, BackendInitError> {
+    pub(crate) fn new(kind: BackendKind, cfg: &Config) -> Result<Backend, BackendInitError> {
         match kind {
             BackendKind::UdpFirefly => Ok(Backend::UdpFirefly(Box::new(udp_firefly::Sender::new(cfg)?))),
             BackendKind::Dummy => Ok(Backend::Dummy(dummy::Dummy)),
@@ -114,7 +114,7 @@ impl Backend {
     }
 
     /// The config name of this backend (also its metrics label).
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Backend::UdpFirefly(_) => "udp_firefly",
             Backend::Dummy(_) => "dummy",
@@ -126,7 +126,7 @@ impl Backend {
 
     /// Acts on one event and says what it did (`None`: nothing asked of it). Each call may
     /// fail on its own; decisions and failures are counted by the loop.
-    pub fn handle(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<Option<Decision>, BackendError> {
+    pub(crate) fn handle(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<Option<Decision>, BackendError> {
         match self {
             Backend::UdpFirefly(b) => b.handle(ev, cx).map(Some),
             Backend::Dummy(b) => b.handle(ev, cx).map(|()| None),
@@ -139,7 +139,7 @@ impl Backend {
 
     /// The flow label this backend puts on `key`'s packets now (the eBPF marker), for
     /// `/flows` and `flowd explain`.
-    pub fn label_of(&self, key: &FlowKey) -> Option<u32> {
+    pub(crate) fn label_of(&self, key: &FlowKey) -> Option<u32> {
         match self {
             #[cfg(feature = "ebpf")]
             Backend::Marker(b) => b.label_of(key),
@@ -153,7 +153,7 @@ impl Backend {
     /// True for backends that keep per-flow state: after they are re-created on reload,
     /// the loop hands them the open flows again as `start` events (stateless ones must not
     /// see them again: a firefly would be sent twice).
-    pub fn keeps_flow_state(&self) -> bool {
+    pub(crate) fn keeps_flow_state(&self) -> bool {
         match self {
             #[cfg(feature = "ebpf")]
             Backend::Marker(_) => true,
@@ -162,14 +162,14 @@ impl Backend {
     }
 
     /// End of a loop turn: send whatever was queued while handling this turn's events.
-    pub fn flush(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn flush(&mut self, cx: &mut Context<'_>) {
         if let Backend::UdpFirefly(b) = self {
             b.flush(cx);
         }
     }
 
     /// The backend's next deadline, if it has periodic work.
-    pub fn poll_at(&self) -> Option<Instant> {
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
         match self {
             Backend::UdpFirefly(_) | Backend::Dummy(_) | Backend::Prometheus(_) => None,
             #[cfg(feature = "ebpf")]
@@ -179,7 +179,7 @@ impl Backend {
 
     /// A scrape of `/metrics` is about to be rendered: gather per-flow data (and count
     /// any failure in `metrics`, which is rendered next).
-    pub fn scrape(&mut self, flows: &FlowTable, metrics: &mut Metrics) {
+    pub(crate) fn scrape(&mut self, flows: &FlowTable, metrics: &mut Metrics) {
         match self {
             Backend::UdpFirefly(_) | Backend::Dummy(_) => {}
             Backend::Prometheus(b) => b.scrape(flows, metrics),
@@ -190,7 +190,7 @@ impl Backend {
     }
 
     /// Adds this backend's own metric families (after the store's) to the page.
-    pub fn write_metrics(&mut self, registry: &ScitagsRegistry, out: &mut Page) {
+    pub(crate) fn write_metrics(&mut self, registry: &ScitagsRegistry, out: &mut Page) {
         match self {
             Backend::UdpFirefly(_) | Backend::Dummy(_) => {}
             Backend::Prometheus(b) => b.write(registry, out),
@@ -200,7 +200,8 @@ impl Backend {
     }
 
     /// The deadline from `poll_at` has passed.
-    pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
+    #[cfg_attr(not(feature = "ebpf"), allow(unused_variables, reason = "only the marker has timers"))]
+    pub(crate) fn on_timeout(&mut self, cx: &mut Context<'_>) {
         match self {
             Backend::UdpFirefly(_) | Backend::Dummy(_) | Backend::Prometheus(_) => {}
             #[cfg(feature = "ebpf")]

@@ -41,7 +41,7 @@ use crate::wire::prom::{self, Page, Value};
 use crate::wire::sock_diag::{ext, Conn, ConnExt, Family, Filter, TcpInfo};
 
 /// Longest a scrape waits for the kernel's socket dump.
-pub const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// TCP states `ss` shows by default: every connected state (not LISTEN, SYN_RECV,
 /// TIME_WAIT or CLOSE), see `include/net/tcp_states.h`.
@@ -52,7 +52,7 @@ const CONNECTED: u32 = (1 << 1) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 8) | (1
 pub(crate) const FILTER: Filter = Filter { states: CONNECTED, info: true, ext: ext::SKMEMINFO | ext::CONG | ext::CC_INFO };
 
 /// Open flows matched to a kernel socket in the last scrape.
-pub static MATCHED: Desc = Desc {
+pub(crate) static MATCHED: Desc = Desc {
     name: "flowd_prometheus_flows_matched",
     help: "Open TCP flows matched to a local socket (with tcp_info) in the last scrape.",
     kind: Kind::Gauge,
@@ -60,7 +60,7 @@ pub static MATCHED: Desc = Desc {
 };
 
 /// Sockets in the last dump.
-pub static SOCKETS: Desc = Desc {
+pub(crate) static SOCKETS: Desc = Desc {
     name: "flowd_prometheus_sockets_dumped",
     help: "TCP sockets in connected states reported by sock_diag in the last scrape.",
     kind: Kind::Gauge,
@@ -68,7 +68,7 @@ pub static SOCKETS: Desc = Desc {
 };
 
 /// Duration of the last dump.
-pub static DUMP_SECONDS: Desc =
+pub(crate) static DUMP_SECONDS: Desc =
     Desc { name: "flowd_prometheus_dump_seconds", help: "Time the last sock_diag dump took, in seconds.", kind: Kind::Gauge, labels: &[] };
 
 /// One exported `tcp_info` field.
@@ -321,7 +321,7 @@ impl FlowMetrics {
     }
 
     /// Declares the backend's own health families.
-    pub fn declare(metrics: &mut Metrics) {
+    pub(crate) fn declare(metrics: &mut Metrics) {
         for d in [&MATCHED, &SOCKETS, &DUMP_SECONDS] {
             metrics.declare(d);
         }
@@ -333,7 +333,7 @@ impl FlowMetrics {
     /// IPv4 connections on dual-stack sockets) only when IPv6 flows are open or some IPv4
     /// flow has not been matched by its own socket (local side = announced src): each
     /// family's dump walks the kernel's whole connection hash table.
-    pub fn scrape(&mut self, flows: &FlowTable, metrics: &mut Metrics) {
+    pub(crate) fn scrape(&mut self, flows: &FlowTable, metrics: &mut Metrics) {
         self.matched.clear();
         if flows.is_empty() {
             metrics.set(&MATCHED, Vec::new(), 0.0);

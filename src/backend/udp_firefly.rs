@@ -31,7 +31,7 @@ use crate::wire::netlink_json;
 use crate::wire::sock_diag::TcpInfo;
 
 /// Fireflies sent, by recipient kind (`peer` or `collector`).
-pub static SENT: Desc = Desc {
+pub(crate) static SENT: Desc = Desc {
     name: "flowd_fireflies_sent_total",
     help: "Firefly datagrams sent, by recipient (peer = the flow's destination, collector = UDP_FIREFLY_DST).",
     kind: Kind::Counter,
@@ -39,7 +39,7 @@ pub static SENT: Desc = Desc {
 };
 
 /// Fireflies that could not be sent, by recipient kind and reason.
-pub static SEND_ERRORS: Desc = Desc {
+pub(crate) static SEND_ERRORS: Desc = Desc {
     name: "flowd_firefly_send_errors_total",
     help: "Firefly datagrams that could not be sent, by recipient and reason.",
     kind: Kind::Counter,
@@ -47,7 +47,7 @@ pub static SEND_ERRORS: Desc = Desc {
 };
 
 /// Relayed fireflies not sent because they would loop (SPEC §6), by recipient and reason.
-pub static RELAY_SKIPPED: Desc = Desc {
+pub(crate) static RELAY_SKIPPED: Desc = Desc {
     name: "flowd_firefly_relay_skipped_total",
     help: "Relayed fireflies not sent because they would loop (back to their sender, or to this host's own listener), by recipient and reason.",
     kind: Kind::Counter,
@@ -61,7 +61,7 @@ pub static RELAY_SKIPPED: Desc = Desc {
 /// (`sender`), which may be a relay itself. A sender on this host (XRootD next to flowd)
 /// may still get copies on other ports, e.g. a local collector: the first rule already
 /// covers the only loop through this host.
-pub fn relay_blocked(to: SocketAddr, from: Option<IpAddr>, own: &[IpAddr], listen_port: u16) -> Option<&'static str> {
+pub(crate) fn relay_blocked(to: SocketAddr, from: Option<IpAddr>, own: &[IpAddr], listen_port: u16) -> Option<&'static str> {
     let is_local = |ip: IpAddr| ip.is_loopback() || ip.is_unspecified() || own.iter().any(|o| canonical(*o) == ip);
     let ip = canonical(to.ip());
     if to.port() == listen_port && is_local(ip) {
@@ -89,7 +89,7 @@ pub enum InitError {
 }
 
 /// The running udp_firefly backend.
-pub struct Sender {
+pub(crate) struct Sender {
     sock4: Option<UdpSocket>,
     sock6: Option<UdpSocket>,
     collectors: Vec<SocketAddr>,
@@ -122,7 +122,7 @@ fn udp(bind: SocketAddr) -> io::Result<UdpSocket> {
 
 impl Sender {
     /// Opens the sockets and resolves the collectors.
-    pub fn new(cfg: &Config) -> Result<Sender, InitError> {
+    pub(crate) fn new(cfg: &Config) -> Result<Sender, InitError> {
         let sock4 = udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
         let sock6 = udp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)));
         if let (Err(e), Err(_)) = (&sock4, &sock6) {
@@ -173,7 +173,7 @@ impl Sender {
 
     /// Encodes the event and queues it for the peer and the collectors: `Fireflied` when
     /// at least one recipient gets it, else why none does.
-    pub fn handle(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<Decision, BackendError> {
+    pub(crate) fn handle(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Result<Decision, BackendError> {
         let relayed = ev.relayed.as_deref();
         let end_time = match ev.state {
             FlowState::End => Some(ev.end_time.unwrap_or(ev.at)),
@@ -249,7 +249,7 @@ impl Sender {
     }
 
     /// Sends everything queued this turn.
-    pub fn flush(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn flush(&mut self, cx: &mut Context<'_>) {
         if self.queue.is_empty() {
             return;
         }

@@ -28,9 +28,11 @@ use super::{ConfigError, Loaded};
 /// Turns a YAML value into a flowd config value, or says what is wrong with it.
 type Conv = fn(&Node) -> Result<Value, String>;
 
-/// What one flowd-go key becomes.
+/// What one flowd-go key becomes. The texts of `Derived` and `Same` are read only by the
+/// test that checks the migration guide's table against these rules.
 #[derive(Clone, Copy)]
-pub enum To {
+#[allow(dead_code, reason = "the Derived/Same texts document each rule in the source; nothing prints them")]
+pub(crate) enum To {
     /// The flowd key, set from the value by the conversion.
     Key(&'static str, Conv),
     /// Part of a setting made from several keys (the text names the flowd keys).
@@ -51,7 +53,7 @@ pub enum To {
 
 /// One flowd-go key and its flowd counterpart.
 #[derive(Clone, Copy)]
-pub struct Rule {
+pub(crate) struct Rule {
     /// The key's path in flowd-go's file, dot-separated.
     pub path: &'static str,
     /// What it becomes.
@@ -70,7 +72,7 @@ const fn d(path: &'static str, to: To, go_default: &'static str) -> Rule {
 }
 
 /// Every flowd-go 2.4 key (its `yaml:` struct tags) and what flowd makes of it.
-pub static RULES: &[Rule] = &[
+pub(crate) static RULES: &[Rule] = &[
     d("pidPath", To::Key("PID_FILE", string), "/var/run/flowd-go.pid"),
     r("workDir", To::Same("flowd keeps no cache files (its registry copy goes to systemd's StateDirectory)")),
     r("plugins", To::Section),
@@ -235,7 +237,7 @@ fn ints(n: &Node) -> Result<Vec<i64>, String> {
 
 /// One flowd config entry made from flowd-go's file.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Mapped {
+pub(crate) struct Mapped {
     /// The entry (its line is the flowd-go key's line).
     pub entry: Entry,
     /// The flowd-go key(s) it comes from.
@@ -246,7 +248,7 @@ pub struct Mapped {
 
 /// flowd-go's file, converted.
 #[derive(Debug, Default)]
-pub struct Converted {
+pub(crate) struct Converted {
     /// The flowd entries, in the order of flowd-go's keys.
     pub entries: Vec<Mapped>,
     /// Findings that do not stop flowd: (line, message).
@@ -306,7 +308,7 @@ fn section<'a>(root: &'a Node, path: &str) -> Option<(&'a Node, usize)> {
 }
 
 /// Converts flowd-go's file into flowd entries, warnings and problems.
-pub fn convert(text: &str) -> Converted {
+pub(crate) fn convert(text: &str) -> Converted {
     let mut out = Converted::default();
     let root = match yaml::parse(text) {
         Ok(Some(root)) => root,
@@ -667,7 +669,7 @@ fn name_origin(msg: String, mapped: &[Mapped]) -> String {
 }
 
 /// Validates flowd-go's `text` into a flowd [`Config`](super::Config) (`path` for messages).
-pub fn from_text(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
+pub(crate) fn from_text(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
     let c = convert(text);
     let mut warnings: Vec<(usize, String)> = c.warnings.clone();
     let mut problems = c.problems.clone();

@@ -61,7 +61,7 @@ pub enum Component {
 
 impl Component {
     /// Every component, in the order of the generated files.
-    pub const ALL: [Component; 15] = [
+    pub(crate) const ALL: [Component; 15] = [
         Component::Flowd,
         Component::Registry,
         Component::NpApi,
@@ -80,7 +80,7 @@ impl Component {
     ];
 
     /// A short name (the component column of `docs/configuration.md`).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Component::Flowd => "flowd",
             Component::Registry => "registry",
@@ -101,7 +101,7 @@ impl Component {
     }
 
     /// The section title in flowd.cfg and the man page.
-    pub fn title(self) -> &'static str {
+    pub(crate) fn title(self) -> &'static str {
         match self {
             Component::Flowd => "What flowd does",
             Component::Registry => "Flow registry (experiment/activity names <-> ids)",
@@ -122,7 +122,7 @@ impl Component {
     }
 
     /// True when `a` and `b` configure this component alike (its `Config` struct is equal).
-    pub fn same(self, a: &Config, b: &Config) -> bool {
+    pub(crate) fn same(self, a: &Config, b: &Config) -> bool {
         match self {
             Component::Flowd => (&a.plugins, &a.backends) == (&b.plugins, &b.backends),
             Component::Registry => a.registry == b.registry,
@@ -200,7 +200,7 @@ pub enum Parse {
 
 impl Parse {
     /// The value type as the docs state it (with the accepted range).
-    pub fn type_text(&self) -> String {
+    pub(crate) fn type_text(&self) -> String {
         match self {
             Parse::Bool(_) => "True/False".into(),
             Parse::Int { min, max, .. } => format!("integer from {min} to {max}"),
@@ -281,12 +281,12 @@ impl Key {
     }
 
     /// The name and the aliases.
-    pub fn all_names(&self) -> impl Iterator<Item = &'static str> {
+    pub(crate) fn all_names(&self) -> impl Iterator<Item = &'static str> {
         std::iter::once(self.name).chain(self.aliases.iter().copied())
     }
 
     /// The value written on the key's line in flowd.cfg: the example, else the default.
-    pub fn shown_value(&self) -> Option<&'static str> {
+    pub(crate) fn shown_value(&self) -> Option<&'static str> {
         self.example.or(self.default)
     }
 }
@@ -294,7 +294,7 @@ impl Key {
 use Component as C;
 
 /// Every key, grouped by component in the order of [`Component::ALL`].
-pub static TABLE: &[Key] = &[
+pub(crate) static TABLE: &[Key] = &[
     // What flowd does
     key("PLUGIN", C::Flowd, Parse::Custom { what: "plugin names", apply: plugins })
         .default("'np_api'")
@@ -805,7 +805,7 @@ fn port_ranges(cx: &mut Ctx<'_>, e: &Entry, to: &mut Vec<PortRange>) {
 }
 
 /// One port or `lo-hi` range (1..=65535, lo ≤ hi).
-pub fn parse_port_range(v: &super::raw::Value) -> Option<PortRange> {
+pub(crate) fn parse_port_range(v: &super::raw::Value) -> Option<PortRange> {
     use super::raw::Value;
     let port = |s: &str| s.trim().parse::<u16>().ok().filter(|p| *p > 0);
     let (lo, hi) = match v {

@@ -14,12 +14,12 @@
 
 pub mod flowdgo;
 pub mod keys;
-pub mod model;
+pub(crate) mod model;
 pub mod raw;
-pub mod reload;
+pub(crate) mod reload;
 pub mod render;
 pub mod validate;
-pub mod yaml;
+pub(crate) mod yaml;
 
 use std::path::{Path, PathBuf};
 

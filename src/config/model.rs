@@ -262,12 +262,12 @@ pub struct PortRange {
 
 impl PortRange {
     /// True when `port` is within the range.
-    pub fn contains(self, port: u16) -> bool {
+    pub(crate) fn contains(self, port: u16) -> bool {
         (self.lo..=self.hi).contains(&port)
     }
 
     /// True when `port` is in one of `ranges`.
-    pub fn any(ranges: &[PortRange], port: u16) -> bool {
+    pub(crate) fn any(ranges: &[PortRange], port: u16) -> bool {
         ranges.iter().any(|r| r.contains(port))
     }
 }
@@ -340,7 +340,7 @@ pub enum Marking {
 
 impl Marking {
     /// Every marking, in the order of the docs.
-    pub const ALL: [Marking; 4] = [Marking::Label, Marking::HopByHop, Marking::Destination, Marking::HopByHopDestination];
+    pub(crate) const ALL: [Marking; 4] = [Marking::Label, Marking::HopByHop, Marking::Destination, Marking::HopByHopDestination];
 
     /// The config spelling.
     pub fn name(self) -> &'static str {
@@ -354,13 +354,13 @@ impl Marking {
 
     /// Parses flowd's spellings and flowd-go's `markingStrategy` ones (`hopByHop`,
     /// `hopByHopDestination`): ASCII case, `-` and `_` are ignored.
-    pub fn parse(s: &str) -> Option<Marking> {
+    pub(crate) fn parse(s: &str) -> Option<Marking> {
         let norm: String = s.trim().chars().filter(|c| *c != '-' && *c != '_').map(|c| c.to_ascii_lowercase()).collect();
         Marking::ALL.into_iter().find(|m| m.name().replace('-', "") == norm)
     }
 
     /// True for the extension-header markings.
-    pub fn is_extension_header(self) -> bool {
+    pub(crate) fn is_extension_header(self) -> bool {
         self != Marking::Label
     }
 
@@ -375,7 +375,7 @@ impl Marking {
 
     /// The largest experiment and activity ids the mark can carry: 9 and 6 bits in the
     /// flow label, 16 and 8 bits in the extension-header tag `exp<<8 | act`.
-    pub fn max_ids(self) -> (u32, u32) {
+    pub(crate) fn max_ids(self) -> (u32, u32) {
         if self.is_extension_header() {
             (0xFFFF, 0xFF)
         } else {
@@ -527,7 +527,7 @@ impl Default for Config {
 impl Config {
     /// The (experiment, activity) every IPv6 TCP packet no flow claims is marked with:
     /// set when PLUGIN includes perfsonar (validation makes sure both keys are then set).
-    pub fn match_all(&self) -> Option<(IdOrName, IdOrName)> {
+    pub(crate) fn match_all(&self) -> Option<(IdOrName, IdOrName)> {
         if !self.plugins.contains(&PluginKind::Perfsonar) {
             return None;
         }

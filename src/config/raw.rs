@@ -27,7 +27,7 @@ pub enum Value {
 
 impl Value {
     /// A short description of the value's type, for error messages.
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self {
             Value::Str(_) => "a string",
             Value::Int(_) => "an integer",

@@ -13,7 +13,7 @@ use super::model::{BackendKind, Config, PluginKind};
 impl PluginKind {
     /// True when `a` and `b` are the same to this plugin (everything `Plugin::new`
     /// reads for it is equal): a reload keeps it running.
-    pub fn reads_same(self, a: &Config, b: &Config) -> bool {
+    pub(crate) fn reads_same(self, a: &Config, b: &Config) -> bool {
         match self {
             PluginKind::NpApi => a.np_api == b.np_api,
             PluginKind::Netlink => a.netlink == b.netlink,
@@ -31,7 +31,7 @@ impl PluginKind {
 impl BackendKind {
     /// True when `a` and `b` are the same to this backend (everything `Backend::new`
     /// reads for it is equal): a reload keeps it running.
-    pub fn reads_same(self, a: &Config, b: &Config) -> bool {
+    pub(crate) fn reads_same(self, a: &Config, b: &Config) -> bool {
         match self {
             // Its own keys and the firefly listener's port (no relaying back to it).
             BackendKind::UdpFirefly => (&a.udp_firefly, a.firefly.port) == (&b.udp_firefly, b.firefly.port),
@@ -46,7 +46,7 @@ impl BackendKind {
 
 /// The instances of one list (plugins or backends) across a reload.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Instances<K> {
+pub(crate) struct Instances<K> {
     /// The new list, in order: each kind, and `true` when a new instance is built
     /// (`false`: the running instance at the same position is kept).
     pub new: Vec<(K, bool)>,
@@ -63,18 +63,18 @@ impl<K: Copy + PartialEq> Instances<K> {
     }
 
     /// True when the running instance at position `i` stays (same position afterwards).
-    pub fn kept(&self, i: usize) -> bool {
+    pub(crate) fn kept(&self, i: usize) -> bool {
         self.new.get(i).is_some_and(|(_, build)| !build)
     }
 
     /// The positions (in the new list) of the instances that are built anew.
-    pub fn built(&self) -> Vec<usize> {
+    pub(crate) fn built(&self) -> Vec<usize> {
         self.new.iter().enumerate().filter(|(_, (_, build))| *build).map(|(i, _)| i).collect()
     }
 
     /// `plugins unchanged`, or e.g. `plugins restarted [netlink], started [firefly],
     /// stopped [netstat]`.
-    pub fn describe(&self, what: &str, name: fn(K) -> &'static str) -> String {
+    pub(crate) fn describe(&self, what: &str, name: fn(K) -> &'static str) -> String {
         let built = || self.new.iter().filter(|(_, build)| *build).map(|(k, _)| *k);
         let restarted: Vec<K> = built().filter(|k| self.old.contains(k)).collect();
         let started: Vec<K> = built().filter(|k| !self.old.contains(k)).collect();
@@ -94,7 +94,7 @@ impl<K: Copy + PartialEq> Instances<K> {
 
 /// What a reload from one configuration to the next redoes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Changes {
+pub(crate) struct Changes {
     /// Plugins kept and built.
     pub plugins: Instances<PluginKind>,
     /// Backends kept and built.
@@ -116,7 +116,7 @@ pub struct Changes {
 
 impl Changes {
     /// Compares `old` and `new` component by component.
-    pub fn between(old: &Config, new: &Config) -> Changes {
+    pub(crate) fn between(old: &Config, new: &Config) -> Changes {
         Changes {
             plugins: Instances::decide(&old.plugins, &new.plugins, |k| k.reads_same(old, new)),
             backends: Instances::decide(&old.backends, &new.backends, |k| k.reads_same(old, new)),
@@ -134,7 +134,7 @@ impl Changes {
 
     /// What was redone, for the log: `plugins unchanged; backends restarted
     /// [udp_firefly]; metrics listener restarted`.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let mut parts = vec![self.plugins.describe("plugins", PluginKind::name), self.backends.describe("backends", BackendKind::name)];
         for (changed, what) in [
             (self.enrich, "enrichment restarted"),

@@ -10,7 +10,8 @@ use std::path::Path;
 use super::keys::{Component, Key, TABLE};
 
 /// The command that rewrites the generated files.
-pub const REGENERATE: &str = "make gen-config";
+#[cfg(test)]
+pub(crate) const REGENERATE: &str = "make gen-config";
 
 /// Width of flowd.cfg (comments are wrapped to it).
 const WIDTH: usize = 88;
@@ -129,7 +130,7 @@ fn sections() -> impl Iterator<Item = (Component, Vec<&'static Key>)> {
 
 /// The shipped `etc/flowd.cfg`: every key, commented out (PLUGIN and BACKEND active),
 /// with its doc and default, grouped by component.
-pub fn cfg() -> String {
+pub(crate) fn cfg() -> String {
     let mut out = String::from(CFG_HEADER);
     for (c, keys) in sections() {
         let title = format!("## {} ", c.title());
@@ -149,7 +150,7 @@ pub fn cfg() -> String {
 }
 
 /// The CONFIGURATION section of the man page, from its `.SH` line up to the next `.SH`.
-pub fn man_section() -> String {
+pub(crate) fn man_section() -> String {
     let mut out = String::from(".SH CONFIGURATION\n");
     out.push_str(".\\\" Generated from src/config/keys.rs by `make gen-config`: edit the key table, not this section.\n");
     out.push_str(MAN_INTRO);
@@ -175,14 +176,14 @@ pub fn man_section() -> String {
 
 /// `page` with its CONFIGURATION section replaced by [`man_section`]; `None` when the
 /// page has no such section.
-pub fn splice_man(page: &str) -> Option<String> {
+pub(crate) fn splice_man(page: &str) -> Option<String> {
     let start = page.find("\n.SH CONFIGURATION\n")? + 1;
     let end = page[start + 1..].find("\n.SH ").map_or(page.len(), |i| start + 1 + i + 1);
     Some(format!("{}{}{}", &page[..start], man_section(), &page[end..]))
 }
 
 /// `docs/configuration.md`: a short introduction and one table row per key.
-pub fn markdown() -> String {
+pub(crate) fn markdown() -> String {
     let mut out = String::from(MD_INTRO);
     out.push_str("\n| key | type | default | component | description |\n|---|---|---|---|---|\n");
     for k in TABLE {

@@ -251,7 +251,7 @@ fn loopback_only_notice(c: &Config, entries: &[Entry]) -> Option<String> {
 }
 
 /// One `private=public` pair of IP_DISCOVERY_MAP (both of the same family).
-pub fn parse_mapping(s: &str) -> Result<(IpAddr, IpAddr), String> {
+pub(crate) fn parse_mapping(s: &str) -> Result<(IpAddr, IpAddr), String> {
     let bad = || format!("{s:?} is not 'private=public' (two IP addresses of the same family)");
     let (a, b) = s.split_once('=').ok_or_else(bad)?;
     let strip = |x: &str| x.trim().trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>();

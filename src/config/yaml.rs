@@ -17,7 +17,7 @@ const MAX_DEPTH: usize = 64;
 
 /// One node and the line (1-based) where it starts.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Node {
+pub(crate) struct Node {
     /// Where the node starts.
     pub line: usize,
     /// What it is.
@@ -42,7 +42,7 @@ pub enum Kind {
 
 /// One `key: value` pair of a mapping.
 #[derive(Clone, Debug, PartialEq)]
-pub struct MapEntry {
+pub(crate) struct MapEntry {
     /// The key as text (a non-scalar key is written as `?`).
     pub key: String,
     /// The key's line.
@@ -53,7 +53,7 @@ pub struct MapEntry {
 
 /// A YAML syntax error at a line.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct YamlError {
+pub(crate) struct YamlError {
     /// 1-based line.
     pub line: usize,
     /// What is wrong.
@@ -62,7 +62,7 @@ pub struct YamlError {
 
 impl Node {
     /// The entries when this is a mapping.
-    pub fn entries(&self) -> Option<&[MapEntry]> {
+    pub(crate) fn entries(&self) -> Option<&[MapEntry]> {
         match &self.kind {
             Kind::Map(e) => Some(e),
             _ => None,
@@ -70,17 +70,17 @@ impl Node {
     }
 
     /// The entry `key` (the last one when it is repeated, as Go's decoder keeps it).
-    pub fn get(&self, key: &str) -> Option<&MapEntry> {
+    pub(crate) fn get(&self, key: &str) -> Option<&MapEntry> {
         self.entries()?.iter().rev().find(|e| e.key == key)
     }
 
     /// True for a plain `null`, `~` or empty scalar.
-    pub fn is_null(&self) -> bool {
+    pub(crate) fn is_null(&self) -> bool {
         matches!(&self.kind, Kind::Scalar { text, quoted: false } if matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL"))
     }
 
     /// A scalar's text (quoted or not); `None` for mappings and sequences.
-    pub fn text(&self) -> Option<&str> {
+    pub(crate) fn text(&self) -> Option<&str> {
         match &self.kind {
             Kind::Scalar { text, .. } => Some(text),
             _ => None,
@@ -88,7 +88,7 @@ impl Node {
     }
 
     /// A boolean as YAML 1.2 (and Go) write it: `true`/`false` in any of their three cases.
-    pub fn as_bool(&self) -> Option<bool> {
+    pub(crate) fn as_bool(&self) -> Option<bool> {
         match &self.kind {
             Kind::Scalar { text, quoted: false } => match text.as_str() {
                 "true" | "True" | "TRUE" => Some(true),
@@ -100,7 +100,7 @@ impl Node {
     }
 
     /// An integer: decimal (with sign and `_` separators), `0x` hex or `0o` octal.
-    pub fn as_int(&self) -> Option<i64> {
+    pub(crate) fn as_int(&self) -> Option<i64> {
         let Kind::Scalar { text, quoted: false } = &self.kind else { return None };
         let t = text.replace('_', "");
         let (neg, digits) = match t.strip_prefix('-') {
@@ -120,7 +120,7 @@ impl Node {
     }
 
     /// What the node is, for messages: `a mapping`, `a list`, or the scalar quoted.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.kind {
             Kind::Map(_) => "a mapping".into(),
             Kind::Seq(_) => "a list".into(),
@@ -136,7 +136,7 @@ enum Open {
 }
 
 /// Parses `text` and returns its first document's root node (`None` for an empty file).
-pub fn parse(text: &str) -> Result<Option<Node>, YamlError> {
+pub(crate) fn parse(text: &str) -> Result<Option<Node>, YamlError> {
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Open> = Vec::new();
     let mut anchors: Vec<(usize, Node)> = Vec::new();

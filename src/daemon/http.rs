@@ -24,14 +24,14 @@ use crate::wire::prom::Page;
 pub use crate::http::BindError;
 
 /// The line served on `/`.
-pub const INDEX_BODY: &str = "flowd metrics exporter: scrape /metrics\n";
+pub(crate) const INDEX_BODY: &str = "flowd metrics exporter: scrape /metrics\n";
 
 /// Requests answered, by status code.
-pub static REQUESTS: Desc =
+pub(crate) static REQUESTS: Desc =
     Desc { name: "flowd_http_requests_total", help: "HTTP requests answered by the metrics listener, by status code.", kind: Kind::Counter, labels: &["code"] };
 
 /// Connections refused because [`MAX_CONNS`] were open.
-pub static REFUSED: Desc = Desc {
+pub(crate) static REFUSED: Desc = Desc {
     name: "flowd_http_connections_refused_total",
     help: "Metrics listener connections refused (503) because the connection limit was reached.",
     kind: Kind::Counter,
@@ -39,7 +39,7 @@ pub static REFUSED: Desc = Desc {
 };
 
 /// Failed accepts, by reason.
-pub static ACCEPT_ERRORS: Desc = Desc {
+pub(crate) static ACCEPT_ERRORS: Desc = Desc {
     name: "flowd_http_accept_errors_total",
     help: "Failed accepts on the metrics listener, by reason (fd_limit pauses accepting briefly).",
     kind: Kind::Counter,
@@ -47,18 +47,19 @@ pub static ACCEPT_ERRORS: Desc = Desc {
 };
 
 /// Open connections.
-pub static OPEN: Desc = Desc { name: "flowd_http_connections_open", help: "Metrics listener connections currently open.", kind: Kind::Gauge, labels: &[] };
+pub(crate) static OPEN: Desc =
+    Desc { name: "flowd_http_connections_open", help: "Metrics listener connections currently open.", kind: Kind::Gauge, labels: &[] };
 
 /// The metrics listener's families.
-pub static METRICS_FAMILIES: Families = Families { refused: &REFUSED, accept_errors: &ACCEPT_ERRORS, open: &OPEN };
+pub(crate) static METRICS_FAMILIES: Families = Families { refused: &REFUSED, accept_errors: &ACCEPT_ERRORS, open: &OPEN };
 
 /// The metrics listener.
-pub type Http = Server;
+pub(crate) type Http = Server;
 
 /// The metrics listener: binds `addr` (non-blocking, SO_REUSEADDR) and registers it with the loop.
 /// `inherited` is a listening socket systemd handed over (socket activation), used
 /// instead of binding `addr`.
-pub fn bind(registry: &Registry, addr: SocketAddr, inherited: Option<std::net::TcpListener>, metrics: &mut Metrics) -> Result<Http, BindError> {
+pub(crate) fn bind(registry: &Registry, addr: SocketAddr, inherited: Option<std::net::TcpListener>, metrics: &mut Metrics) -> Result<Http, BindError> {
     let listener = match inherited {
         Some(l) => {
             l.set_nonblocking(true).map_err(|source| BindError { what: "metrics", addr, source })?;
@@ -76,14 +77,14 @@ pub fn bind(registry: &Registry, addr: SocketAddr, inherited: Option<std::net::T
 /// The metrics listener's service: `/metrics` (the page the loop lends as
 /// `Context::render`, or the daemon's own metrics without it) and `/`.
 #[derive(Default)]
-pub struct MetricsPage {
+pub(crate) struct MetricsPage {
     /// The buffers of the last page sent, for the next one: a steady scrape then
     /// allocates (and page-faults) nothing. Dropped after [`SPARE_KEEP`] unused.
     spare: Option<(Page, Instant)>,
 }
 
 /// How long the buffers of the last page are kept for the next scrape.
-pub const SPARE_KEEP: Duration = Duration::from_secs(300);
+pub(crate) const SPARE_KEEP: Duration = Duration::from_secs(300);
 
 impl Service for MetricsPage {
     fn what(&self) -> &'static str {

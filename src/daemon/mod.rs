@@ -11,9 +11,9 @@
 //! Only startup failures and `Poll::poll` failures are fatal.
 
 mod error;
-pub mod http;
-pub mod refresh;
-pub mod token;
+pub(crate) mod http;
+pub(crate) mod refresh;
+pub(crate) mod token;
 
 use std::io;
 use std::net::SocketAddr;
@@ -53,7 +53,7 @@ use token::Slot;
 pub use error::Error;
 
 /// Build information (constant 1).
-pub static BUILD_INFO: Desc = Desc {
+pub(crate) static BUILD_INFO: Desc = Desc {
     name: "flowd_build_info",
     help: "flowd version and enabled plugins/backends (value is always 1).",
     kind: Kind::Gauge,
@@ -61,7 +61,7 @@ pub static BUILD_INFO: Desc = Desc {
 };
 
 /// Config reloads, by result.
-pub static RELOADS: Desc =
+pub(crate) static RELOADS: Desc =
     Desc { name: "flowd_config_reloads_total", help: "Configuration reloads (SIGHUP), by result.", kind: Kind::Counter, labels: &["result"] };
 
 /// Where the configuration came from.
@@ -690,11 +690,6 @@ impl Daemon {
         self.enricher.deregister(self.poll.registry());
         log_totals(&self.metrics);
         log::info!("flowd stopped");
-    }
-
-    /// The daemon's metrics (for the HTTP listener and tests).
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
     }
 }
 

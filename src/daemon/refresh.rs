@@ -21,7 +21,7 @@ use crate::metrics::{Desc, Kind, Metrics};
 use crate::registry::ScitagsRegistry;
 
 /// Failed registry fetches.
-pub static FAILURES: Desc = Desc {
+pub(crate) static FAILURES: Desc = Desc {
     name: "flowd_registry_refresh_failures_total",
     help: "ScitagsRegistry (FLOW_MAP_API) fetches that failed; the last good registry stayed in force.",
     kind: Kind::Counter,
@@ -29,7 +29,7 @@ pub static FAILURES: Desc = Desc {
 };
 
 /// Unix time of the last successful fetch.
-pub static LAST_SUCCESS: Desc = Desc {
+pub(crate) static LAST_SUCCESS: Desc = Desc {
     name: "flowd_registry_last_success_timestamp_seconds",
     help: "Unix time at which the registry in force was loaded.",
     kind: Kind::Gauge,
@@ -41,7 +41,7 @@ fn is_http(source: &str) -> bool {
 }
 
 /// Where the last good copy of an http registry is kept (with the URL it came from).
-pub fn state_dir() -> PathBuf {
+pub(crate) fn state_dir() -> PathBuf {
     std::env::var_os("STATE_DIRECTORY")
         .and_then(|v| std::env::split_paths(&v).next())
         .filter(|p| !p.as_os_str().is_empty())
@@ -73,7 +73,7 @@ fn saved(dir: &Path, source: &str) -> Option<ScitagsRegistry> {
 
 /// Reads the registry from an http(s) URL or a file path; a good http document is also
 /// saved in `save_in`.
-pub fn fetch(source: &str, timeout: Duration, save_in: Option<&Path>) -> Result<ScitagsRegistry, String> {
+pub(crate) fn fetch(source: &str, timeout: Duration, save_in: Option<&Path>) -> Result<ScitagsRegistry, String> {
     let body = if is_http(source) {
         let secs = timeout.as_secs().max(1);
         let resp = minreq::get(source).with_timeout(secs).send().map_err(|e| format!("GET {source}: {e}"))?;
@@ -94,7 +94,7 @@ pub fn fetch(source: &str, timeout: Duration, save_in: Option<&Path>) -> Result<
 /// The registry to start on, without waiting for the network: a file source is read;
 /// for an http(s) source, the copy saved by an earlier run or the bundled registry
 /// (the returned `true` asks the refresher to fetch at once).
-pub fn initial(source: Option<&str>, timeout: Duration, state: &Path, metrics: &mut Metrics) -> (ScitagsRegistry, bool) {
+pub(crate) fn initial(source: Option<&str>, timeout: Duration, state: &Path, metrics: &mut Metrics) -> (ScitagsRegistry, bool) {
     let (reg, fetch_now) = match source {
         None => (ScitagsRegistry::bundled(), false),
         Some(src) if is_http(src) => match saved(state, src) {
@@ -127,7 +127,7 @@ fn record_success(reg: &ScitagsRegistry, metrics: &mut Metrics) {
 }
 
 /// Periodic refresher state.
-pub struct Refresher {
+pub(crate) struct Refresher {
     source: Option<String>,
     period: Option<Duration>,
     timeout: Duration,
@@ -140,7 +140,7 @@ pub struct Refresher {
 impl Refresher {
     /// A refresher for `source` every `period` (nothing to do without a source or
     /// period), fetching at once when `fetch_now`; good http documents are saved in `state`.
-    pub fn new(
+    pub(crate) fn new(
         source: Option<String>,
         period: Option<Duration>,
         timeout: Duration,
@@ -158,7 +158,7 @@ impl Refresher {
     }
 
     /// When the next fetch is due (`None` while one is in flight or when disabled).
-    pub fn poll_at(&self) -> Option<Instant> {
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
         if self.inflight.is_some() {
             None
         } else {
@@ -167,7 +167,7 @@ impl Refresher {
     }
 
     /// Starts a fetch on a helper thread if one is due.
-    pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn on_timeout(&mut self, cx: &mut Context<'_>) {
         let (now, metrics) = (cx.now, &mut *cx.metrics);
         let (Some(next), Some(src)) = (self.next, self.source.clone()) else { return };
         if now < next || self.inflight.is_some() {
@@ -193,7 +193,7 @@ impl Refresher {
 
     /// Collects a finished fetch (after the waker fired). `Some` = new registry to use
     /// (the loop swaps it in after the turn).
-    pub fn on_wake(&mut self, cx: &mut Context<'_>) -> Option<ScitagsRegistry> {
+    pub(crate) fn on_wake(&mut self, cx: &mut Context<'_>) -> Option<ScitagsRegistry> {
         let (now, metrics) = (cx.now, &mut *cx.metrics);
         let rx = self.inflight.as_ref()?;
         let res = match rx.try_recv() {

@@ -3,27 +3,27 @@
 use mio::Token;
 
 /// The signalfd.
-pub const SIGNALS: Token = Token(0);
+pub(crate) const SIGNALS: Token = Token(0);
 /// The waker used by helper threads (registry refresh).
-pub const WAKER: Token = Token(1);
+pub(crate) const WAKER: Token = Token(1);
 /// The metrics HTTP listener.
-pub const HTTP_LISTENER: Token = Token(2);
+pub(crate) const HTTP_LISTENER: Token = Token(2);
 /// The enrichment layer's sockets (sock_diag dump, STUN probes), all under one token:
 /// on readiness each is read until `WouldBlock`.
-pub const ENRICH: Token = Token(3);
+pub(crate) const ENRICH: Token = Token(3);
 /// First plugin token: `Token(PLUGIN_BASE + index into Daemon::plugins)`.
-pub const PLUGIN_BASE: usize = 0x100;
+pub(crate) const PLUGIN_BASE: usize = 0x100;
 /// First HTTP connection token: `Token(HTTP_CONN_BASE + connection slot)`.
-pub const HTTP_CONN_BASE: usize = 0x1_0000;
+pub(crate) const HTTP_CONN_BASE: usize = 0x1_0000;
 /// First token of a plugin's own connections (the api plugin's HTTP clients):
 /// `Token(PLUGIN_CONN_BASE + plugin index * PLUGIN_CONN_SPAN + connection slot)`.
-pub const PLUGIN_CONN_BASE: usize = 0x100_0000;
+pub(crate) const PLUGIN_CONN_BASE: usize = 0x100_0000;
 /// Connection tokens per plugin.
-pub const PLUGIN_CONN_SPAN: usize = 0x1_0000;
+pub(crate) const PLUGIN_CONN_SPAN: usize = 0x1_0000;
 
 /// What a token refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Slot {
+pub(crate) enum Slot {
     /// The signalfd.
     Signals,
     /// The waker.
@@ -58,12 +58,12 @@ impl From<Token> for Slot {
 }
 
 /// The token of plugin `i`.
-pub fn plugin(i: usize) -> Token {
+pub(crate) fn plugin(i: usize) -> Token {
     Token(PLUGIN_BASE + i)
 }
 
 /// The first connection token of the plugin whose own token is `t` (slot `s` is this + s).
-pub fn plugin_conn_base(Token(t): Token) -> usize {
+pub(crate) fn plugin_conn_base(Token(t): Token) -> usize {
     PLUGIN_CONN_BASE + t.saturating_sub(PLUGIN_BASE) * PLUGIN_CONN_SPAN
 }
 

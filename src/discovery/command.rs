@@ -76,7 +76,7 @@ fn usage(msg: &str) -> Report {
 }
 
 /// Runs discovery against `servers` until every family has finished a round (or `limit`).
-pub fn run(cfg: &Config, servers: &[String], limit: Duration) -> std::io::Result<Report> {
+pub(crate) fn run(cfg: &Config, servers: &[String], limit: Duration) -> std::io::Result<Report> {
     let mut poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let mut events = Events::with_capacity(16);

@@ -14,21 +14,21 @@ use mio::Waker;
 use crate::netaddr::split_host_port;
 
 /// Default STUN port (RFC 8489).
-pub const STUN_PORT: u16 = 3478;
+pub(crate) const STUN_PORT: u16 = 3478;
 
 /// Resolution results: (server index, addresses or error).
-pub type Resolved = Vec<(usize, Result<Vec<SocketAddr>, String>)>;
+pub(crate) type Resolved = Vec<(usize, Result<Vec<SocketAddr>, String>)>;
 /// HTTP results: (URL, public address or error).
-pub type HttpResults = Vec<(String, Result<IpAddr, String>)>;
+pub(crate) type HttpResults = Vec<(String, Result<IpAddr, String>)>;
 
 /// The server as a socket address when it is an IP literal (no DNS needed).
-pub fn literal(server: &str) -> Option<SocketAddr> {
+pub(crate) fn literal(server: &str) -> Option<SocketAddr> {
     let (host, port) = split_host_port(server, STUN_PORT).ok()?;
     Some(SocketAddr::new(host.parse().ok()?, port))
 }
 
 /// Resolves `names` on a helper thread.
-pub fn resolve(names: Vec<(usize, String)>, waker: Arc<Waker>) -> io::Result<Receiver<Resolved>> {
+pub(crate) fn resolve(names: Vec<(usize, String)>, waker: Arc<Waker>) -> io::Result<Receiver<Resolved>> {
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new().name("flowd-stun-dns".into()).spawn(move || {
         let out: Resolved = names
@@ -46,7 +46,7 @@ pub fn resolve(names: Vec<(usize, String)>, waker: Arc<Waker>) -> io::Result<Rec
 }
 
 /// Fetches every URL on a helper thread; each body must be an IP address.
-pub fn http(urls: Vec<String>, timeout: Duration, waker: Arc<Waker>) -> io::Result<Receiver<HttpResults>> {
+pub(crate) fn http(urls: Vec<String>, timeout: Duration, waker: Arc<Waker>) -> io::Result<Receiver<HttpResults>> {
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new().name("flowd-whatismyip".into()).spawn(move || {
         let out: HttpResults = urls.into_iter().map(|u| (u.clone(), fetch(&u, timeout))).collect();
@@ -65,7 +65,7 @@ fn fetch(url: &str, timeout: Duration) -> Result<IpAddr, String> {
 }
 
 /// A "what is my IP" body: one address, surrounding white space allowed.
-pub fn parse_body(b: &[u8]) -> Option<IpAddr> {
+pub(crate) fn parse_body(b: &[u8]) -> Option<IpAddr> {
     let s = std::str::from_utf8(b).ok()?.trim();
     (s.len() <= 64).then_some(())?;
     s.parse().ok()
@@ -74,7 +74,7 @@ pub fn parse_body(b: &[u8]) -> Option<IpAddr> {
 /// The local address the kernel would use towards the first of `towards` in the
 /// family (or a private documentation address, as the Python flowd does). A UDP
 /// `connect` sends nothing.
-pub fn route_source(v6: bool, towards: impl Iterator<Item = SocketAddr>) -> Option<IpAddr> {
+pub(crate) fn route_source(v6: bool, towards: impl Iterator<Item = SocketAddr>) -> Option<IpAddr> {
     let mut dst: Vec<SocketAddr> = towards.filter(|a| a.is_ipv6() == v6).take(1).collect();
     dst.push(if v6 {
         SocketAddr::new(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0).into(), 1)

@@ -34,7 +34,7 @@ use crate::metrics::{Desc, Kind, Metrics};
 use crate::wire::stun::{self, Reply, StunError, TransactionId};
 
 /// The public address in force, per family (value 1).
-pub static PUBLIC_ADDRESS: Desc = Desc {
+pub(crate) static PUBLIC_ADDRESS: Desc = Desc {
     name: "flowd_public_address",
     help: "Public address in force for fireflies, by family, address, internal address and source (value is always 1).",
     kind: Kind::Gauge,
@@ -42,7 +42,7 @@ pub static PUBLIC_ADDRESS: Desc = Desc {
 };
 
 /// Failed discovery steps, by family and reason.
-pub static FAILURES: Desc = Desc {
+pub(crate) static FAILURES: Desc = Desc {
     name: "flowd_ip_discovery_failures_total",
     help: "Public-address discovery failures, by family and reason (timeout, error_response, malformed, unreachable, resolve, http, no_answer).",
     kind: Kind::Counter,
@@ -50,7 +50,7 @@ pub static FAILURES: Desc = Desc {
 };
 
 /// Tries per server (the timeout doubles each time).
-pub const TRIES: u32 = 3;
+pub(crate) const TRIES: u32 = 3;
 /// Upper bound of the wait before retrying after a failed round.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
 /// Outcomes kept for `flowd stun` and the log.
@@ -58,7 +58,7 @@ const OUTCOMES_KEPT: usize = 64;
 
 /// What one server (or URL) answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// The server as configured, or the URL.
     pub server: String,
     /// The address asked (for STUN).
@@ -69,7 +69,7 @@ pub struct Outcome {
 
 /// A public address in force.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Found {
+pub(crate) struct Found {
     /// The local address the host uses towards the server (`None` if unknown).
     pub internal: Option<IpAddr>,
     /// The address the outside sees.
@@ -111,7 +111,7 @@ impl FamilyState {
 }
 
 /// Public-address discovery for the enrichment layer (or for `flowd stun`).
-pub struct Discovery {
+pub(crate) struct Discovery {
     enabled: bool,
     servers: Vec<Server>,
     timeout: Duration,
@@ -140,12 +140,12 @@ fn random_tid() -> TransactionId {
 
 impl Discovery {
     /// Discovery as configured (IP_DISCOVERY_*). Nothing starts before [`Discovery::start`].
-    pub fn new(cfg: &Config) -> Discovery {
+    pub(crate) fn new(cfg: &Config) -> Discovery {
         Discovery::with_servers(cfg, cfg.discovery.enabled, &cfg.discovery.stun_servers)
     }
 
     /// Discovery with an explicit server list (for `flowd stun SERVER…`).
-    pub fn with_servers(cfg: &Config, enabled: bool, servers: &[String]) -> Discovery {
+    pub(crate) fn with_servers(cfg: &Config, enabled: bool, servers: &[String]) -> Discovery {
         let servers = servers.iter().map(|s| Server { name: s.clone(), addrs: helper::literal(s).into_iter().collect() }).collect();
         let fam = |v6| FamilyState { v6, phase: Phase::Resolving, found: None, rounds: 0 };
         Discovery {
@@ -166,7 +166,7 @@ impl Discovery {
     }
 
     /// Starts discovery: sockets will be registered under `token`; helper threads wake `waker`.
-    pub fn start(&mut self, token: Token, waker: Arc<Waker>, now: Instant) {
+    pub(crate) fn start(&mut self, token: Token, waker: Arc<Waker>, now: Instant) {
         self.token = token;
         self.waker = Some(Arc::clone(&waker));
         if !self.enabled {
@@ -187,7 +187,7 @@ impl Discovery {
     }
 
     /// The earliest deadline.
-    pub fn poll_at(&self) -> Option<Instant> {
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
         self.fams
             .iter()
             .filter_map(|f| match &f.phase {
@@ -199,7 +199,7 @@ impl Discovery {
     }
 
     /// The public address to show instead of `ip`, if any (manual pairs first).
-    pub fn public_for(&self, ip: IpAddr) -> Option<IpAddr> {
+    pub(crate) fn public_for(&self, ip: IpAddr) -> Option<IpAddr> {
         if let Some((_, p)) = self.manual.iter().find(|(a, _)| *a == ip) {
             return Some(*p);
         }
@@ -208,22 +208,22 @@ impl Discovery {
     }
 
     /// The public address in force for a family.
-    pub fn found(&self, v6: bool) -> Option<&Found> {
+    pub(crate) fn found(&self, v6: bool) -> Option<&Found> {
         self.fams[usize::from(v6)].found.as_ref()
     }
 
     /// Everything servers and URLs answered so far (most recent last, bounded).
-    pub fn outcomes(&self) -> &[Outcome] {
+    pub(crate) fn outcomes(&self) -> &[Outcome] {
         &self.outcomes
     }
 
     /// True once every family finished at least one round and no helper is running.
-    pub fn settled(&self) -> bool {
+    pub(crate) fn settled(&self) -> bool {
         !self.enabled || (self.fams.iter().all(|f| f.rounds > 0) && self.http.is_none() && self.resolving.is_none())
     }
 
     /// Removes the probe sockets from the poll (before the owner is dropped).
-    pub fn deregister(&mut self, reg: &mio::Registry) {
+    pub(crate) fn deregister(&mut self, reg: &mio::Registry) {
         for f in self.fams.iter_mut() {
             if let Phase::Probing { sock, .. } = &mut f.phase {
                 let _ = reg.deregister(sock);
@@ -232,7 +232,7 @@ impl Discovery {
     }
 
     /// Deadlines: start rounds, retransmit, give up on a server.
-    pub fn on_timeout(&mut self, reg: &mio::Registry, now: Instant, metrics: &mut Metrics) {
+    pub(crate) fn on_timeout(&mut self, reg: &mio::Registry, now: Instant, metrics: &mut Metrics) {
         for k in 0..2 {
             match &mut self.fams[k].phase {
                 Phase::Idle { next } if *next <= now => {
@@ -258,7 +258,7 @@ impl Discovery {
     }
 
     /// Readiness of a probe socket (the owner's token): read replies until `WouldBlock`.
-    pub fn on_ready(&mut self, reg: &mio::Registry, now: Instant, metrics: &mut Metrics) {
+    pub(crate) fn on_ready(&mut self, reg: &mio::Registry, now: Instant, metrics: &mut Metrics) {
         for k in 0..2 {
             while let Phase::Probing { sock, tid, internal, cands, i, .. } = &self.fams[k].phase {
                 let (internal, tid, server) = (*internal, *tid, cands.get(*i).copied());
@@ -298,7 +298,7 @@ impl Discovery {
     }
 
     /// A helper thread finished (the loop's waker fired).
-    pub fn on_wake(&mut self, reg: &mio::Registry, now: Instant, metrics: &mut Metrics) {
+    pub(crate) fn on_wake(&mut self, reg: &mio::Registry, now: Instant, metrics: &mut Metrics) {
         if let Some(rx) = &self.resolving {
             let res = match rx.try_recv() {
                 Ok(r) => Some(r),

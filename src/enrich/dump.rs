@@ -34,7 +34,7 @@ use crate::sys::netlink::{DiagSocket, RECV_BUF};
 use crate::wire::sock_diag::{self, Conn, DiagError, Family, Filter, REQUEST_LEN};
 
 /// What a dump's owner does with it: the one place each user's per-socket work goes.
-pub trait Sink {
+pub(crate) trait Sink {
     /// Asked before each family's request (IPv4, then IPv6): false skips that family.
     fn wants(&mut self, family: Family) -> bool {
         let _ = family;
@@ -47,10 +47,7 @@ pub trait Sink {
 
 /// Why a dump was abandoned.
 #[derive(Debug, thiserror::Error)]
-pub enum DumpError {
-    /// No sock_diag socket could be opened (blocking driver, first use).
-    #[error("cannot open a sock_diag socket: {0}")]
-    Open(io::Error),
+pub(crate) enum DumpError {
     /// A request could not be sent.
     #[error("cannot send the dump request: {0}")]
     Send(io::Error),
@@ -75,9 +72,8 @@ pub enum DumpError {
 
 impl DumpError {
     /// A short, fixed label for metrics.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
-            DumpError::Open(_) => "socket",
             DumpError::Send(_) => "send_failed",
             DumpError::Recv(_) | DumpError::Wait(_) => "recv_failed",
             DumpError::Reply { source, .. } => source.reason(),
@@ -99,7 +95,7 @@ struct Run {
 
 /// What one reply datagram did to the dump.
 #[derive(Debug)]
-pub enum Fed {
+pub(crate) enum Fed {
     /// More replies of this family are to come.
     More,
     /// This family is complete and the next one is wanted: send this request.
@@ -117,25 +113,25 @@ pub enum Fed {
 
 /// The dump protocol without I/O: requests to send, replies to interpret.
 #[derive(Debug, Default)]
-pub struct Machine {
+pub(crate) struct Machine {
     seq: u32,
     run: Option<Run>,
 }
 
 impl Machine {
     /// True while a dump is in flight.
-    pub fn running(&self) -> bool {
+    pub(crate) fn running(&self) -> bool {
         self.run.is_some()
     }
 
     /// When the dump in flight must be complete.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.run.map(|r| r.deadline)
     }
 
     /// Begins a dump due by `deadline`: the first request to send, or `None` when the
     /// sink wants neither family (nothing to do).
-    pub fn begin(&mut self, filter: Filter, deadline: Instant, sink: &mut impl Sink) -> Option<[u8; REQUEST_LEN]> {
+    pub(crate) fn begin(&mut self, filter: Filter, deadline: Instant, sink: &mut impl Sink) -> Option<[u8; REQUEST_LEN]> {
         self.request_after(None, filter, deadline, 0, sink)
     }
 
@@ -158,7 +154,7 @@ impl Machine {
     }
 
     /// Interprets one reply datagram, handing its sockets to `sink`.
-    pub fn feed(&mut self, datagram: &[u8], sink: &mut impl Sink) -> Fed {
+    pub(crate) fn feed(&mut self, datagram: &[u8], sink: &mut impl Sink) -> Fed {
         let Some(run) = self.run else { return Fed::Stray };
         match sock_diag::parse(datagram, run.seq, |c| sink.conn(c)) {
             Err(source) => {
@@ -180,14 +176,14 @@ impl Machine {
     }
 
     /// Forgets the dump in flight (abandoned); late replies are then strays.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.run = None;
     }
 }
 
 /// What a read (or a start) left the dump in.
 #[derive(Debug)]
-pub enum Step {
+pub(crate) enum Step {
     /// No dump is running (stray datagrams, if any, were dropped).
     Idle,
     /// Waiting for the kernel: the socket becomes readable when replies arrive.
@@ -205,7 +201,7 @@ pub enum Step {
 
 /// A [`Machine`] on its own non-blocking sock_diag socket.
 #[derive(Debug)]
-pub struct Dump {
+pub(crate) struct Dump {
     sock: DiagSocket,
     token: Option<Token>,
     buf: Vec<u8>,
@@ -214,34 +210,35 @@ pub struct Dump {
 
 impl Dump {
     /// Opens the socket (not registered anywhere yet).
-    pub fn open() -> io::Result<Dump> {
+    pub(crate) fn open() -> io::Result<Dump> {
         Ok(Dump { sock: DiagSocket::open()?, token: None, buf: vec![0u8; RECV_BUF], machine: Machine::default() })
     }
 
     /// Registers the socket for readability under `token` (the asynchronous driver).
-    pub fn register(&mut self, reg: &Registry, token: Token) -> io::Result<()> {
+    pub(crate) fn register(&mut self, reg: &Registry, token: Token) -> io::Result<()> {
         self.token = Some(token);
         reg.register(&mut SourceFd(&self.sock.as_raw_fd()), token, Interest::READABLE)
     }
 
     /// Removes the socket from the poll.
-    pub fn deregister(&mut self, reg: &Registry) {
+    pub(crate) fn deregister(&mut self, reg: &Registry) {
         let _ = reg.deregister(&mut SourceFd(&self.sock.as_raw_fd()));
     }
 
     /// True while a dump is in flight.
-    pub fn running(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn running(&self) -> bool {
         self.machine.running()
     }
 
     /// When the dump in flight must be complete (for the owner's `poll_at`).
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.machine.deadline()
     }
 
     /// Starts a dump due by `deadline` by sending its first request; replies are then
     /// read with [`Dump::read`]. `Done` at once when the sink wants neither family.
-    pub fn start(&mut self, filter: Filter, deadline: Instant, reg: &Registry, sink: &mut impl Sink) -> Step {
+    pub(crate) fn start(&mut self, filter: Filter, deadline: Instant, reg: &Registry, sink: &mut impl Sink) -> Step {
         self.start_with(filter, deadline, Some(reg), sink)
     }
 
@@ -259,7 +256,7 @@ impl Dump {
     }
 
     /// Reads and interprets reply datagrams until `WouldBlock` or `cap` of them.
-    pub fn read(&mut self, cap: usize, reg: &Registry, sink: &mut impl Sink) -> Step {
+    pub(crate) fn read(&mut self, cap: usize, reg: &Registry, sink: &mut impl Sink) -> Step {
         self.read_with(cap, Some(reg), sink)
     }
 
@@ -291,7 +288,7 @@ impl Dump {
     }
 
     /// Abandons the dump in flight if `now` is past its deadline.
-    pub fn expire(&mut self, now: Instant, reg: &Registry) -> Option<DumpError> {
+    pub(crate) fn expire(&mut self, now: Instant, reg: &Registry) -> Option<DumpError> {
         let overdue = self.machine.deadline().is_some_and(|d| d <= now);
         overdue.then(|| self.abandon(DumpError::Timeout, Some(reg)))
     }
@@ -321,7 +318,7 @@ impl Dump {
     /// The blocking driver: one whole dump, waiting with `poll(2)` between reads and
     /// never longer than `timeout` in all. Returns the number of sockets handed to `sink`;
     /// on an error `sink` may have seen part of the dump.
-    pub fn run_blocking(&mut self, filter: Filter, timeout: Duration, sink: &mut impl Sink) -> Result<usize, DumpError> {
+    pub(crate) fn run_blocking(&mut self, filter: Filter, timeout: Duration, sink: &mut impl Sink) -> Result<usize, DumpError> {
         let deadline = Instant::now() + timeout;
         let mut step = self.start_with(filter, deadline, None, sink);
         loop {

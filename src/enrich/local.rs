@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use crate::context::OwnAddresses;
 
 /// How long a list is used before it is read again.
-pub const TTL: Duration = Duration::from_secs(10);
+pub(crate) const TTL: Duration = Duration::from_secs(10);
 /// How old a list may be and still not be re-read for an unknown address.
-pub const RECHECK: Duration = Duration::from_secs(1);
+pub(crate) const RECHECK: Duration = Duration::from_secs(1);
 
 /// This host's addresses and when they were read.
 #[derive(Debug, Default)]

@@ -30,9 +30,9 @@
 //! May depend on `wire`, `sys`, `flow`, `metrics`, `config`, `context`, `netaddr` and
 //! `discovery`; never on plugins, backends or the daemon (they depend on it).
 
-pub mod dump;
+pub(crate) mod dump;
 pub mod local;
-pub mod tcp;
+pub(crate) mod tcp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,7 +50,7 @@ use dump::{Dump, Step};
 use tcp::TcpCache;
 
 /// tcp_info dumps of the enrichment layer, by result.
-pub static DUMPS: Desc = Desc {
+pub(crate) static DUMPS: Desc = Desc {
     name: "flowd_firefly_tcp_info_dumps_total",
     help: "sock_diag dumps made for fireflies' netlink/usage data (enrichment layer), by result (ok, error, timeout, skipped = no open TCP flow).",
     kind: Kind::Counter,
@@ -58,7 +58,7 @@ pub static DUMPS: Desc = Desc {
 };
 
 /// `ongoing` events produced.
-pub static ONGOING: Desc = Desc {
+pub(crate) static ONGOING: Desc = Desc {
     name: "flowd_fireflies_ongoing_total",
     help: "Periodic ongoing events produced (UDP_FIREFLY_ONGOING_INTERVAL); also counted in flowd_events_total{plugin=\"enrich\"}.",
     kind: Kind::Counter,
@@ -66,7 +66,7 @@ pub static ONGOING: Desc = Desc {
 };
 
 /// `ongoing` events produced per loop turn at most.
-pub const EMIT_PER_TURN: usize = 2048;
+pub(crate) const EMIT_PER_TURN: usize = 2048;
 /// Dump reply datagrams read per loop turn before yielding to other sources.
 const TURN_CAP: usize = 64;
 /// Longest a dump may take (at most one period).
@@ -76,7 +76,7 @@ const CONNECTED: u32 = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1
 
 /// What the enrichment layer does (the only place it reads the config).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Public-address discovery and manual pairs (IP_DISCOVERY_*) are in force.
     pub discovery: bool,
     /// Attach tcp_info from periodic dumps (UDP_FIREFLY_NETLINK).
@@ -91,7 +91,7 @@ pub struct Settings {
 
 impl Settings {
     /// From the config: on only with the udp_firefly backend, whose keys these are.
-    pub fn from_config(cfg: &Config) -> Settings {
+    pub(crate) fn from_config(cfg: &Config) -> Settings {
         let on = cfg.backends.contains(&BackendKind::UdpFirefly);
         Settings {
             discovery: on,
@@ -103,7 +103,7 @@ impl Settings {
     }
 
     /// True when open flows are followed (tcp_info or `ongoing` wanted).
-    pub fn tracks_flows(&self) -> bool {
+    pub(crate) fn tracks_flows(&self) -> bool {
         self.netlink || self.ongoing_interval.is_some()
     }
 
@@ -113,7 +113,7 @@ impl Settings {
 }
 
 /// Declares the layer's metric families that this config uses.
-pub fn declare(m: &mut Metrics, cfg: &Config) {
+pub(crate) fn declare(m: &mut Metrics, cfg: &Config) {
     let e = Settings::from_config(cfg);
     if e.discovery && cfg.discovery.enabled {
         m.declare(&discovery::PUBLIC_ADDRESS);
@@ -139,7 +139,7 @@ enum Phase {
 }
 
 /// The enrichment layer: tcp_info cache, `ongoing` period, public-address discovery.
-pub struct Enricher {
+pub(crate) struct Enricher {
     cfg: Settings,
     discovery: Option<Discovery>,
     tcp: TcpCache,
@@ -154,7 +154,7 @@ pub struct Enricher {
 
 impl Enricher {
     /// As configured; nothing runs before [`Enricher::start`].
-    pub fn new(cfg: &Config) -> Enricher {
+    pub(crate) fn new(cfg: &Config) -> Enricher {
         let e = Settings::from_config(cfg);
         let discovery = e.discovery.then(|| Discovery::new(cfg));
         Enricher { tcp: TcpCache::new(e.max_flows), cfg: e, discovery, dump: None, phase: Phase::Off, emit: Vec::new(), emit_pos: 0, backlog: None }
@@ -163,7 +163,7 @@ impl Enricher {
     /// Starts discovery and the period; sockets are registered under `token` and helper
     /// threads wake the loop with `waker`. Without a sock_diag socket (no permission, old
     /// kernel) events get no tcp_info; `ongoing` events still run.
-    pub fn start(&mut self, reg: &Registry, token: Token, waker: &Arc<Waker>, now: Instant) {
+    pub(crate) fn start(&mut self, reg: &Registry, token: Token, waker: &Arc<Waker>, now: Instant) {
         if let Some(d) = &mut self.discovery {
             d.start(token, Arc::clone(waker), now);
         }
@@ -180,7 +180,7 @@ impl Enricher {
     }
 
     /// Removes every socket from the poll (before the enricher is dropped).
-    pub fn deregister(&mut self, reg: &Registry) {
+    pub(crate) fn deregister(&mut self, reg: &Registry) {
         if let Some(d) = &mut self.discovery {
             d.deregister(reg);
         }
@@ -190,18 +190,19 @@ impl Enricher {
     }
 
     /// True when open flows are followed (the loop gives them to a new enricher on reload).
-    pub fn tracks_flows(&self) -> bool {
+    pub(crate) fn tracks_flows(&self) -> bool {
         self.cfg.tracks_flows()
     }
 
     /// Number of open flows followed.
-    pub fn flows(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn flows(&self) -> usize {
         self.tcp.len()
     }
 
     /// Attaches what is known about one of this host's flows to its event (after the
     /// flow table gave it its times); follows the flow's start and end.
-    pub fn enrich(&mut self, ev: &mut FlowEvent) {
+    pub(crate) fn enrich(&mut self, ev: &mut FlowEvent) {
         if ev.relayed.is_some() {
             return;
         }
@@ -215,7 +216,7 @@ impl Enricher {
     }
 
     /// A flow open before this enricher was created (reload): follow it again.
-    pub fn adopt(&mut self, ev: &FlowEvent) {
+    pub(crate) fn adopt(&mut self, ev: &FlowEvent) {
         if self.cfg.tracks_flows() {
             self.tcp.observe(ev);
         }
@@ -223,7 +224,7 @@ impl Enricher {
 
     /// The earliest deadline: discovery's, the period's, now while emitting or after a
     /// capped read.
-    pub fn poll_at(&self) -> Option<Instant> {
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
         let period = match &self.phase {
             Phase::Off => None,
             Phase::Idle { next } => Some(*next),
@@ -235,7 +236,7 @@ impl Enricher {
 
     /// Due timers: discovery, the start of a period, an overdue dump or a capped read,
     /// and this turn's share of `ongoing` events (pushed into `cx.out`).
-    pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn on_timeout(&mut self, cx: &mut Context<'_>) {
         let now = cx.now;
         if let Some(d) = self.discovery.as_mut().filter(|d| d.poll_at().is_some_and(|t| t <= now)) {
             d.on_timeout(cx.poll, now, cx.metrics);
@@ -273,7 +274,7 @@ impl Enricher {
     }
 
     /// The enricher's token is ready: STUN replies, dump replies.
-    pub fn on_ready(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn on_ready(&mut self, cx: &mut Context<'_>) {
         if let Some(d) = &mut self.discovery {
             d.on_ready(cx.poll, cx.now, cx.metrics);
         }
@@ -281,7 +282,7 @@ impl Enricher {
     }
 
     /// The loop's waker fired: a discovery helper thread may have finished.
-    pub fn on_wake(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn on_wake(&mut self, cx: &mut Context<'_>) {
         if let Some(d) = &mut self.discovery {
             d.on_wake(cx.poll, cx.now, cx.metrics);
         }

@@ -19,7 +19,7 @@ use crate::wire::sock_diag::{Conn, TcpInfo};
 
 /// The tcp_info of a flow, from the socket's side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// As the kernel sent it.
     pub info: TcpInfo,
     /// True when the socket's local side is the flow's dst.
@@ -28,7 +28,7 @@ pub struct Sample {
 
 /// What is known about one open flow.
 #[derive(Clone, Copy, Debug)]
-pub struct Tracked {
+pub(crate) struct Tracked {
     /// Experiment id.
     pub exp: u32,
     /// Activity id.
@@ -42,7 +42,7 @@ pub struct Tracked {
 
 /// Open flows and their latest tcp_info.
 #[derive(Debug)]
-pub struct TcpCache {
+pub(crate) struct TcpCache {
     flows: HashMap<FlowKey, Tracked>,
     cap: usize,
     gen: u32,
@@ -50,43 +50,44 @@ pub struct TcpCache {
 
 impl TcpCache {
     /// An empty cache holding at most `cap` flows.
-    pub fn new(cap: usize) -> TcpCache {
+    pub(crate) fn new(cap: usize) -> TcpCache {
         TcpCache { flows: HashMap::new(), cap, gen: 0 }
     }
 
     /// Number of open flows.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.flows.len()
     }
 
     /// True when no flow is open.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.flows.is_empty()
     }
 
     /// True when a TCP flow is open (a dump can find something).
-    pub fn has_tcp(&self) -> bool {
+    pub(crate) fn has_tcp(&self) -> bool {
         self.flows.keys().any(|k| k.proto == Proto::Tcp)
     }
 
     /// The open flows' keys.
-    pub fn keys(&self) -> impl Iterator<Item = &FlowKey> {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &FlowKey> {
         self.flows.keys()
     }
 
     /// The open flow with this key.
-    pub fn get(&self, key: &FlowKey) -> Option<&Tracked> {
+    pub(crate) fn get(&self, key: &FlowKey) -> Option<&Tracked> {
         self.flows.get(key)
     }
 
     /// A new dump begins: its samples replace those of earlier dumps.
-    pub fn next_generation(&mut self) {
+    pub(crate) fn next_generation(&mut self) {
         self.gen = self.gen.wrapping_add(1);
     }
 
     /// Follows one of this host's flow events; returns the tcp_info for it (`end`: the
     /// last one seen before the flow ended; a new flow has none yet).
-    pub fn observe(&mut self, ev: &FlowEvent) -> Option<Sample> {
+    pub(crate) fn observe(&mut self, ev: &FlowEvent) -> Option<Sample> {
         match ev.state {
             FlowState::Start | FlowState::Ongoing => {
                 if let Some(t) = self.flows.get(&ev.key) {

@@ -26,16 +26,16 @@ use crate::wire::http::{Method, Request, Status};
 use crate::wire::prom::Page;
 
 /// Largest `POST /flow` body taken (a flow is a few hundred bytes).
-pub const MAX_BODY: usize = 16 * 1024;
+pub(crate) const MAX_BODY: usize = 16 * 1024;
 
 /// The content type of every answer.
-pub const JSON: &str = "application/json";
+pub(crate) const JSON: &str = "application/json";
 
 /// The routes, as `GET /` lists them: (method, path, name).
-pub const ROUTES: [(&str, &str, &str); 2] = [("GET", "/", "flowd/api.root"), ("POST", "/flow", "flowd/api.flow")];
+pub(crate) const ROUTES: [(&str, &str, &str); 2] = [("GET", "/", "flowd/api.root"), ("POST", "/flow", "flowd/api.flow")];
 
 /// Requests answered, by route and status.
-pub static REQUESTS: Desc = Desc {
+pub(crate) static REQUESTS: Desc = Desc {
     name: "flowd_api_requests_total",
     help: "Requests answered by the api plugin, by route (- for requests refused before routing) and status code.",
     kind: Kind::Counter,
@@ -43,7 +43,7 @@ pub static REQUESTS: Desc = Desc {
 };
 
 /// Connections refused at the cap.
-pub static REFUSED: Desc = Desc {
+pub(crate) static REFUSED: Desc = Desc {
     name: "flowd_api_connections_refused_total",
     help: "api plugin connections refused (503) because the connection limit was reached.",
     kind: Kind::Counter,
@@ -51,7 +51,7 @@ pub static REFUSED: Desc = Desc {
 };
 
 /// Failed accepts.
-pub static ACCEPT_ERRORS: Desc = Desc {
+pub(crate) static ACCEPT_ERRORS: Desc = Desc {
     name: "flowd_api_accept_errors_total",
     help: "Failed accepts on the api plugin's listener, by reason (fd_limit pauses accepting briefly).",
     kind: Kind::Counter,
@@ -59,12 +59,12 @@ pub static ACCEPT_ERRORS: Desc = Desc {
 };
 
 /// Open connections.
-pub static OPEN: Desc = Desc { name: "flowd_api_connections_open", help: "api plugin connections currently open.", kind: Kind::Gauge, labels: &[] };
+pub(crate) static OPEN: Desc = Desc { name: "flowd_api_connections_open", help: "api plugin connections currently open.", kind: Kind::Gauge, labels: &[] };
 
 static FAMILIES: Families = Families { refused: &REFUSED, accept_errors: &ACCEPT_ERRORS, open: &OPEN };
 
 /// Declares the api plugin's metric families.
-pub fn declare(metrics: &mut Metrics) {
+pub(crate) fn declare(metrics: &mut Metrics) {
     crate::http::declare(&Answers::new(), metrics);
 }
 
@@ -167,50 +167,50 @@ impl Service for Answers {
 }
 
 /// The running api plugin.
-pub struct Api {
+pub(crate) struct Api {
     server: Server,
 }
 
 impl Api {
     /// Binds API_HOST:API_PORT (not yet registered with the loop).
-    pub fn new(cfg: &Config) -> Result<Api, BindError> {
+    pub(crate) fn new(cfg: &Config) -> Result<Api, BindError> {
         Server::listen(Box::new(Answers::new()), SocketAddr::new(cfg.api.host, cfg.api.port)).map(|server| Api { server })
     }
 
     /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
     }
 
     /// Registers the listener as `token`, its connections from `conn_base` on.
-    pub fn register(&mut self, registry: &Registry, token: Token, conn_base: usize) -> io::Result<()> {
+    pub(crate) fn register(&mut self, registry: &Registry, token: Token, conn_base: usize) -> io::Result<()> {
         self.server.register(registry, token, conn_base).map_err(|e| e.source)?;
         log::info!("api: listening on http://{}/flow", self.local_addr());
         Ok(())
     }
 
     /// Removes the listener and its connections from the loop.
-    pub fn deregister(&mut self, registry: &Registry) {
+    pub(crate) fn deregister(&mut self, registry: &Registry) {
         self.server.deregister(registry);
     }
 
     /// The listener is ready: accept.
-    pub fn on_ready(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn on_ready(&mut self, cx: &mut Context<'_>) {
         self.server.on_ready(None, cx);
     }
 
     /// Connection `slot` is ready.
-    pub fn on_conn_ready(&mut self, slot: usize, cx: &mut Context<'_>) {
+    pub(crate) fn on_conn_ready(&mut self, slot: usize, cx: &mut Context<'_>) {
         self.server.on_ready(Some(slot), cx);
     }
 
     /// The next connection deadline.
-    pub fn poll_at(&self) -> Option<Instant> {
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
         self.server.poll_at()
     }
 
     /// Expire idle connections, resume left-over work.
-    pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn on_timeout(&mut self, cx: &mut Context<'_>) {
         self.server.on_timeout(cx);
     }
 }

@@ -25,7 +25,7 @@ use crate::metrics::{Desc, Kind};
 use crate::netaddr::{self, Cidr};
 
 /// Scans that failed or were abandoned, by plugin and reason.
-pub static SCAN_FAILURES: Desc = Desc {
+pub(crate) static SCAN_FAILURES: Desc = Desc {
     name: "flowd_scan_failures_total",
     help: "Connection scans that failed or overran their deadline and were abandoned, by plugin and reason.",
     kind: Kind::Counter,
@@ -33,10 +33,10 @@ pub static SCAN_FAILURES: Desc = Desc {
 };
 
 /// Completed scans, by plugin.
-pub static SCANS: Desc = Desc { name: "flowd_scans_total", help: "Connection scans completed, by plugin.", kind: Kind::Counter, labels: &["plugin"] };
+pub(crate) static SCANS: Desc = Desc { name: "flowd_scans_total", help: "Connection scans completed, by plugin.", kind: Kind::Counter, labels: &["plugin"] };
 
 /// Connections tracked after the last scan, by plugin.
-pub static TRACKED: Desc = Desc {
+pub(crate) static TRACKED: Desc = Desc {
     name: "flowd_scan_tracked_connections",
     help: "Established connections that passed the filters at the last completed scan, by plugin.",
     kind: Kind::Gauge,
@@ -44,7 +44,7 @@ pub static TRACKED: Desc = Desc {
 };
 
 /// Duration of the last completed scan, by plugin.
-pub static SCAN_SECONDS: Desc = Desc {
+pub(crate) static SCAN_SECONDS: Desc = Desc {
     name: "flowd_scan_duration_seconds",
     help: "Wall time of the last completed connection scan (request to last reply), by plugin.",
     kind: Kind::Gauge,
@@ -53,7 +53,7 @@ pub static SCAN_SECONDS: Desc = Desc {
 
 /// Which destinations a scanner reports.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct ConnFilter {
+pub(crate) struct ConnFilter {
     /// Destinations in these networks are skipped.
     pub internal: Vec<Cidr>,
     /// Report private destinations too.
@@ -62,12 +62,12 @@ pub struct ConnFilter {
 
 impl ConnFilter {
     /// The filter of a `NETSTAT_*`/`NETLINK_*` key group.
-    pub fn from_scan(s: &ScanConfig) -> ConnFilter {
+    pub(crate) fn from_scan(s: &ScanConfig) -> ConnFilter {
         ConnFilter { internal: s.internal_networks.clone(), include_private: s.include_private }
     }
 
     /// True when a connection to `dst` is reported.
-    pub fn accepts(&self, dst: SocketAddr) -> bool {
+    pub(crate) fn accepts(&self, dst: SocketAddr) -> bool {
         let ip = dst.ip();
         if dst.port() == 0 || netaddr::is_local_scope(ip) {
             return false;
@@ -90,36 +90,37 @@ struct Open {
 
 /// The established connections a scanner knows about, with their start times and ids.
 #[derive(Debug, Default)]
-pub struct ConnTable {
+pub(crate) struct ConnTable {
     open: HashMap<FlowKey, Open>,
     generation: u32,
     filter: ConnFilter,
 }
 
 /// The TCP flow key of a connection, with IPv4-mapped addresses turned into IPv4.
-pub fn tcp_key(src: SocketAddr, dst: SocketAddr) -> Option<FlowKey> {
+pub(crate) fn tcp_key(src: SocketAddr, dst: SocketAddr) -> Option<FlowKey> {
     let c = |a: SocketAddr| SocketAddr::new(netaddr::canonical(a.ip()), a.port());
     FlowKey::new(Proto::Tcp, c(src), c(dst))
 }
 
 impl ConnTable {
     /// An empty table with `filter`.
-    pub fn new(filter: ConnFilter) -> ConnTable {
+    pub(crate) fn new(filter: ConnFilter) -> ConnTable {
         ConnTable { open: HashMap::new(), generation: 0, filter }
     }
 
     /// Number of connections known.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.open.len()
     }
 
     /// True when no connection is known.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.open.is_empty()
     }
 
     /// Starts a scan.
-    pub fn begin(&mut self) {
+    pub(crate) fn begin(&mut self) {
         self.generation = self.generation.wrapping_add(1);
     }
 
@@ -127,7 +128,7 @@ impl ConnTable {
     /// 5-tuple with a different socket inode: closed and reopened between scans) pushes
     /// events into `out`; `ids` gives the (experiment, activity) of a new flow.
     /// Returns false when the filter rejected it.
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         src: SocketAddr,
         dst: SocketAddr,
@@ -163,7 +164,7 @@ impl ConnTable {
 
     /// Ends the scan: every connection not observed since `begin` gives `end`.
     /// Returns the number of `end` events pushed.
-    pub fn finish(&mut self, wall: Micros, out: &mut Vec<FlowEvent>) -> usize {
+    pub(crate) fn finish(&mut self, wall: Micros, out: &mut Vec<FlowEvent>) -> usize {
         let generation = self.generation;
         let before = out.len();
         self.open.retain(|key, o| {
@@ -187,25 +188,25 @@ fn end_event(key: FlowKey, o: Open, wall: Micros) -> FlowEvent {
 
 /// The period of a timer-driven scanner (netstat, iperf).
 #[derive(Debug)]
-pub struct ScanTimer {
+pub(crate) struct ScanTimer {
     next: std::time::Instant,
     interval: std::time::Duration,
 }
 
 impl ScanTimer {
     /// A timer whose first scan is due at once.
-    pub fn new(interval: std::time::Duration) -> ScanTimer {
+    pub(crate) fn new(interval: std::time::Duration) -> ScanTimer {
         ScanTimer { next: std::time::Instant::now(), interval }
     }
 
     /// When the next scan is due.
-    pub fn next(&self) -> std::time::Instant {
+    pub(crate) fn next(&self) -> std::time::Instant {
         self.next
     }
 
     /// `Some(started)` when a scan is due at `now`; the next one is then scheduled an
     /// interval later (never in the past, however long this one takes).
-    pub fn start(&mut self, now: std::time::Instant) -> Option<std::time::Instant> {
+    pub(crate) fn start(&mut self, now: std::time::Instant) -> Option<std::time::Instant> {
         if now < self.next {
             return None;
         }
@@ -216,7 +217,7 @@ impl ScanTimer {
 }
 
 /// Records a finished scan in the metrics; returns how long it took.
-pub fn record_scan(name: &'static str, started: std::time::Instant, table: &ConnTable, metrics: &mut crate::metrics::Metrics) -> std::time::Duration {
+pub(crate) fn record_scan(name: &'static str, started: std::time::Instant, table: &ConnTable, metrics: &mut crate::metrics::Metrics) -> std::time::Duration {
     let took = std::time::Instant::now().saturating_duration_since(started);
     metrics.inc(&SCANS, &[name]);
     metrics.set(&TRACKED, vec![name.into()], table.len() as f64);

@@ -33,9 +33,8 @@ const TURN_CAP: usize = 256;
 const RCVBUF: usize = 4 << 20;
 
 /// The running firefly listener.
-pub struct Listener {
+pub(crate) struct Listener {
     sock: UdpSocket,
-    local: SocketAddr,
     buf: Vec<u8>,
     backlog: Option<Instant>,
     warn: RateLimit,
@@ -44,7 +43,7 @@ pub struct Listener {
 impl Listener {
     /// Binds the listening socket, or takes the one systemd handed over (`inherited`)
     /// when it is bound to the configured address and port.
-    pub fn new(cfg: &Config, inherited: Option<std::net::UdpSocket>) -> io::Result<Listener> {
+    pub(crate) fn new(cfg: &Config, inherited: Option<std::net::UdpSocket>) -> io::Result<Listener> {
         let addr = SocketAddr::new(cfg.firefly.host, cfg.firefly.port);
         let std = match inherited {
             Some(s) if s.local_addr().is_ok_and(|a| crate::sys::same_listen_address(a, addr)) => {
@@ -64,38 +63,33 @@ impl Listener {
         };
         let local = std.local_addr()?;
         log::info!("firefly: listening on {local}");
-        Ok(Listener { sock: UdpSocket::from_std(std), local, buf: vec![0; 65536], backlog: None, warn: RateLimit::new(10, Duration::from_secs(10)) })
-    }
-
-    /// The address the socket is bound to.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        Ok(Listener { sock: UdpSocket::from_std(std), buf: vec![0; 65536], backlog: None, warn: RateLimit::new(10, Duration::from_secs(10)) })
     }
 
     /// Registers the socket for readability.
-    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+    pub(crate) fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         registry.register(&mut self.sock, token, Interest::READABLE)
     }
 
     /// Deregisters the socket.
-    pub fn deregister(&mut self, registry: &Registry) {
+    pub(crate) fn deregister(&mut self, registry: &Registry) {
         let _ = registry.deregister(&mut self.sock);
     }
 
     /// Now, when the last turn stopped at the cap with datagrams left.
-    pub fn poll_at(&self) -> Option<Instant> {
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
         self.backlog
     }
 
     /// Resumes a capped drain.
-    pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn on_timeout(&mut self, cx: &mut Context<'_>) {
         if self.backlog.is_some() {
             self.on_ready(cx);
         }
     }
 
     /// Receives until `WouldBlock` or the per-turn cap.
-    pub fn on_ready(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn on_ready(&mut self, cx: &mut Context<'_>) {
         self.backlog = None;
         for _ in 0..TURN_CAP {
             match self.sock.recv_from(&mut self.buf) {

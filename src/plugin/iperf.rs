@@ -31,16 +31,16 @@ const COMM: &[u8] = b"iperf3";
 
 /// xorshift64* (Vigna): tiny, fast, good enough to pick list items.
 #[derive(Clone, Debug)]
-pub struct XorShift(u64);
+pub(crate) struct XorShift(u64);
 
 impl XorShift {
     /// A generator seeded with `seed` (0 is replaced by a fixed odd constant).
-    pub fn new(seed: u64) -> XorShift {
+    pub(crate) fn new(seed: u64) -> XorShift {
         XorShift(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
     }
 
     /// Seeded from `/dev/urandom`, or from the clock if that cannot be read.
-    pub fn from_entropy() -> XorShift {
+    pub(crate) fn from_entropy() -> XorShift {
         let mut b = [0u8; 8];
         let seed = match std::fs::File::open("/dev/urandom").and_then(|mut f| io::Read::read_exact(&mut f, &mut b)) {
             Ok(()) => u64::from_ne_bytes(b),
@@ -50,7 +50,7 @@ impl XorShift {
     }
 
     /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -60,7 +60,7 @@ impl XorShift {
     }
 
     /// A number in `0..n` (`n` > 0; 0 when `n` is 0).
-    pub fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         if n == 0 {
             0
         } else {
@@ -70,7 +70,7 @@ impl XorShift {
 }
 
 /// Socket inodes of every process named `comm` (read from `/proc`).
-pub fn process_socket_inodes(comm: &[u8], out: &mut HashSet<u32>) {
+pub(crate) fn process_socket_inodes(comm: &[u8], out: &mut HashSet<u32>) {
     out.clear();
     let Ok(procs) = std::fs::read_dir("/proc") else { return };
     for p in procs.flatten() {
@@ -100,13 +100,13 @@ pub fn process_socket_inodes(comm: &[u8], out: &mut HashSet<u32>) {
 
 /// The (experiment, activity) pairs the Python flowd's `iperf` plugin picks from at random
 /// (its built-in `FLOW_IDS`), used when IPERF_FLOW_ID is not set.
-pub const PYTHON_RANDOM_IDS: [(u32, u32); 8] = [(2, 9), (2, 19), (3, 3), (3, 4), (4, 3), (4, 4), (5, 10), (5, 14)];
+pub(crate) const PYTHON_RANDOM_IDS: [(u32, u32); 8] = [(2, 9), (2, 19), (3, 3), (3, 4), (4, 3), (4, 4), (5, 10), (5, 14)];
 /// The pairs the Python flowd's `iperf_rr` plugin hands out in turn, used when
 /// IPERF_FLOW_ID is not set and round robin is on.
-pub const PYTHON_ROUND_ROBIN_IDS: [(u32, u32); 8] = [(2, 19), (2, 19), (3, 3), (3, 3), (4, 3), (4, 3), (5, 10), (5, 10)];
+pub(crate) const PYTHON_ROUND_ROBIN_IDS: [(u32, u32); 8] = [(2, 19), (2, 19), (3, 3), (3, 3), (4, 3), (4, 3), (5, 10), (5, 10)];
 
 /// IPERF_FLOW_ID, or the Python flowd's built-in list for the mode when it is not set.
-pub fn flow_ids(cfg: &Config) -> Vec<(IdOrName, IdOrName)> {
+pub(crate) fn flow_ids(cfg: &Config) -> Vec<(IdOrName, IdOrName)> {
     if !cfg.iperf.flow_id.is_empty() {
         return cfg.iperf.flow_id.clone();
     }
@@ -117,7 +117,7 @@ pub fn flow_ids(cfg: &Config) -> Vec<(IdOrName, IdOrName)> {
 /// Whether a connection (local port `local`, remote port `remote`) is an iperf flow: it
 /// belongs to an iperf3 process or has a port in `ports`, and its ports are within
 /// `local_ports`/`remote_ports` where those are set.
-pub fn is_iperf(
+pub(crate) fn is_iperf(
     inodes: &HashSet<u32>,
     ports: &[PortRange],
     local_ports: &[PortRange],
@@ -132,7 +132,7 @@ pub fn is_iperf(
 }
 
 /// The running iperf scanner.
-pub struct Scanner {
+pub(crate) struct Scanner {
     timer: ScanTimer,
     pairs: Vec<(IdOrName, IdOrName)>,
     ports: Vec<PortRange>,
@@ -150,7 +150,7 @@ pub struct Scanner {
 
 impl Scanner {
     /// Checks that `/proc/net/tcp` is readable; the first scan runs at once.
-    pub fn new(cfg: &Config) -> io::Result<Scanner> {
+    pub(crate) fn new(cfg: &Config) -> io::Result<Scanner> {
         std::fs::File::open(super::netstat::PROC_NET[0])?;
         Ok(Scanner {
             timer: ScanTimer::new(cfg.netstat.interval),
@@ -170,12 +170,12 @@ impl Scanner {
     }
 
     /// The next scan.
-    pub fn poll_at(&self) -> Option<Instant> {
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
         Some(self.timer.next())
     }
 
     /// Scans when due.
-    pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn on_timeout(&mut self, cx: &mut Context<'_>) {
         let Some(started) = self.timer.start(cx.now) else { return };
         let mut ids = Vec::with_capacity(self.pairs.len());
         for (x, a) in &self.pairs {

@@ -14,14 +14,14 @@
 //!
 //! Plugins never talk to backends: the loop hands their events to every backend.
 
-pub mod api;
-pub mod conn_table;
-pub mod firefly;
-pub mod iperf;
-pub mod netlink;
-pub mod netstat;
-pub mod np_api;
-pub mod perfsonar;
+pub(crate) mod api;
+pub(crate) mod conn_table;
+pub(crate) mod firefly;
+pub(crate) mod iperf;
+pub(crate) mod netlink;
+pub(crate) mod netstat;
+pub(crate) mod np_api;
+pub(crate) mod perfsonar;
 
 use std::io;
 use std::time::Instant;
@@ -64,7 +64,7 @@ pub enum PluginError {
 }
 
 /// One running flow source.
-pub enum Plugin {
+pub(crate) enum Plugin {
     /// Named pipe API.
     NpApi(np_api::NpApi),
     /// sock_diag scanner.
@@ -85,7 +85,7 @@ impl Plugin {
     /// Builds the plugin `kind` from the config (opens files/sockets, does not register).
     /// `handed` holds the fds systemd passed (socket activation): np_api and firefly use
     /// theirs when it matches the config.
-    pub fn new(kind: PluginKind, cfg: &Config, handed: &Inherited) -> Result<Plugin, PluginError> {
+    pub(crate) fn new(kind: PluginKind, cfg: &Config, handed: &Inherited) -> Result<Plugin, PluginError> {
         match kind {
             PluginKind::NpApi => Ok(Plugin::NpApi(np_api::NpApi::new(cfg, handed.pipe.as_ref().and_then(|f| f.try_clone().ok()))?)),
             PluginKind::Netlink => netlink::Scanner::new(cfg).map(Plugin::Netlink).map_err(|source| PluginError::Open {
@@ -120,7 +120,7 @@ impl Plugin {
     }
 
     /// The config name of this plugin (also its metrics label).
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Plugin::NpApi(_) => "np_api",
             Plugin::Netlink(_) => "netlink",
@@ -134,7 +134,7 @@ impl Plugin {
 
     /// Registers the plugin's fds with the loop under `token`; a plugin with connections
     /// of its own (api) registers them as `Token(conn_base + slot)`.
-    pub fn register(&mut self, registry: &Registry, token: Token, conn_base: usize) -> Result<(), PluginError> {
+    pub(crate) fn register(&mut self, registry: &Registry, token: Token, conn_base: usize) -> Result<(), PluginError> {
         let name = self.name();
         let r = match self {
             Plugin::NpApi(p) => p.register(registry, token),
@@ -147,7 +147,7 @@ impl Plugin {
     }
 
     /// Removes the plugin's fds from the loop (before it is dropped on reload).
-    pub fn deregister(&mut self, registry: &Registry) {
+    pub(crate) fn deregister(&mut self, registry: &Registry) {
         match self {
             Plugin::NpApi(p) => p.deregister(registry),
             Plugin::Netlink(p) => p.deregister(registry),
@@ -158,7 +158,7 @@ impl Plugin {
     }
 
     /// Final cleanup at daemon exit (not on reload): e.g. np_api removes its pipe.
-    pub fn shutdown(&mut self) {
+    pub(crate) fn shutdown(&mut self) {
         match self {
             Plugin::NpApi(p) => p.shutdown(),
             Plugin::Netlink(_) | Plugin::Netstat(_) | Plugin::Iperf(_) | Plugin::Firefly(_) | Plugin::Perfsonar(_) | Plugin::Api(_) => {}
@@ -166,7 +166,7 @@ impl Plugin {
     }
 
     /// The plugin's fd is ready.
-    pub fn on_ready(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn on_ready(&mut self, cx: &mut Context<'_>) {
         match self {
             Plugin::NpApi(p) => p.on_ready(cx),
             Plugin::Netlink(p) => p.on_ready(cx),
@@ -177,7 +177,7 @@ impl Plugin {
     }
 
     /// One of the plugin's own connections (slot `slot`) is ready.
-    pub fn on_conn_ready(&mut self, slot: usize, cx: &mut Context<'_>) {
+    pub(crate) fn on_conn_ready(&mut self, slot: usize, cx: &mut Context<'_>) {
         match self {
             Plugin::Api(p) => p.on_conn_ready(slot, cx),
             Plugin::NpApi(_) | Plugin::Netlink(_) | Plugin::Netstat(_) | Plugin::Iperf(_) | Plugin::Firefly(_) | Plugin::Perfsonar(_) => {}
@@ -185,7 +185,7 @@ impl Plugin {
     }
 
     /// The plugin's next deadline.
-    pub fn poll_at(&self) -> Option<Instant> {
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
         match self {
             Plugin::NpApi(p) => p.poll_at(),
             Plugin::Netlink(p) => p.poll_at(),
@@ -198,7 +198,7 @@ impl Plugin {
     }
 
     /// The deadline from `poll_at` has passed.
-    pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn on_timeout(&mut self, cx: &mut Context<'_>) {
         match self {
             Plugin::NpApi(p) => p.on_timeout(cx),
             Plugin::Netlink(p) => p.on_timeout(cx),

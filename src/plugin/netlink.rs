@@ -69,7 +69,7 @@ impl Sink for Scan<'_> {
 }
 
 /// The running netlink scanner.
-pub struct Scanner {
+pub(crate) struct Scanner {
     dump: Dump,
     phase: Phase,
     interval: Duration,
@@ -85,7 +85,7 @@ pub struct Scanner {
 
 impl Scanner {
     /// Opens the sock_diag socket; the first scan runs at once.
-    pub fn new(cfg: &Config) -> io::Result<Scanner> {
+    pub(crate) fn new(cfg: &Config) -> io::Result<Scanner> {
         let s: &ScanConfig = &cfg.netlink.scan;
         Ok(Scanner {
             dump: Dump::open()?,
@@ -102,17 +102,17 @@ impl Scanner {
     }
 
     /// Registers the socket for readability.
-    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+    pub(crate) fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         self.dump.register(registry, token)
     }
 
     /// Deregisters the socket.
-    pub fn deregister(&mut self, registry: &Registry) {
+    pub(crate) fn deregister(&mut self, registry: &Registry) {
         self.dump.deregister(registry);
     }
 
     /// Next deadline: the next scan, the dump deadline, or now after hitting the cap.
-    pub fn poll_at(&self) -> Option<Instant> {
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
         match self.phase {
             Phase::Idle { next } => Some(next),
             Phase::Scanning { .. } => [self.dump.deadline(), self.backlog].into_iter().flatten().min(),
@@ -120,7 +120,7 @@ impl Scanner {
     }
 
     /// Starts a scan, resumes a capped read, or abandons an overdue dump.
-    pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn on_timeout(&mut self, cx: &mut Context<'_>) {
         match self.phase {
             Phase::Idle { next } if cx.now >= next => self.start(cx),
             Phase::Idle { .. } => {}
@@ -155,7 +155,7 @@ impl Scanner {
     }
 
     /// The socket is readable: read replies until `WouldBlock` or the per-turn cap.
-    pub fn on_ready(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn on_ready(&mut self, cx: &mut Context<'_>) {
         let mut scan = Scan::new(&mut self.table, self.ids, cx.wall, cx.out);
         let step = self.dump.read(TURN_CAP, cx.poll, &mut scan);
         self.step(step, cx);

@@ -24,7 +24,7 @@ use crate::wire::sock_diag::{state, Conn};
 
 const NAME: &str = "netstat";
 /// The files read, in order.
-pub const PROC_NET: [&str; 2] = ["/proc/net/tcp", "/proc/net/tcp6"];
+pub(crate) const PROC_NET: [&str; 2] = ["/proc/net/tcp", "/proc/net/tcp6"];
 
 /// Reads both `/proc/net` files into `buf` (one at a time) and hands every established
 /// connection to `each`. Returns the number of unparsable lines.
@@ -66,7 +66,7 @@ pub(crate) fn unknown(e: UnknownName) -> &'static str {
 }
 
 /// The running netstat scanner.
-pub struct Scanner {
+pub(crate) struct Scanner {
     timer: ScanTimer,
     experiment: IdOrName,
     activity: IdOrName,
@@ -78,7 +78,7 @@ pub struct Scanner {
 
 impl Scanner {
     /// Checks that `/proc/net/tcp` is readable; the first scan runs at once.
-    pub fn new(cfg: &Config) -> io::Result<Scanner> {
+    pub(crate) fn new(cfg: &Config) -> io::Result<Scanner> {
         std::fs::File::open(PROC_NET[0])?;
         let s = &cfg.netstat;
         Ok(Scanner {
@@ -93,12 +93,12 @@ impl Scanner {
     }
 
     /// The next scan.
-    pub fn poll_at(&self) -> Option<Instant> {
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
         Some(self.timer.next())
     }
 
     /// Scans when due.
-    pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn on_timeout(&mut self, cx: &mut Context<'_>) {
         let Some(started) = self.timer.start(cx.now) else { return };
         let ids = match cx.registry.resolve(&self.experiment, &self.activity) {
             Ok(ids) => ids,

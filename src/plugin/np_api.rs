@@ -41,7 +41,7 @@ const TURN_CAP: usize = 256 * 1024;
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Times the pipe was re-created after being deleted or replaced.
-pub static RECREATED: Desc = Desc {
+pub(crate) static RECREATED: Desc = Desc {
     name: "flowd_np_api_pipe_recreated_total",
     help: "Times the named pipe was re-created after it was deleted or replaced.",
     kind: Kind::Counter,
@@ -49,7 +49,7 @@ pub static RECREATED: Desc = Desc {
 };
 
 /// Lines recovered from a regular file found at the pipe's path.
-pub static RECOVERED: Desc = Desc {
+pub(crate) static RECOVERED: Desc = Desc {
     name: "flowd_np_api_recovered_lines_total",
     help: "Lines read from a regular file that a producer created at the pipe's path while flowd was not running.",
     kind: Kind::Counter,
@@ -77,7 +77,7 @@ pub enum NpApiError {
 }
 
 /// The running np_api plugin.
-pub struct NpApi {
+pub(crate) struct NpApi {
     path: PathBuf,
     mode: u32,
     owner: Option<nix::unistd::Uid>,
@@ -101,7 +101,7 @@ pub struct NpApi {
 impl NpApi {
     /// Takes the pipe systemd handed over (`inherited`, when it is the FIFO at the
     /// configured path), or puts one at the path and opens it.
-    pub fn new(cfg: &Config, inherited: Option<OwnedFd>) -> Result<NpApi, NpApiError> {
+    pub(crate) fn new(cfg: &Config, inherited: Option<OwnedFd>) -> Result<NpApi, NpApiError> {
         let owner = cfg.np_api.owner.as_deref().map(sys::lookup_user).transpose().map_err(NpApiError::Owner)?;
         let group = cfg.np_api.group.as_deref().map(sys::lookup_group).transpose().map_err(NpApiError::Owner)?;
         let path = cfg.np_api.file.clone();
@@ -187,18 +187,18 @@ impl NpApi {
     }
 
     /// Registers the pipe for readability.
-    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+    pub(crate) fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         self.token = Some(token);
         registry.register(&mut SourceFd(&self.fd.as_raw_fd()), token, Interest::READABLE)
     }
 
     /// Deregisters the pipe.
-    pub fn deregister(&mut self, registry: &Registry) {
+    pub(crate) fn deregister(&mut self, registry: &Registry) {
         let _ = registry.deregister(&mut SourceFd(&self.fd.as_raw_fd()));
     }
 
     /// Reads until `WouldBlock` or the per-turn cap.
-    pub fn on_ready(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn on_ready(&mut self, cx: &mut Context<'_>) {
         self.drain_recovered(cx);
         let mut total = 0;
         self.backlog = None;
@@ -324,7 +324,7 @@ impl NpApi {
 
     /// Clean exit: logs the rejections the rate limit held back. The pipe stays: a
     /// writer holding it open (nginx) goes on when flowd is back.
-    pub fn shutdown(&mut self) {
+    pub(crate) fn shutdown(&mut self) {
         if !self.unlogged.is_empty() {
             let n: u64 = self.unlogged.iter().map(|(_, n)| n).sum();
             log::warn!("np_api: {n} more rejected lines not logged individually: {}", self.take_unlogged());
@@ -332,7 +332,7 @@ impl NpApi {
     }
 
     /// Next deadline: now when input is left over, else the next path check.
-    pub fn poll_at(&self) -> Option<Instant> {
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
         if self.recovered.is_some() {
             // Recovered lines are read in the first turn.
             return Some(self.next_check - CHECK_EVERY);
@@ -342,7 +342,7 @@ impl NpApi {
     }
 
     /// Resumes a backlog; checks that the pipe still exists at its path.
-    pub fn on_timeout(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn on_timeout(&mut self, cx: &mut Context<'_>) {
         if self.recovered.is_some() {
             self.on_ready(cx);
         }

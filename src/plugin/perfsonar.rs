@@ -14,11 +14,11 @@ use crate::config::Config;
 
 /// The running plugin.
 #[derive(Debug)]
-pub struct Perfsonar;
+pub(crate) struct Perfsonar;
 
 impl Perfsonar {
     /// Logs what the marker will do; nothing can fail.
-    pub fn new(cfg: &Config) -> Perfsonar {
+    pub(crate) fn new(cfg: &Config) -> Perfsonar {
         match cfg.match_all() {
             Some((exp, act)) => log::info!(
                 "perfsonar: the ebpf backend marks every egress IPv6 TCP packet no announced flow claims with experiment {exp}, activity {act} ({})",

@@ -26,12 +26,12 @@ use crate::metrics::{Desc, Kind, Metrics};
 use crate::netaddr::canonical;
 
 /// Most addresses remembered (answers and pending lookups).
-pub const MAX_HOSTS: usize = 65_536;
+pub(crate) const MAX_HOSTS: usize = 65_536;
 /// Most reverse lookups per helper thread.
-pub const BATCH: usize = 64;
+pub(crate) const BATCH: usize = 64;
 
 /// `flowd_policy_lookups_total{kind, result}`.
-pub static LOOKUPS: Desc = Desc {
+pub(crate) static LOOKUPS: Desc = Desc {
     name: "flowd_policy_lookups_total",
     help: "EXCLUDE_DOMAINS lookups, by kind (forward = the domain names, reverse = flow endpoints) and result (matched, unmatched, failed, dropped = too many addresses pending).",
     kind: Kind::Counter,
@@ -51,7 +51,7 @@ enum Host {
 
 /// The answer for one address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     /// It belongs to domain number n (position in EXCLUDE_DOMAINS).
     Domain(u32),
     /// It belongs to no listed domain.
@@ -70,7 +70,7 @@ struct Answers {
 }
 
 /// The domains and what is known about addresses.
-pub struct Domains {
+pub(crate) struct Domains {
     /// The domains, lower case, without leading or trailing dots.
     names: Vec<Arc<str>>,
     refresh: Duration,
@@ -86,13 +86,13 @@ pub struct Domains {
 }
 
 /// `Example.ORG.` → `example.org`; `None` for an empty name.
-pub fn normalize(name: &str) -> Option<String> {
+pub(crate) fn normalize(name: &str) -> Option<String> {
     let n = name.trim().trim_matches('.').to_ascii_lowercase();
     (!n.is_empty()).then_some(n)
 }
 
 /// The number of the first domain `name` lies in (equal, or a sub-domain).
-pub fn domain_of(names: &[Arc<str>], name: &str) -> Option<u32> {
+pub(crate) fn domain_of(names: &[Arc<str>], name: &str) -> Option<u32> {
     let name = name.trim_end_matches('.');
     names
         .iter()
@@ -106,31 +106,31 @@ pub fn domain_of(names: &[Arc<str>], name: &str) -> Option<u32> {
 impl Domains {
     /// The domains `names` (normalized), answers kept for `refresh`; lookups wake the
     /// loop through `waker` (none in unit tests: answers are then only polled).
-    pub fn new(names: &[String], refresh: Duration, waker: Option<Arc<Waker>>, now: Instant) -> Domains {
+    pub(crate) fn new(names: &[String], refresh: Duration, waker: Option<Arc<Waker>>, now: Instant) -> Domains {
         let names: Vec<Arc<str>> = names.iter().filter_map(|n| normalize(n)).map(Arc::from).collect();
         let found = vec![Vec::new(); names.len()];
         Domains { names, refresh, hosts: HashMap::new(), queue: VecDeque::new(), queued_at: None, next_forward: now, inflight: None, waker, found }
     }
 
     /// True without any domain.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
 
     /// Number of domains.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.names.len()
     }
 
     /// The domain called number `i`.
-    pub fn name(&self, i: u32) -> Option<&Arc<str>> {
+    pub(crate) fn name(&self, i: u32) -> Option<&Arc<str>> {
         self.names.get(i as usize)
     }
 
     /// Which domain `ip` belongs to, as far as known now; an address never seen is queued
     /// for a reverse lookup, one whose answer is older than the refresh period is looked
     /// up again (its old answer stays in force meanwhile).
-    pub fn lookup(&mut self, ip: IpAddr, now: Instant, metrics: &mut Metrics) -> Lookup {
+    pub(crate) fn lookup(&mut self, ip: IpAddr, now: Instant, metrics: &mut Metrics) -> Lookup {
         let ip = canonical(ip);
         let full = self.hosts.len() >= MAX_HOSTS;
         match self.hosts.get_mut(&ip) {
@@ -156,7 +156,7 @@ impl Domains {
     }
 
     /// What is known about `ip` now, without queueing a lookup (`flowd explain`).
-    pub fn peek(&self, ip: IpAddr) -> Lookup {
+    pub(crate) fn peek(&self, ip: IpAddr) -> Lookup {
         match self.hosts.get(&canonical(ip)) {
             Some(Host::Known { domain: Some(d), .. }) => Lookup::Domain(*d),
             Some(Host::Known { domain: None, .. }) => Lookup::None,
@@ -170,7 +170,7 @@ impl Domains {
     }
 
     /// Looks `addrs` up ahead of any event (this host's own addresses, at start).
-    pub fn warm(&mut self, addrs: &[IpAddr], now: Instant, metrics: &mut Metrics) {
+    pub(crate) fn warm(&mut self, addrs: &[IpAddr], now: Instant, metrics: &mut Metrics) {
         if self.is_empty() {
             return;
         }
@@ -181,7 +181,7 @@ impl Domains {
 
     /// The next moment work is due: a forward round, or queued reverse lookups. Nothing
     /// while a helper thread runs (its answers wake the loop).
-    pub fn poll_at(&self) -> Option<Instant> {
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
         if self.is_empty() || self.inflight.is_some() {
             return None;
         }
@@ -190,7 +190,7 @@ impl Domains {
 
     /// Starts a helper thread with the forward round (when due) and the next reverse
     /// lookups, unless one runs already.
-    pub fn on_timeout(&mut self, now: Instant) {
+    pub(crate) fn on_timeout(&mut self, now: Instant) {
         if self.is_empty() || self.inflight.is_some() {
             return;
         }
@@ -222,7 +222,7 @@ impl Domains {
     }
 
     /// Takes the helper thread's answers when they are in. Returns true when it did.
-    pub fn on_wake(&mut self, now: Instant, metrics: &mut Metrics) -> bool {
+    pub(crate) fn on_wake(&mut self, now: Instant, metrics: &mut Metrics) -> bool {
         let Some(rx) = &self.inflight else { return false };
         let answers = match rx.try_recv() {
             Ok(a) => a,
@@ -241,7 +241,8 @@ impl Domains {
     }
 
     /// Waits for the running helper thread (tests and benchmarks only: blocks).
-    pub fn wait(&mut self, now: Instant, metrics: &mut Metrics) {
+    #[cfg(test)]
+    pub(crate) fn wait(&mut self, now: Instant, metrics: &mut Metrics) {
         if let Some(rx) = self.inflight.take() {
             if let Ok(a) = rx.recv() {
                 self.apply(a, now, metrics);
@@ -300,7 +301,7 @@ impl Domains {
     }
 
     /// Addresses known to be in a listed domain.
-    pub fn matched(&self) -> usize {
+    pub(crate) fn matched(&self) -> usize {
         self.hosts.values().filter(|h| matches!(h, Host::Known { domain: Some(_), .. })).count()
     }
 }

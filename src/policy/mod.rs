@@ -15,7 +15,7 @@
 //! `examples/bench_policy.rs`). Domains are learnt on a helper
 //! thread; until an address's domain is known the policy does not wait for it.
 
-pub mod domains;
+pub(crate) mod domains;
 pub mod ranges;
 
 use std::net::IpAddr;
@@ -32,7 +32,7 @@ use domains::{Domains, Lookup};
 use ranges::Ranges;
 
 /// `flowd_policy_rules{kind}`.
-pub static RULES: Desc = Desc {
+pub(crate) static RULES: Desc = Desc {
     name: "flowd_policy_rules",
     help: "Exclusion rules in force, by kind (networks, domains, domain_addresses = addresses found to be in EXCLUDE_DOMAINS).",
     kind: Kind::Gauge,
@@ -40,9 +40,9 @@ pub static RULES: Desc = Desc {
 };
 
 /// The config key of network rules.
-pub const NETWORKS_KEY: &str = "EXCLUDE_NETWORKS";
+pub(crate) const NETWORKS_KEY: &str = "EXCLUDE_NETWORKS";
 /// The config key of domain rules.
-pub const DOMAINS_KEY: &str = "EXCLUDE_DOMAINS";
+pub(crate) const DOMAINS_KEY: &str = "EXCLUDE_DOMAINS";
 
 /// What the policy says about a flow.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,12 +104,12 @@ impl Policy {
     }
 
     /// True without any rule: every flow passes.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.networks.is_empty() && self.domains.is_empty()
     }
 
     /// Declares the policy's families and sets the rule counts.
-    pub fn declare(&self, m: &mut Metrics) {
+    pub(crate) fn declare(&self, m: &mut Metrics) {
         m.declare(&domains::LOOKUPS);
         m.set(&RULES, vec!["networks".into()], self.networks.len() as f64);
         m.set(&RULES, vec!["domains".into()], self.domains.len() as f64);
@@ -117,7 +117,7 @@ impl Policy {
     }
 
     /// Looks this host's own addresses up ahead of the first event (domains only).
-    pub fn warm(&mut self, own: &[IpAddr], now: Instant, metrics: &mut Metrics) {
+    pub(crate) fn warm(&mut self, own: &[IpAddr], now: Instant, metrics: &mut Metrics) {
         self.domains.warm(own, now, metrics);
     }
 
@@ -151,7 +151,7 @@ impl Policy {
 
     /// As [`Policy::decide`] with what is known now, looking nothing up (`flowd explain`
     /// for a flow flowd has not seen).
-    pub fn peek(&self, key: &FlowKey) -> Verdict {
+    pub(crate) fn peek(&self, key: &FlowKey) -> Verdict {
         let side = |ip: IpAddr| match self.ranges.find(ip) {
             Some(i) => Side::Network(i),
             None if self.domains.is_empty() => Side::Clear,
@@ -192,24 +192,25 @@ impl Policy {
     }
 
     /// When the domain lookups need the loop next.
-    pub fn poll_at(&self) -> Option<Instant> {
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
         self.domains.poll_at()
     }
 
     /// Starts due domain lookups.
-    pub fn on_timeout(&mut self, now: Instant) {
+    pub(crate) fn on_timeout(&mut self, now: Instant) {
         self.domains.on_timeout(now);
     }
 
     /// Takes finished domain lookups.
-    pub fn on_wake(&mut self, now: Instant, metrics: &mut Metrics) {
+    pub(crate) fn on_wake(&mut self, now: Instant, metrics: &mut Metrics) {
         if self.domains.on_wake(now, metrics) {
             metrics.set(&RULES, vec!["domain_addresses".into()], self.domains.matched() as f64);
         }
     }
 
     /// Waits for running domain lookups (tests and benchmarks only: blocks).
-    pub fn wait(&mut self, now: Instant, metrics: &mut Metrics) {
+    #[cfg(test)]
+    pub(crate) fn wait(&mut self, now: Instant, metrics: &mut Metrics) {
         self.domains.wait(now, metrics);
     }
 }

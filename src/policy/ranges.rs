@@ -187,7 +187,7 @@ impl Ranges {
         self.v4.starts.len() + self.v6.starts.len()
     }
 
-    /// True without any network.
+    /// True when no network is listed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

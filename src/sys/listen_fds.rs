@@ -21,13 +21,13 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage};
 
 /// The first fd systemd passes (`SD_LISTEN_FDS_START`).
-pub const FIRST_FD: RawFd = 3;
+pub(crate) const FIRST_FD: RawFd = 3;
 
 /// More than this many fds is not a plausible hand-over (a corrupted variable).
 const MAX_FDS: usize = 64;
 
 /// The names (`FileDescriptorName=`) that assign a role.
-pub const ROLES: [&str; 3] = ["np_api", "firefly", "metrics"];
+pub(crate) const ROLES: [&str; 3] = ["np_api", "firefly", "metrics"];
 
 /// What an inherited fd is, by `fstat`/`getsockopt`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub enum Kind {
 
 impl Kind {
     /// The role name systemd units give this kind (`FileDescriptorName=`).
-    pub fn role(self) -> Option<&'static str> {
+    pub(crate) fn role(self) -> Option<&'static str> {
         match self {
             Kind::Fifo => Some("np_api"),
             Kind::Udp => Some("firefly"),
@@ -56,7 +56,7 @@ impl Kind {
 
 /// The fds handed over by systemd, by role.
 #[derive(Debug, Default)]
-pub struct Inherited {
+pub(crate) struct Inherited {
     /// The named pipe (`ListenFIFO=`).
     pub pipe: Option<OwnedFd>,
     /// The firefly listener (`ListenDatagram=`).
@@ -67,16 +67,11 @@ pub struct Inherited {
     pub rejected: Vec<String>,
 }
 
-impl Inherited {
-    /// True when systemd handed over nothing usable.
-    pub fn is_empty(&self) -> bool {
-        self.pipe.is_none() && self.firefly.is_none() && self.metrics.is_none()
-    }
-}
+impl Inherited {}
 
 /// How many fds the environment hands to process `pid`, with their names; `None` when the
 /// variables are absent, meant for another process, or malformed.
-pub fn parse_env(listen_pid: Option<&str>, listen_fds: Option<&str>, names: Option<&str>, pid: u32) -> Option<(usize, Vec<String>)> {
+pub(crate) fn parse_env(listen_pid: Option<&str>, listen_fds: Option<&str>, names: Option<&str>, pid: u32) -> Option<(usize, Vec<String>)> {
     if listen_pid?.trim().parse::<u32>().ok()? != pid {
         return None;
     }
@@ -94,7 +89,7 @@ pub fn parse_env(listen_pid: Option<&str>, listen_fds: Option<&str>, names: Opti
 }
 
 /// The kind of an open fd.
-pub fn classify<F: AsFd>(fd: &F) -> Kind {
+pub(crate) fn classify<F: AsFd>(fd: &F) -> Kind {
     let Ok(st) = nix::sys::stat::fstat(fd.as_fd()) else { return Kind::Other };
     match st.st_mode & libc::S_IFMT {
         libc::S_IFIFO => Kind::Fifo,
@@ -112,7 +107,7 @@ pub fn classify<F: AsFd>(fd: &F) -> Kind {
 }
 
 /// Sorts `fds` (with their names) into roles. Pure apart from `classify`.
-pub fn sort(fds: Vec<(OwnedFd, String)>) -> Inherited {
+pub(crate) fn sort(fds: Vec<(OwnedFd, String)>) -> Inherited {
     let mut out = Inherited::default();
     for (i, (fd, name)) in fds.into_iter().enumerate() {
         let kind = classify(&fd);
@@ -151,7 +146,7 @@ pub fn sort(fds: Vec<(OwnedFd, String)>) -> Inherited {
 /// Takes the fds systemd passed to this process (none without socket activation) and
 /// removes `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES` from the environment. Call it
 /// once, at startup, before any thread exists.
-pub fn take() -> Inherited {
+pub(crate) fn take() -> Inherited {
     let var = |k: &str| std::env::var(k).ok();
     let parsed = parse_env(var("LISTEN_PID").as_deref(), var("LISTEN_FDS").as_deref(), var("LISTEN_FDNAMES").as_deref(), std::process::id());
     for k in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {

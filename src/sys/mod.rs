@@ -3,10 +3,10 @@
 //! All OS-specific code that is not a plain `std` call lives here. The wrappers use
 //! `nix`'s safe API; where `unsafe` is unavoidable it carries a `// SAFETY:` comment.
 
-pub mod bpf;
-pub mod listen_fds;
-pub mod process;
-pub mod udp;
+pub(crate) mod bpf;
+pub(crate) mod listen_fds;
+pub(crate) mod process;
+pub(crate) mod udp;
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -20,19 +20,19 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Group, Uid, User};
 
-pub mod netlink;
-pub mod notify;
+pub(crate) mod netlink;
+pub(crate) mod notify;
 
 fn errno(e: nix::Error) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }
 
 /// Device and inode of a file: identifies "the same pipe" across renames and re-creation.
-pub type FileId = (u64, u64);
+pub(crate) type FileId = (u64, u64);
 
 /// The named pipe, opened.
 #[derive(Debug)]
-pub struct Fifo {
+pub(crate) struct Fifo {
     /// Open `O_RDWR|O_NONBLOCK` (writers closing never produce EOF).
     pub fd: OwnedFd,
     /// Its identity, to notice when the path is deleted or replaced.
@@ -59,7 +59,7 @@ fn refused(what: &str) -> io::Error {
 /// the open is `O_NOFOLLOW` and the opened file must be a FIFO (`fstat`), so whoever can
 /// write to the pipe's directory cannot swap in a link and make flowd open, chmod or
 /// chown another file.
-pub fn open_fifo(path: &Path, mode: u32, owner: Option<Uid>, group: Option<Gid>) -> io::Result<Fifo> {
+pub(crate) fn open_fifo(path: &Path, mode: u32, owner: Option<Uid>, group: Option<Gid>) -> io::Result<Fifo> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
         std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)?;
     }
@@ -92,7 +92,7 @@ pub fn open_fifo(path: &Path, mode: u32, owner: Option<Uid>, group: Option<Gid>)
 
 /// Takes an already open FIFO (systemd's `ListenFIFO=`, or one just opened): checks it is
 /// a FIFO, makes it non-blocking, enlarges its buffer and sets mode, owner and group.
-pub fn adopt_fifo(fd: OwnedFd, mode: u32, owner: Option<Uid>, group: Option<Gid>) -> io::Result<Fifo> {
+pub(crate) fn adopt_fifo(fd: OwnedFd, mode: u32, owner: Option<Uid>, group: Option<Gid>) -> io::Result<Fifo> {
     let st = nix::sys::stat::fstat(fd.as_fd()).map_err(errno)?;
     if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
         return Err(refused("not a FIFO"));
@@ -115,7 +115,7 @@ pub fn adopt_fifo(fd: OwnedFd, mode: u32, owner: Option<Uid>, group: Option<Gid>
 }
 
 /// Mode, uid and gid of an open file.
-pub fn owner_and_mode<F: AsFd>(fd: &F) -> io::Result<(u32, u32, u32)> {
+pub(crate) fn owner_and_mode<F: AsFd>(fd: &F) -> io::Result<(u32, u32, u32)> {
     let st = nix::sys::stat::fstat(fd.as_fd()).map_err(errno)?;
     Ok((st.st_mode & 0o7777, st.st_uid, st.st_gid))
 }
@@ -134,27 +134,27 @@ fn aside_name(path: &Path) -> PathBuf {
 }
 
 /// Requested capacity of the named pipe's kernel buffer.
-pub const PIPE_SIZE: nix::libc::c_int = 1 << 20;
+pub(crate) const PIPE_SIZE: nix::libc::c_int = 1 << 20;
 
 /// Identity of an open file.
-pub fn file_id<F: AsFd>(fd: &F) -> io::Result<FileId> {
+pub(crate) fn file_id<F: AsFd>(fd: &F) -> io::Result<FileId> {
     let st = nix::sys::stat::fstat(fd.as_fd()).map_err(errno)?;
     Ok((st.st_dev as u64, st.st_ino as u64))
 }
 
 /// Identity of the FIFO now at `path` (`None` if missing or not a FIFO).
-pub fn fifo_id(path: &Path) -> Option<FileId> {
+pub(crate) fn fifo_id(path: &Path) -> Option<FileId> {
     let m = std::fs::symlink_metadata(path).ok()?;
     m.file_type().is_fifo().then(|| (m.dev(), m.ino()))
 }
 
 /// `read(2)` on a raw fd (the pipe), without taking ownership.
-pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     nix::unistd::read(fd, buf).map_err(errno)
 }
 
 /// Resolves a user given as a name or a numeric uid.
-pub fn lookup_user(s: &str) -> io::Result<Uid> {
+pub(crate) fn lookup_user(s: &str) -> io::Result<Uid> {
     if let Ok(n) = s.parse::<u32>() {
         return Ok(Uid::from_raw(n));
     }
@@ -165,7 +165,7 @@ pub fn lookup_user(s: &str) -> io::Result<Uid> {
 }
 
 /// Resolves a group given as a name or a numeric gid.
-pub fn lookup_group(s: &str) -> io::Result<Gid> {
+pub(crate) fn lookup_group(s: &str) -> io::Result<Gid> {
     if let Ok(n) = s.parse::<u32>() {
         return Ok(Gid::from_raw(n));
     }
@@ -182,7 +182,7 @@ pub fn hostname() -> String {
 
 /// A locked PID file; the lock is held (and the file removed) until drop.
 #[derive(Debug)]
-pub struct PidFile {
+pub(crate) struct PidFile {
     path: std::path::PathBuf,
     _lock: Flock<File>,
 }
@@ -193,7 +193,7 @@ impl PidFile {
     /// regular file or absent: a symbolic link is refused (`O_NOFOLLOW`), so a link
     /// planted in the PID file's directory cannot make flowd truncate another file.
     /// If the PID cannot be written (disk full), the file is removed again.
-    pub fn create(path: &Path) -> io::Result<PidFile> {
+    pub(crate) fn create(path: &Path) -> io::Result<PidFile> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -235,10 +235,10 @@ impl Drop for PidFile {
 }
 
 /// The signals the daemon handles through its signalfd.
-pub const HANDLED_SIGNALS: [Signal; 4] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGUSR1];
+pub(crate) const HANDLED_SIGNALS: [Signal; 4] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGUSR1];
 
 /// Blocks the handled signals for this thread and returns a non-blocking signalfd for them.
-pub fn signal_fd() -> io::Result<SignalFd> {
+pub(crate) fn signal_fd() -> io::Result<SignalFd> {
     let mut set = SigSet::empty();
     for s in HANDLED_SIGNALS {
         set.add(s);
@@ -250,7 +250,7 @@ pub fn signal_fd() -> io::Result<SignalFd> {
 /// Binds a non-blocking, close-on-exec UDP socket to `addr` with a receive buffer of
 /// about `rcvbuf` bytes. On the IPv6 wildcard `::` IPV6_V6ONLY is cleared, so IPv4
 /// datagrams arrive too (from IPv4-mapped addresses) whatever the system default is.
-pub fn udp_listener(addr: std::net::SocketAddr, rcvbuf: usize) -> io::Result<std::net::UdpSocket> {
+pub(crate) fn udp_listener(addr: std::net::SocketAddr, rcvbuf: usize) -> io::Result<std::net::UdpSocket> {
     use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
     use std::os::fd::AsRawFd;
     let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
@@ -265,19 +265,19 @@ pub fn udp_listener(addr: std::net::SocketAddr, rcvbuf: usize) -> io::Result<std
 }
 
 /// Asks for a bigger receive buffer (absorbs bursts); failing to get it is harmless.
-pub fn set_rcvbuf<F: AsFd>(sock: &F, bytes: usize) {
+pub(crate) fn set_rcvbuf<F: AsFd>(sock: &F, bytes: usize) {
     let _ = nix::sys::socket::setsockopt(sock, nix::sys::socket::sockopt::RcvBuf, &bytes);
 }
 
 /// True when a socket bound to `bound` serves the configured `want`: same port, and the
 /// same address, where `[::]` and `0.0.0.0` stand for each other (systemd binds
 /// `ListenDatagram=10514` to `[::]` with IPV6_V6ONLY off, which also takes IPv4).
-pub fn same_listen_address(bound: std::net::SocketAddr, want: std::net::SocketAddr) -> bool {
+pub(crate) fn same_listen_address(bound: std::net::SocketAddr, want: std::net::SocketAddr) -> bool {
     bound.port() == want.port() && (bound.ip() == want.ip() || (bound.ip().is_unspecified() && want.ip().is_unspecified()))
 }
 
 /// Every address configured on this host's interfaces (loopback included).
-pub fn local_addresses() -> io::Result<Vec<std::net::IpAddr>> {
+pub(crate) fn local_addresses() -> io::Result<Vec<std::net::IpAddr>> {
     let mut out = Vec::new();
     for ifa in nix::ifaddrs::getifaddrs().map_err(errno)? {
         let Some(a) = ifa.address else { continue };
@@ -293,7 +293,7 @@ pub fn local_addresses() -> io::Result<Vec<std::net::IpAddr>> {
 /// The host name of `ip` from the system resolver (reverse DNS, `/etc/hosts`), lower
 /// case without a trailing dot; `Ok(None)` when it has none. Blocks for as long as the
 /// resolver takes (DNS timeouts): call it on a helper thread only.
-pub fn reverse_name(ip: std::net::IpAddr) -> io::Result<Option<String>> {
+pub(crate) fn reverse_name(ip: std::net::IpAddr) -> io::Result<Option<String>> {
     use nix::sys::socket::{SockaddrLike, SockaddrStorage};
     let sa = SockaddrStorage::from(std::net::SocketAddr::new(ip, 0));
     let mut host = [0 as libc::c_char; 1025];
@@ -317,7 +317,7 @@ pub fn reverse_name(ip: std::net::IpAddr) -> io::Result<Option<String>> {
 }
 
 /// Ignores SIGPIPE (writes to closed sockets return EPIPE instead of killing flowd).
-pub fn ignore_sigpipe() {
+pub(crate) fn ignore_sigpipe() {
     // SAFETY: installing SIG_IGN for SIGPIPE has no preconditions and no handler code runs.
     // (nix marks every `signal`/`sigaction` unsafe because a handler could be unsound;
     // there is no safe API for SIG_IGN, hence the one unsafe call here.)

@@ -15,7 +15,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
 
 /// Receive buffer for one reply datagram (the kernel sends at most ~32 KiB per message batch).
-pub const RECV_BUF: usize = 64 * 1024;
+pub(crate) const RECV_BUF: usize = 64 * 1024;
 /// Socket receive buffer requested from the kernel.
 const SO_RCVBUF_BYTES: usize = 1 << 20;
 
@@ -25,13 +25,13 @@ fn errno(e: nix::Error) -> io::Error {
 
 /// A non-blocking, close-on-exec NETLINK_SOCK_DIAG socket bound to the kernel.
 #[derive(Debug)]
-pub struct DiagSocket {
+pub(crate) struct DiagSocket {
     fd: OwnedFd,
 }
 
 impl DiagSocket {
     /// Opens and binds the socket (non-blocking).
-    pub fn open() -> io::Result<DiagSocket> {
+    pub(crate) fn open() -> io::Result<DiagSocket> {
         let fd = socket::socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkSockDiag)
             .map_err(errno)?;
         socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(errno)?;
@@ -41,7 +41,7 @@ impl DiagSocket {
     }
 
     /// Sends one dump request (non-blocking; a full socket buffer is `WouldBlock`).
-    pub fn send(&self, request: &[u8]) -> io::Result<()> {
+    pub(crate) fn send(&self, request: &[u8]) -> io::Result<()> {
         loop {
             match socket::sendto(self.fd.as_raw_fd(), request, &NetlinkAddr::new(0, 0), MsgFlags::empty()) {
                 Ok(n) if n == request.len() => return Ok(()),
@@ -54,7 +54,7 @@ impl DiagSocket {
 
     /// Receives one reply datagram into `buf`. A datagram larger than `buf` is an
     /// `InvalidData` error (it would have been cut). `WouldBlock` when nothing is queued.
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match socket::recv(self.fd.as_raw_fd(), buf, MsgFlags::MSG_TRUNC | MsgFlags::MSG_DONTWAIT) {
                 Ok(n) if n > buf.len() => return Err(io::Error::new(io::ErrorKind::InvalidData, "netlink datagram larger than the buffer")),
@@ -67,7 +67,7 @@ impl DiagSocket {
 
     /// Waits up to `timeout` (at most about a minute per call) until a datagram is
     /// queued. `Ok(false)` when the time ran out; an interrupted wait counts as such.
-    pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+    pub(crate) fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
         let ms = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
         let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
         match nix::poll::poll(&mut fds, PollTimeout::from(ms)) {
@@ -78,7 +78,7 @@ impl DiagSocket {
     }
 
     /// Discards every queued datagram (left over from an abandoned dump).
-    pub fn drain(&self, buf: &mut [u8]) {
+    pub(crate) fn drain(&self, buf: &mut [u8]) {
         while let Ok(n) = self.recv(buf) {
             if n == 0 {
                 break;

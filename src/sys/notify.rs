@@ -19,11 +19,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::time::{clock_gettime, ClockId};
 
 /// Environment variable naming the notification socket.
-pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
+pub(crate) const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 
 /// Parses a `$NOTIFY_SOCKET` value: `@name` is an abstract socket, `/path` a filesystem one.
 /// Anything else (empty, relative path, `vsock:` addresses) is not supported.
-pub fn parse_addr(value: &str) -> io::Result<SocketAddr> {
+pub(crate) fn parse_addr(value: &str) -> io::Result<SocketAddr> {
     if let Some(name) = value.strip_prefix('@') {
         SocketAddr::from_abstract_name(name.as_bytes())
     } else if value.starts_with('/') {
@@ -35,20 +35,20 @@ pub fn parse_addr(value: &str) -> io::Result<SocketAddr> {
 
 /// A handle for sending notifications to the service manager.
 #[derive(Debug)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     target: Option<(UnixDatagram, SocketAddr)>,
     warned: AtomicBool,
 }
 
 impl Notifier {
     /// A notifier that sends nothing.
-    pub fn disabled() -> Notifier {
+    pub(crate) fn disabled() -> Notifier {
         Notifier { target: None, warned: AtomicBool::new(false) }
     }
 
     /// A notifier for `$NOTIFY_SOCKET`, or a disabled one when it is unset. An unusable
     /// value is logged and yields a disabled notifier.
-    pub fn from_env() -> Notifier {
+    pub(crate) fn from_env() -> Notifier {
         match std::env::var(NOTIFY_SOCKET) {
             Ok(v) if !v.is_empty() => Notifier::new(&v).unwrap_or_else(|e| {
                 log::warn!("{NOTIFY_SOCKET}={v}: {e}; not notifying systemd");
@@ -59,19 +59,20 @@ impl Notifier {
     }
 
     /// A notifier sending to the socket `addr` (same syntax as `$NOTIFY_SOCKET`).
-    pub fn new(addr: &str) -> io::Result<Notifier> {
+    pub(crate) fn new(addr: &str) -> io::Result<Notifier> {
         let addr = parse_addr(addr)?;
         let sock = UnixDatagram::unbound()?;
         Ok(Notifier { target: Some((sock, addr)), warned: AtomicBool::new(false) })
     }
 
     /// True when notifications are actually sent somewhere.
-    pub fn enabled(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn enabled(&self) -> bool {
         self.target.is_some()
     }
 
     /// Sends `state` (newline-separated `KEY=VALUE` lines) as one datagram.
-    pub fn send(&self, state: &str) -> io::Result<()> {
+    pub(crate) fn send(&self, state: &str) -> io::Result<()> {
         let Some((sock, addr)) = &self.target else { return Ok(()) };
         match sock.send_to_addr(state.as_bytes(), addr) {
             Ok(_) => Ok(()),
@@ -85,23 +86,24 @@ impl Notifier {
     }
 
     /// `READY=1` with a status line: startup (or a reload) is complete.
-    pub fn ready(&self, status: &str) {
+    pub(crate) fn ready(&self, status: &str) {
         let _ = self.send(&format!("READY=1\nSTATUS={}", one_line(status)));
     }
 
     /// `RELOADING=1` with the current `CLOCK_MONOTONIC` time, as systemd (≥ 253) requires
     /// for reloads; older versions ignore `MONOTONIC_USEC`.
-    pub fn reloading(&self) {
+    pub(crate) fn reloading(&self) {
         let _ = self.send(&format!("RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading configuration", monotonic_usec()));
     }
 
     /// `STOPPING=1`: shutdown has begun.
-    pub fn stopping(&self, status: &str) {
+    pub(crate) fn stopping(&self, status: &str) {
         let _ = self.send(&format!("STOPPING=1\nSTATUS={}", one_line(status)));
     }
 
     /// A `STATUS=` line alone.
-    pub fn status(&self, status: &str) {
+    #[cfg(test)]
+    pub(crate) fn status(&self, status: &str) {
         let _ = self.send(&format!("STATUS={}", one_line(status)));
     }
 }
@@ -112,7 +114,7 @@ fn one_line(s: &str) -> String {
 }
 
 /// `CLOCK_MONOTONIC` in microseconds (0 if the clock cannot be read, which Linux never does).
-pub fn monotonic_usec() -> u64 {
+pub(crate) fn monotonic_usec() -> u64 {
     match clock_gettime(ClockId::CLOCK_MONOTONIC) {
         Ok(ts) => (ts.tv_sec() as u64).saturating_mul(1_000_000).saturating_add(ts.tv_nsec() as u64 / 1_000),
         Err(_) => 0,
@@ -120,7 +122,7 @@ pub fn monotonic_usec() -> u64 {
 }
 
 /// Parses `$JOURNAL_STREAM` (`<device>:<inode>`, decimal).
-pub fn parse_journal_stream(value: &str) -> Option<(u64, u64)> {
+pub(crate) fn parse_journal_stream(value: &str) -> Option<(u64, u64)> {
     let (dev, ino) = value.split_once(':')?;
     Some((dev.parse().ok()?, ino.parse().ok()?))
 }
@@ -128,7 +130,7 @@ pub fn parse_journal_stream(value: &str) -> Option<(u64, u64)> {
 /// True when stderr is the journal stream named by `$JOURNAL_STREAM` (systemd sets it for
 /// the service's own stdout/stderr; a child whose stderr was redirected inherits the
 /// variable but must not use journal `<N>` prefixes).
-pub fn stderr_is_journal() -> bool {
+pub(crate) fn stderr_is_journal() -> bool {
     let Some((dev, ino)) = std::env::var("JOURNAL_STREAM").ok().as_deref().and_then(parse_journal_stream) else {
         return false;
     };

@@ -10,7 +10,7 @@ use nix::unistd::SysconfVar;
 
 /// One sample of the process's resource usage.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct ProcessStats {
+pub(crate) struct ProcessStats {
     /// User + system CPU time, seconds.
     pub cpu_seconds: f64,
     /// Resident set size, bytes.
@@ -27,7 +27,7 @@ pub struct ProcessStats {
 
 /// The fields of `/proc/self/stat` flowd uses, in clock ticks and pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StatFields {
+pub(crate) struct StatFields {
     /// utime + stime, clock ticks.
     pub cpu_ticks: u64,
     /// Start time after boot, clock ticks.
@@ -40,7 +40,7 @@ pub struct StatFields {
 
 /// Parses `/proc/<pid>/stat`. The command name may contain spaces and parentheses, so the
 /// fields are counted from the last `)`.
-pub fn parse_stat(text: &str) -> Option<StatFields> {
+pub(crate) fn parse_stat(text: &str) -> Option<StatFields> {
     let after = &text[text.rfind(')')? + 1..];
     // Field 3 (state) is the first after the name; utime is field 14.
     let f: Vec<&str> = after.split_ascii_whitespace().collect();
@@ -49,7 +49,7 @@ pub fn parse_stat(text: &str) -> Option<StatFields> {
 }
 
 /// Parses the `btime` line of `/proc/stat` (boot time, seconds since the epoch).
-pub fn parse_btime(text: &str) -> Option<u64> {
+pub(crate) fn parse_btime(text: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
 }
 
@@ -69,7 +69,7 @@ fn max_fds() -> u64 {
 }
 
 /// Reads the current usage of this process.
-pub fn sample() -> io::Result<ProcessStats> {
+pub(crate) fn sample() -> io::Result<ProcessStats> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     let f = parse_stat(&stat).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc/self/stat format"))?;
     let ticks = sysconf(SysconfVar::CLK_TCK).max(1) as f64;

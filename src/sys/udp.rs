@@ -12,11 +12,11 @@ use nix::errno::Errno;
 use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
 
 /// At most this many datagrams per `sendmmsg` call (the kernel's UIO_MAXIOV is 1024).
-pub const BATCH: usize = 64;
+pub(crate) const BATCH: usize = 64;
 
 /// Sends `msgs` (destination, payload) on `sock`, in order. Calls `done(i, result)` once
 /// per message. Never blocks (the socket is non-blocking) and never retries a failure.
-pub fn send_batch<S: AsRawFd>(sock: &S, msgs: &[(SocketAddr, &[u8])], mut done: impl FnMut(usize, io::Result<()>)) {
+pub(crate) fn send_batch<S: AsRawFd>(sock: &S, msgs: &[(SocketAddr, &[u8])], mut done: impl FnMut(usize, io::Result<()>)) {
     let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH.min(msgs.len()), None);
     let no_cmsgs: [ControlMessage<'_>; 0] = [];
     let mut next = 0;

@@ -22,7 +22,7 @@ use crate::flow::{FlowKey, FlowState, IdOrName, Micros, Proto};
 use super::time::parse_rfc3339;
 
 /// Go's zero `time.Time`, as it is marshalled.
-pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+pub(crate) const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 /// A time given in a request: its value and Go's rendering of it (offset kept, fraction
 /// without trailing zeros).
@@ -56,7 +56,7 @@ pub struct ApiFlow {
 }
 
 /// Why a body is not a flow: the text of the 400 answer's `message`.
-pub type BadFlow = String;
+pub(crate) type BadFlow = String;
 
 /// The value of `name` in `obj`, matched as Go matches field names (ASCII case folded);
 /// `null` is absent, as Go leaves the field alone.
@@ -219,7 +219,7 @@ fn kind(v: &Value) -> &'static str {
 
 /// Appends `s` as a JSON string the way Go's `encoding/json` writes it (`<`, `>`, `&`,
 /// U+2028 and U+2029 escaped too).
-pub fn write_go_string(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_go_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     for c in s.chars() {
         match c {
@@ -278,7 +278,7 @@ pub fn write_message(out: &mut Vec<u8>, message: &str) {
 }
 
 /// The answer to `GET /`: `{"ApiRoutes": [{method, path, name}, …]}`.
-pub fn write_routes(out: &mut Vec<u8>, routes: &[(&str, &str, &str)]) {
+pub(crate) fn write_routes(out: &mut Vec<u8>, routes: &[(&str, &str, &str)]) {
     out.extend_from_slice(b"{\n    \"ApiRoutes\": [");
     for (i, (method, path, name)) in routes.iter().enumerate() {
         out.extend_from_slice(if i == 0 { b"\n        {\n            \"method\": " } else { b",\n        {\n            \"method\": " });

@@ -10,7 +10,7 @@
 use std::ptr;
 
 /// Longest piece copied here; longer ones go to `extend_from_slice`.
-pub const SHORT: usize = 127;
+pub(crate) const SHORT: usize = 127;
 
 /// Copies `N` bytes (`N` a power of two up to 64) from `src` to `dst` when `n & N` is set,
 /// advancing both.
@@ -33,7 +33,7 @@ unsafe fn step<T: Copy>(n: usize, src: &mut *const u8, dst: &mut *mut u8) {
 
 /// Appends `src` to `out`, exactly like `out.extend_from_slice(src)`.
 #[inline(always)]
-pub fn append(out: &mut Vec<u8>, src: &[u8]) {
+pub(crate) fn append(out: &mut Vec<u8>, src: &[u8]) {
     let n = src.len();
     if n > SHORT {
         out.extend_from_slice(src);

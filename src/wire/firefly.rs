@@ -70,7 +70,7 @@ pub fn encode(out: &mut Vec<u8>, hostname: &str, ff: &Firefly<'_>) {
 
 /// Appends the JSON object alone, without the syslog header (UDP_FIREFLY_SYSLOG=False,
 /// flowd-go's `prependSyslog: false`): the same bytes [`encode`] puts after the header.
-pub fn encode_json(out: &mut Vec<u8>, ff: &Firefly<'_>) {
+pub(crate) fn encode_json(out: &mut Vec<u8>, ff: &Firefly<'_>) {
     out.extend_from_slice(b"{\"version\": 1, \"flow-lifecycle\": {\"state\": \"");
     out.extend_from_slice(ff.state.as_str().as_bytes());
     out.extend_from_slice(b"\", \"current-time\": ");
@@ -120,7 +120,7 @@ pub enum FireflyError {
 
 impl FireflyError {
     /// Short, fixed label for metrics.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             FireflyError::Header(_) => "bad_header",
             FireflyError::Json => "bad_json",

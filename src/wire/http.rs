@@ -25,16 +25,16 @@
 pub const MAX_HEAD: usize = 8 * 1024;
 
 /// Maximum number of header fields.
-pub const MAX_HEADERS: usize = 64;
+pub(crate) const MAX_HEADERS: usize = 64;
 
 /// The content type of the metrics page (Prometheus text exposition format 0.0.4).
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The content type of every other page.
-pub const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+pub(crate) const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
 /// The content type of `/flows` and `/flows/…`.
-pub const JSON_CONTENT_TYPE: &str = "application/json";
+pub(crate) const JSON_CONTENT_TYPE: &str = "application/json";
 
 /// Response status codes the listener uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,7 +67,8 @@ pub enum Status {
 
 impl Status {
     /// Every status, in code order (for metrics).
-    pub const ALL: [Status; 12] = [
+    #[cfg(test)]
+    pub(crate) const ALL: [Status; 12] = [
         Status::Ok,
         Status::BadRequest,
         Status::NotFound,
@@ -83,7 +84,7 @@ impl Status {
     ];
 
     /// The numeric code.
-    pub fn code(self) -> u16 {
+    pub(crate) fn code(self) -> u16 {
         match self {
             Status::Ok => 200,
             Status::BadRequest => 400,
@@ -101,7 +102,7 @@ impl Status {
     }
 
     /// The code as a static string (a metrics label).
-    pub fn code_str(self) -> &'static str {
+    pub(crate) fn code_str(self) -> &'static str {
         match self {
             Status::Ok => "200",
             Status::BadRequest => "400",
@@ -119,7 +120,7 @@ impl Status {
     }
 
     /// The reason phrase.
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Status::Ok => "OK",
             Status::BadRequest => "Bad Request",
@@ -210,7 +211,7 @@ pub enum Route<'a> {
 
 impl Route<'_> {
     /// The content type of the page this route renders.
-    pub fn content_type(&self) -> &'static str {
+    pub(crate) fn content_type(&self) -> &'static str {
         match self {
             Route::Metrics => METRICS_CONTENT_TYPE,
             Route::Flows | Route::Flow(_) => JSON_CONTENT_TYPE,
@@ -396,7 +397,7 @@ fn request_line_parts(l: &[u8]) -> Result<(Method, &[u8], Version), Status> {
 
 /// What goes into a response head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Head<'a> {
+pub(crate) struct Head<'a> {
     /// Status line.
     pub status: Status,
     /// `Content-Type` value.
@@ -412,7 +413,7 @@ pub struct Head<'a> {
 /// Appends a complete response head to `out`. A 405 carries `Allow` (`GET, HEAD` unless
 /// the head says otherwise).
 /// The version is always HTTP/1.1 (RFC 9110 §6.2: the server's own version).
-pub fn write_head(out: &mut Vec<u8>, h: &Head<'_>) {
+pub(crate) fn write_head(out: &mut Vec<u8>, h: &Head<'_>) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(h.status.code_str().as_bytes());
     out.push(b' ');
@@ -430,13 +431,14 @@ pub fn write_head(out: &mut Vec<u8>, h: &Head<'_>) {
 }
 
 /// The body of an error response: `<code> <reason>\n`.
-pub fn error_body(status: Status) -> String {
+pub(crate) fn error_body(status: Status) -> String {
     format!("{} {}\n", status.code(), status.reason())
 }
 
 /// Appends a complete error response (head and, unless `head_only`, the body); the
 /// connection is always closed after it unless `keep_alive` (404/405 on a good request).
-pub fn write_error(out: &mut Vec<u8>, status: Status, keep_alive: bool, head_only: bool) {
+#[cfg(test)]
+pub(crate) fn write_error(out: &mut Vec<u8>, status: Status, keep_alive: bool, head_only: bool) {
     let body = error_body(status);
     write_head(out, &Head { status, content_type: TEXT_CONTENT_TYPE, content_length: body.len(), keep_alive, allow: None });
     if !head_only {

@@ -5,7 +5,7 @@
 //! Each file has byte-fixture unit tests.
 
 pub mod api;
-pub mod buf;
+pub(crate) mod buf;
 pub mod firefly;
 pub mod http;
 pub mod netlink_json;

@@ -14,7 +14,8 @@ use std::fmt::Write;
 use super::sock_diag::TcpInfo;
 
 /// Upper bound of what [`write_netlink`] appends (checked by a test).
-pub const MAX_LEN: usize = 900;
+#[cfg(test)]
+pub(crate) const MAX_LEN: usize = 900;
 
 /// `usage` as XRootD fills it: (received, sent) = (`tcpi_bytes_received`,
 /// `tcpi_bytes_acked`), from the side of the socket the `tcp_info` belongs to.
@@ -23,7 +24,7 @@ pub fn usage(ti: &TcpInfo) -> Option<(u64, u64)> {
 }
 
 /// The pyroute2 name of a TCP state number.
-pub fn state_name(s: u8) -> &'static str {
+pub(crate) fn state_name(s: u8) -> &'static str {
     match s {
         1 => "established",
         2 => "syn-sent",

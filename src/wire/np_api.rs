@@ -38,7 +38,7 @@ pub enum LineError {
 
 impl LineError {
     /// Short, fixed label for metrics and logs.
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             LineError::FieldCount => "field_count",
             LineError::State => "bad_state",
@@ -52,7 +52,7 @@ impl LineError {
     }
 
     /// A sentence for the log.
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             LineError::FieldCount => "expected 8 fields: state prot src_ip src_port dst_ip dst_port exp act",
             LineError::State => "state must be start, end or ongoing",

@@ -27,7 +27,7 @@ pub enum Kind {
 
 /// Formats `v` in decimal into `buf`, returning the digits.
 #[inline(always)]
-pub fn fmt_u64(buf: &mut [u8; 20], mut v: u64) -> &[u8] {
+pub(crate) fn fmt_u64(buf: &mut [u8; 20], mut v: u64) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -46,7 +46,7 @@ const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
 /// Appends a sample value: integers plainly, other finite values in Rust's shortest
 /// round-trip form (exponent form for very large or very small magnitudes),
 /// `NaN`, `+Inf`, `-Inf`.
-pub fn write_value(out: &mut Vec<u8>, v: f64) {
+pub(crate) fn write_value(out: &mut Vec<u8>, v: f64) {
     if v.is_nan() {
         out.extend_from_slice(b"NaN");
     } else if v.is_infinite() {
@@ -67,7 +67,7 @@ pub fn write_value(out: &mut Vec<u8>, v: f64) {
 
 /// Appends an unsigned integer value.
 #[inline(always)]
-pub fn write_u64(out: &mut Vec<u8>, v: u64) {
+pub(crate) fn write_u64(out: &mut Vec<u8>, v: u64) {
     let mut d = [0u8; 20];
     append(out, fmt_u64(&mut d, v));
 }
@@ -79,7 +79,7 @@ const MAX_EXACT_MICROS: u64 = 1 << 50;
 /// Appends `us` microseconds as milliseconds: exactly what [`write_value`] writes for
 /// `us as f64 / 1000.0` (`"204"`, `"0.361"`, `"1.5"`), without float formatting.
 #[inline(always)]
-pub fn write_millis(out: &mut Vec<u8>, us: u64) {
+pub(crate) fn write_millis(out: &mut Vec<u8>, us: u64) {
     if us >= MAX_EXACT_MICROS {
         write_value(out, us as f64 / 1000.0);
         return;
@@ -114,7 +114,7 @@ pub enum Value {
 impl Value {
     /// Appends the value.
     #[inline(always)]
-    pub fn write(self, out: &mut Vec<u8>) {
+    pub(crate) fn write(self, out: &mut Vec<u8>) {
         match self {
             Value::Int(v) => write_u64(out, v),
             Value::Millis(us) => write_millis(out, us),
@@ -123,7 +123,8 @@ impl Value {
     }
 
     /// The value as a float (what a scraper parses).
-    pub fn as_f64(self) -> f64 {
+    #[cfg(test)]
+    pub(crate) fn as_f64(self) -> f64 {
         match self {
             Value::Int(v) => v as f64,
             Value::Millis(us) => us as f64 / 1000.0,
@@ -153,7 +154,7 @@ impl Page {
     }
 
     /// Appends `n` empty parts and returns them, in page order.
-    pub fn add_parts(&mut self, n: usize) -> &mut [Vec<u8>] {
+    pub(crate) fn add_parts(&mut self, n: usize) -> &mut [Vec<u8>] {
         let start = self.used;
         self.used += n;
         if self.parts.len() < self.used {
@@ -165,12 +166,12 @@ impl Page {
     }
 
     /// Appends one empty part and returns it.
-    pub fn add_part(&mut self) -> &mut Vec<u8> {
+    pub(crate) fn add_part(&mut self) -> &mut Vec<u8> {
         &mut self.add_parts(1)[0]
     }
 
     /// The parts in page order.
-    pub fn parts(&self) -> &[Vec<u8>] {
+    pub(crate) fn parts(&self) -> &[Vec<u8>] {
         &self.parts[..self.used]
     }
 
@@ -185,18 +186,19 @@ impl Page {
     }
 
     /// Bytes the page's buffers hold allocated (what keeping it for reuse costs).
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.parts.iter().map(Vec::capacity).sum()
     }
 
     /// The whole page in one buffer (tests, tools).
-    pub fn to_vec(&self) -> Vec<u8> {
+    #[cfg(test)]
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
         self.parts().concat()
     }
 }
 
 /// Appends a label value with `\`, `"` and newline escaped (no quotes around it).
-pub fn write_label_value(out: &mut Vec<u8>, v: &str) {
+pub(crate) fn write_label_value(out: &mut Vec<u8>, v: &str) {
     let b = v.as_bytes();
     if !b.iter().any(|&c| matches!(c, b'\\' | b'"' | b'\n')) {
         append(out, b);
@@ -214,7 +216,7 @@ pub fn write_label_value(out: &mut Vec<u8>, v: &str) {
 
 /// Appends a label block `{n1="v1",n2="v2"}` (nothing for no labels). Names and values are
 /// paired in order; extra values or names are ignored.
-pub fn write_labels<V: AsRef<str>>(out: &mut Vec<u8>, names: &[&str], values: &[V]) {
+pub(crate) fn write_labels<V: AsRef<str>>(out: &mut Vec<u8>, names: &[&str], values: &[V]) {
     if names.is_empty() || values.is_empty() {
         return;
     }
@@ -232,7 +234,7 @@ pub fn write_labels<V: AsRef<str>>(out: &mut Vec<u8>, names: &[&str], values: &[
 }
 
 /// Appends the `# HELP` and `# TYPE` lines of a family.
-pub fn write_header(out: &mut Vec<u8>, name: &str, help: &str, kind: Kind) {
+pub(crate) fn write_header(out: &mut Vec<u8>, name: &str, help: &str, kind: Kind) {
     out.extend_from_slice(b"# HELP ");
     out.extend_from_slice(name.as_bytes());
     out.push(b' ');
@@ -253,13 +255,13 @@ pub fn write_header(out: &mut Vec<u8>, name: &str, help: &str, kind: Kind) {
 
 /// Appends one sample line: `name`, the pre-rendered label block from [`write_labels`]
 /// (may be empty), a space, the value.
-pub fn write_sample(out: &mut Vec<u8>, name: &str, labels: &[u8], value: f64) {
+pub(crate) fn write_sample(out: &mut Vec<u8>, name: &str, labels: &[u8], value: f64) {
     write_sample_value(out, name, labels, Value::Float(value));
 }
 
 /// [`write_sample`] for a [`Value`].
 #[inline(always)]
-pub fn write_sample_value(out: &mut Vec<u8>, name: &str, labels: &[u8], value: Value) {
+pub(crate) fn write_sample_value(out: &mut Vec<u8>, name: &str, labels: &[u8], value: Value) {
     append(out, name.as_bytes());
     append(out, labels);
     out.push(b' ');
@@ -268,7 +270,8 @@ pub fn write_sample_value(out: &mut Vec<u8>, name: &str, labels: &[u8], value: V
 }
 
 /// Appends one whole family: header, then one sample per `(label values, value)`.
-pub fn write_family<V: AsRef<str>>(out: &mut Vec<u8>, name: &str, help: &str, kind: Kind, label_names: &[&str], series: &[(&[V], f64)]) {
+#[cfg(test)]
+pub(crate) fn write_family<V: AsRef<str>>(out: &mut Vec<u8>, name: &str, help: &str, kind: Kind, label_names: &[&str], series: &[(&[V], f64)]) {
     write_header(out, name, help, kind);
     let mut labels = Vec::with_capacity(64);
     for (values, v) in series {

@@ -16,11 +16,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// `nlmsg_type` of a sock_diag request/reply.
-pub const SOCK_DIAG_BY_FAMILY: u16 = 20;
+pub(crate) const SOCK_DIAG_BY_FAMILY: u16 = 20;
 /// `nlmsg_type` of an error/ack message.
-pub const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLMSG_ERROR: u16 = 2;
 /// `nlmsg_type` of the end of a dump.
-pub const NLMSG_DONE: u16 = 3;
+pub(crate) const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_DUMP_INTR: u16 = 0x10;
@@ -29,29 +29,32 @@ const DIAG_MSG_LEN: usize = 72;
 const INET_DIAG_INFO: u16 = 2;
 const IPPROTO_TCP: u8 = 6;
 /// Size of the request built by [`request`].
-pub const REQUEST_LEN: usize = NLMSG_HDRLEN + 56;
+pub(crate) const REQUEST_LEN: usize = NLMSG_HDRLEN + 56;
 
 /// TCP state numbers (`include/net/tcp_states.h`).
-pub mod state {
+pub(crate) mod state {
     /// TCP_ESTABLISHED.
-    pub const ESTABLISHED: u8 = 1;
+    pub(crate) const ESTABLISHED: u8 = 1;
     /// TCP_TIME_WAIT.
-    pub const TIME_WAIT: u8 = 6;
+    #[cfg(test)]
+    pub(crate) const TIME_WAIT: u8 = 6;
     /// TCP_LISTEN.
-    pub const LISTEN: u8 = 10;
+    #[cfg(test)]
+    pub(crate) const LISTEN: u8 = 10;
 }
 
 /// Bit mask of TCP states for a request (`1 << state`).
-pub const fn state_mask(state: u8) -> u32 {
+pub(crate) const fn state_mask(state: u8) -> u32 {
     1u32 << (state as u32 & 31)
 }
 
 /// Every TCP state.
-pub const ALL_STATES: u32 = u32::MAX;
+#[cfg(test)]
+pub(crate) const ALL_STATES: u32 = u32::MAX;
 
 /// Address family of one dump (the kernel dumps one family per request).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Family {
+pub(crate) enum Family {
     /// AF_INET.
     V4,
     /// AF_INET6 (includes IPv4-mapped connections on dual-stack sockets).
@@ -60,7 +63,7 @@ pub enum Family {
 
 impl Family {
     /// Both families, in dump order.
-    pub const BOTH: [Family; 2] = [Family::V4, Family::V6];
+    pub(crate) const BOTH: [Family; 2] = [Family::V4, Family::V6];
 
     fn af(self) -> u8 {
         match self {
@@ -72,7 +75,7 @@ impl Family {
 
 /// What a dump asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Filter {
+pub(crate) struct Filter {
     /// TCP states to report, as a mask of [`state_mask`] bits; the kernel filters.
     pub states: u32,
     /// Ask for `INET_DIAG_INFO` (struct tcp_info) with each socket.
@@ -84,13 +87,13 @@ pub struct Filter {
 
 impl Filter {
     /// Established connections only, with or without tcp_info.
-    pub const fn established(info: bool) -> Filter {
+    pub(crate) const fn established(info: bool) -> Filter {
         Filter { states: state_mask(state::ESTABLISHED), info, ext: 0 }
     }
 }
 
 /// Builds the dump request for `family` with sequence number `seq`.
-pub fn request(family: Family, filter: Filter, seq: u32) -> [u8; REQUEST_LEN] {
+pub(crate) fn request(family: Family, filter: Filter, seq: u32) -> [u8; REQUEST_LEN] {
     let mut b = [0u8; REQUEST_LEN];
     b[0..4].copy_from_slice(&(REQUEST_LEN as u32).to_ne_bytes());
     b[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -107,7 +110,7 @@ pub fn request(family: Family, filter: Filter, seq: u32) -> [u8; REQUEST_LEN] {
 }
 
 /// Largest `tcp_info` prefix kept (up to `tcpi_total_rto_time`, Linux 6.7+).
-pub const TCP_INFO_MAX: usize = 248;
+pub(crate) const TCP_INFO_MAX: usize = 248;
 
 /// `struct tcp_info` as the kernel sent it, length-tolerant: each accessor returns
 /// `None` when the kernel's struct is too short to contain that field.
@@ -129,7 +132,7 @@ macro_rules! tcp_info_fields {
             $(
                 $(#[$doc])*
                 #[inline(always)]
-                pub fn $name(&self) -> Option<$ty> {
+                pub(crate) fn $name(&self) -> Option<$ty> {
                     const N: usize = std::mem::size_of::<$ty>();
                     let end = $off + N;
                     if end > usize::from(self.len) {
@@ -149,10 +152,6 @@ tcp_info_fields! {
     state: u8 @ 0;
     /// `tcpi_ca_state` (congestion-avoidance state: open, disorder, cwr, recovery, loss).
     ca_state: u8 @ 1;
-    /// `tcpi_retransmits`: consecutive retransmissions of the current segment.
-    retransmits: u8 @ 2;
-    /// `tcpi_probes`: unanswered zero-window probes.
-    probes: u8 @ 3;
     /// `tcpi_backoff`: RTO backoff exponent.
     backoff: u8 @ 4;
     /// `tcpi_options`: TCPI_OPT_* bits.
@@ -203,8 +202,6 @@ tcp_info_fields! {
     total_retrans: u32 @ 100;
     /// `tcpi_pacing_rate` (bytes/s).
     pacing_rate: u64 @ 104;
-    /// `tcpi_max_pacing_rate` (bytes/s).
-    max_pacing_rate: u64 @ 112;
     /// `tcpi_bytes_acked` (bytes sent and acknowledged).
     bytes_acked: u64 @ 120;
     /// `tcpi_bytes_received` (bytes).
@@ -231,8 +228,6 @@ tcp_info_fields! {
     sndbuf_limited: u64 @ 184;
     /// `tcpi_delivered` (segments).
     delivered: u32 @ 192;
-    /// `tcpi_delivered_ce` (segments).
-    delivered_ce: u32 @ 196;
     /// `tcpi_bytes_sent` (bytes, retransmissions included).
     bytes_sent: u64 @ 200;
     /// `tcpi_bytes_retrans` (bytes).
@@ -247,14 +242,6 @@ tcp_info_fields! {
     snd_wnd: u32 @ 228;
     /// `tcpi_rcv_wnd` (bytes, Linux 6.7+).
     rcv_wnd: u32 @ 232;
-    /// `tcpi_rehash` (Linux 6.7+).
-    rehash: u32 @ 236;
-    /// `tcpi_total_rto` (Linux 6.7+).
-    total_rto: u16 @ 240;
-    /// `tcpi_total_rto_recoveries` (Linux 6.7+).
-    total_rto_recoveries: u16 @ 242;
-    /// `tcpi_total_rto_time` (ms, Linux 6.7+).
-    total_rto_time: u32 @ 244;
 }
 
 impl TcpInfo {
@@ -268,33 +255,23 @@ impl TcpInfo {
 
     /// The bytes as the kernel sent them (at most [`TCP_INFO_MAX`]): `from_bytes` of
     /// them gives this `TcpInfo` back.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         self.raw.get(..self.len()).unwrap_or(&self.raw)
     }
 
     /// How many bytes of `struct tcp_info` the kernel sent (at most [`TCP_INFO_MAX`]).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         usize::from(self.len)
     }
 
-    /// True when the kernel sent an empty `tcp_info`.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// `tcpi_snd_wscale` (4-bit field).
-    pub fn snd_wscale(&self) -> Option<u8> {
+    pub(crate) fn snd_wscale(&self) -> Option<u8> {
         (self.len > 6).then_some(self.raw[6] & 0x0f)
     }
 
     /// `tcpi_rcv_wscale` (4-bit field).
-    pub fn rcv_wscale(&self) -> Option<u8> {
+    pub(crate) fn rcv_wscale(&self) -> Option<u8> {
         (self.len > 6).then_some(self.raw[6] >> 4)
-    }
-
-    /// `tcpi_delivery_rate_app_limited` (1-bit field).
-    pub fn delivery_rate_app_limited(&self) -> Option<bool> {
-        (self.len > 7).then_some(self.raw[7] & 1 == 1)
     }
 }
 
@@ -333,7 +310,7 @@ pub enum DiagError {
 
 impl DiagError {
     /// Short, fixed label for metrics.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             DiagError::Malformed => "malformed",
             DiagError::Kernel(_) => "kernel_error",
@@ -475,25 +452,26 @@ const INET_DIAG_SKMEMINFO: u16 = 7;
 const INET_DIAG_BBRINFO: u16 = 16;
 
 /// Bits of a request's `idiag_ext` byte (`1 << (INET_DIAG_* - 1)`), for [`Filter::ext`].
-pub mod ext {
+pub(crate) mod ext {
     /// `INET_DIAG_INFO` (struct tcp_info): what [`Filter::info`](super::Filter::info) sets.
-    pub const INFO: u8 = 1 << (super::INET_DIAG_INFO - 1);
+    pub(crate) const INFO: u8 = 1 << (super::INET_DIAG_INFO - 1);
     /// Congestion-control module info: the kernel answers with the module's own attribute,
     /// `INET_DIAG_BBRINFO` for bbr (`INET_DIAG_VEGASINFO`/`DCTCPINFO` for vegas/dctcp;
     /// nothing for cubic and reno). `idiag_ext` is one byte, so BBRINFO (extension 16) has
     /// no bit of its own: bbr answers this one (`ss -i` asks the same way).
-    pub const CC_INFO: u8 = 1 << (super::INET_DIAG_VEGASINFO - 1);
+    pub(crate) const CC_INFO: u8 = 1 << (super::INET_DIAG_VEGASINFO - 1);
     /// `INET_DIAG_CONG`: the congestion-control algorithm's name.
-    pub const CONG: u8 = 1 << (super::INET_DIAG_CONG - 1);
+    pub(crate) const CONG: u8 = 1 << (super::INET_DIAG_CONG - 1);
     /// `INET_DIAG_SKMEMINFO`: the socket's memory counters.
-    pub const SKMEMINFO: u8 = 1 << (super::INET_DIAG_SKMEMINFO - 1);
+    pub(crate) const SKMEMINFO: u8 = 1 << (super::INET_DIAG_SKMEMINFO - 1);
     /// Everything the Python flowd's Prometheus families came from (`ss -tinm`).
-    pub const ALL: u8 = INFO | CC_INFO | CONG | SKMEMINFO;
+    #[cfg(test)]
+    pub(crate) const ALL: u8 = INFO | CC_INFO | CONG | SKMEMINFO;
 }
 
 /// Number of `u32`s in `INET_DIAG_SKMEMINFO` (`SK_MEMINFO_VARS`). Older kernels send
 /// fewer: 8 before `SK_MEMINFO_DROPS` was added, 7 before `SK_MEMINFO_BACKLOG`.
-pub const SK_MEMINFO_VARS: usize = 9;
+pub(crate) const SK_MEMINFO_VARS: usize = 9;
 
 /// `INET_DIAG_SKMEMINFO` as the kernel sent it, length-tolerant like [`TcpInfo`]: each
 /// accessor returns `None` when the kernel sent fewer values. All values are bytes except
@@ -527,7 +505,7 @@ impl SkMemInfo {
     }
 
     /// Value `i` in kernel order (`SK_MEMINFO_RMEM_ALLOC` = 0 … `SK_MEMINFO_DROPS` = 8).
-    pub fn get(&self, i: usize) -> Option<u32> {
+    pub(crate) fn get(&self, i: usize) -> Option<u32> {
         if i < self.len() {
             self.raw.get(i).copied()
         } else {
@@ -536,45 +514,45 @@ impl SkMemInfo {
     }
 
     /// `SK_MEMINFO_RMEM_ALLOC` (`r`): bytes of received data queued (truesize).
-    pub fn rmem_alloc(&self) -> Option<u32> {
+    pub(crate) fn rmem_alloc(&self) -> Option<u32> {
         self.get(0)
     }
     /// `SK_MEMINFO_RCVBUF` (`rb`): receive buffer size (bytes).
-    pub fn rcvbuf(&self) -> Option<u32> {
+    pub(crate) fn rcvbuf(&self) -> Option<u32> {
         self.get(1)
     }
     /// `SK_MEMINFO_WMEM_ALLOC` (`t`): bytes of sent data in flight below the socket.
-    pub fn wmem_alloc(&self) -> Option<u32> {
+    pub(crate) fn wmem_alloc(&self) -> Option<u32> {
         self.get(2)
     }
     /// `SK_MEMINFO_SNDBUF` (`tb`): send buffer size (bytes).
-    pub fn sndbuf(&self) -> Option<u32> {
+    pub(crate) fn sndbuf(&self) -> Option<u32> {
         self.get(3)
     }
     /// `SK_MEMINFO_FWD_ALLOC` (`f`): memory reserved but not yet used (bytes).
-    pub fn fwd_alloc(&self) -> Option<u32> {
+    pub(crate) fn fwd_alloc(&self) -> Option<u32> {
         self.get(4)
     }
     /// `SK_MEMINFO_WMEM_QUEUED` (`w`): bytes queued in the send queue.
-    pub fn wmem_queued(&self) -> Option<u32> {
+    pub(crate) fn wmem_queued(&self) -> Option<u32> {
         self.get(5)
     }
     /// `SK_MEMINFO_OPTMEM` (`o`): option memory (bytes).
-    pub fn optmem(&self) -> Option<u32> {
+    pub(crate) fn optmem(&self) -> Option<u32> {
         self.get(6)
     }
     /// `SK_MEMINFO_BACKLOG` (`bl`): bytes in the backlog queue.
-    pub fn backlog(&self) -> Option<u32> {
+    pub(crate) fn backlog(&self) -> Option<u32> {
         self.get(7)
     }
     /// `SK_MEMINFO_DROPS` (`d`): packets dropped before reaching the socket (a count).
-    pub fn drops(&self) -> Option<u32> {
+    pub(crate) fn drops(&self) -> Option<u32> {
         self.get(8)
     }
 }
 
 /// Longest congestion-control name, with its NUL (`TCP_CA_NAME_MAX`).
-pub const TCP_CA_NAME_MAX: usize = 16;
+pub(crate) const TCP_CA_NAME_MAX: usize = 16;
 
 /// `INET_DIAG_CONG`: the name of the socket's congestion-control algorithm ("cubic",
 /// "bbr", …), stored inline (no allocation).
@@ -634,27 +612,26 @@ pub struct BbrInfo {
 }
 
 impl BbrInfo {
-    /// Size of `struct tcp_bbr_info`.
-    pub const LEN: usize = 20;
-
-    /// Decodes the attribute payload; `None` when it is shorter than [`BbrInfo::LEN`]
+    /// Decodes the attribute payload; `None` when it is shorter than `struct tcp_bbr_info` (20 bytes)
     /// (longer payloads, from a future kernel, keep their first five fields).
-    pub fn from_bytes(b: &[u8]) -> Option<BbrInfo> {
+    pub(crate) fn from_bytes(b: &[u8]) -> Option<BbrInfo> {
         Some(BbrInfo { bw_lo: u32_at(b, 0)?, bw_hi: u32_at(b, 4)?, min_rtt: u32_at(b, 8)?, pacing_gain: u32_at(b, 12)?, cwnd_gain: u32_at(b, 16)? })
     }
 
     /// The bandwidth estimate (bytes/s; `ss` shows it ×8 as bits/s).
-    pub fn bw(&self) -> u64 {
+    pub(crate) fn bw(&self) -> u64 {
         (u64::from(self.bw_hi) << 32) | u64::from(self.bw_lo)
     }
 
     /// The pacing gain as a ratio (1.25 while probing for bandwidth).
-    pub fn pacing_gain_ratio(&self) -> f64 {
+    #[cfg(test)]
+    pub(crate) fn pacing_gain_ratio(&self) -> f64 {
         f64::from(self.pacing_gain) / 256.0
     }
 
     /// The cwnd gain as a ratio.
-    pub fn cwnd_gain_ratio(&self) -> f64 {
+    #[cfg(test)]
+    pub(crate) fn cwnd_gain_ratio(&self) -> f64 {
         f64::from(self.cwnd_gain) / 256.0
     }
 }
@@ -726,7 +703,6 @@ mod tests {
             assert!(ti.rtt().unwrap() > 0);
             assert!(ti.snd_mss().unwrap() > 0);
             assert!(ti.snd_cwnd().unwrap() >= 1);
-            assert!(ti.total_rto_time().is_some());
         }
         // The client of the 5001 pair sent 1000 bytes; its peer received them.
         let client = v.iter().find(|c| c.dst.port() == 5001).unwrap().tcp_info.unwrap();

@@ -16,29 +16,29 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The fixed value in bytes 4..8 of every RFC 5389/8489 message.
-pub const MAGIC_COOKIE: u32 = 0x2112_A442;
+pub(crate) const MAGIC_COOKIE: u32 = 0x2112_A442;
 /// Length of the STUN header.
-pub const HEADER_LEN: usize = 20;
+pub(crate) const HEADER_LEN: usize = 20;
 /// Binding request message type.
-pub const BINDING_REQUEST: u16 = 0x0001;
+pub(crate) const BINDING_REQUEST: u16 = 0x0001;
 /// Binding success response message type.
-pub const BINDING_SUCCESS: u16 = 0x0101;
+pub(crate) const BINDING_SUCCESS: u16 = 0x0101;
 /// Binding error response message type.
-pub const BINDING_ERROR: u16 = 0x0111;
+pub(crate) const BINDING_ERROR: u16 = 0x0111;
 /// MAPPED-ADDRESS attribute.
-pub const ATTR_MAPPED_ADDRESS: u16 = 0x0001;
+pub(crate) const ATTR_MAPPED_ADDRESS: u16 = 0x0001;
 /// ERROR-CODE attribute.
-pub const ATTR_ERROR_CODE: u16 = 0x0009;
+pub(crate) const ATTR_ERROR_CODE: u16 = 0x0009;
 /// XOR-MAPPED-ADDRESS attribute.
-pub const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
+pub(crate) const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
 /// SOFTWARE attribute.
-pub const ATTR_SOFTWARE: u16 = 0x8022;
+pub(crate) const ATTR_SOFTWARE: u16 = 0x8022;
 
 /// The 96-bit transaction id chosen by the client (random, per request).
 pub type TransactionId = [u8; 12];
 
 /// Builds a Binding request with no attributes.
-pub fn binding_request(tid: &TransactionId) -> [u8; HEADER_LEN] {
+pub(crate) fn binding_request(tid: &TransactionId) -> [u8; HEADER_LEN] {
     let mut b = [0u8; HEADER_LEN];
     b[0..2].copy_from_slice(&BINDING_REQUEST.to_be_bytes());
     // Message length 0: no attributes.
@@ -94,15 +94,7 @@ pub enum StunError {
     Missing(&'static str),
 }
 
-impl StunError {
-    /// Short, fixed label for metrics.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            StunError::WrongTransaction => "wrong_transaction",
-            _ => "malformed",
-        }
-    }
-}
+impl StunError {}
 
 fn be16(b: &[u8], o: usize) -> Option<u16> {
     Some(u16::from_be_bytes(b.get(o..o + 2)?.try_into().ok()?))
@@ -230,7 +222,8 @@ pub fn success_response(tid: &TransactionId, mapped: SocketAddr, xor: bool, soft
 }
 
 /// Builds a Binding error response with ERROR-CODE `code` (300..699) and `reason`.
-pub fn error_response(tid: &TransactionId, code: u16, reason: &str) -> Vec<u8> {
+#[cfg(test)]
+pub(crate) fn error_response(tid: &TransactionId, code: u16, reason: &str) -> Vec<u8> {
     let mut v = vec![0, 0, (code / 100) as u8 & 0x07, (code % 100) as u8];
     v.extend_from_slice(reason.as_bytes());
     let mut attrs = Vec::new();

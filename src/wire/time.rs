@@ -32,7 +32,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 }
 
 /// Appends `YYYY-MM-DDTHH:MM:SS.ffffff+00:00` to `out`.
-pub fn write_rfc3339(out: &mut Vec<u8>, t: Micros) {
+pub(crate) fn write_rfc3339(out: &mut Vec<u8>, t: Micros) {
     let secs = t.0.div_euclid(1_000_000);
     let us = t.0.rem_euclid(1_000_000);
     let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));

@@ -10,34 +10,35 @@ use std::net::{IpAddr, Ipv6Addr};
 use crate::flow::{FlowKey, Proto};
 
 /// The compiled eBPF object (built by `build.rs` from `ebpf/flowd.bpf.c`).
-pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowd.bpf.o"));
+pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowd.bpf.o"));
 
 /// `FLOWD_PROG_NAME`: the flow-label classifier, also the name of its tc filter.
-pub const PROG_NAME: &str = "flowd_mark";
+pub(crate) const PROG_NAME: &str = "flowd_mark";
 /// `FLOWD_PROG_EH_NAME`: the extension-header classifier, also the name of its tc filter.
-pub const PROG_EH_NAME: &str = "flowd_mark_eh";
+pub(crate) const PROG_EH_NAME: &str = "flowd_mark_eh";
 /// `FLOWD_FLOWS_MAP`: the LRU hash of flows to mark.
-pub const FLOWS_MAP: &str = "FLOWD_FLOWS";
+pub(crate) const FLOWS_MAP: &str = "FLOWD_FLOWS";
 /// `FLOWD_STATS_MAP`: the per-CPU counter array.
-pub const STATS_MAP: &str = "FLOWD_STATS";
+pub(crate) const STATS_MAP: &str = "FLOWD_STATS";
 /// `FLOWD_CONFIG_MAP`: the one-entry array the loader writes the marking and the default into.
-pub const CONFIG_MAP: &str = "FLOWD_CONFIG";
+pub(crate) const CONFIG_MAP: &str = "FLOWD_CONFIG";
 /// `FLOWD_STATS_SLOTS`: counter slots (slot = ifindex below this, else 0).
-pub const STATS_SLOTS: u32 = 1024;
+pub(crate) const STATS_SLOTS: u32 = 1024;
 /// `FLOWD_MARK_LABEL` .. `FLOWD_MARK_HOP_BY_HOP_DESTINATION`: `flowd_config.marking`.
-pub const MARK_LABEL: u32 = 0;
+pub(crate) const MARK_LABEL: u32 = 0;
 /// `FLOWD_MARK_HOP_BY_HOP`.
-pub const MARK_HOP_BY_HOP: u32 = 1;
+pub(crate) const MARK_HOP_BY_HOP: u32 = 1;
 /// `FLOWD_MARK_DESTINATION`.
-pub const MARK_DESTINATION: u32 = 2;
+pub(crate) const MARK_DESTINATION: u32 = 2;
 /// `FLOWD_MARK_HOP_BY_HOP_DESTINATION`.
-pub const MARK_HOP_BY_HOP_DESTINATION: u32 = 3;
+pub(crate) const MARK_HOP_BY_HOP_DESTINATION: u32 = 3;
 /// `FLOWD_CONFIG_DEFAULT`: `flowd_config.default_mark` is set (match-all).
-pub const CONFIG_DEFAULT: u32 = 1;
+pub(crate) const CONFIG_DEFAULT: u32 = 1;
 /// `FLOWD_OPT_TYPE`: the IPv6 option type of the extension-header tag (flowd-go's).
 pub const OPT_TYPE: u8 = 0x1E;
 /// `FLOWD_OPT_LEN`: its data length (the 24-bit tag).
-pub const OPT_LEN: u8 = 3;
+#[cfg(test)]
+pub(crate) const OPT_LEN: u8 = 3;
 
 /// `struct flowd_key`: the 5-tuple of an outgoing IPv6 packet. Addresses and ports are
 /// in network byte order, exactly as in the packet; `pad` is zero.
@@ -69,7 +70,7 @@ impl RawKey {
     }
 
     /// The key of `key`'s packets as sent from `key.src` to `key.dst`; `None` for IPv4.
-    pub fn from_flow(key: &FlowKey) -> Option<RawKey> {
+    pub(crate) fn from_flow(key: &FlowKey) -> Option<RawKey> {
         match (key.src.ip(), key.dst.ip()) {
             (IpAddr::V6(s), IpAddr::V6(d)) => Some(RawKey::new(key.proto, s, key.src.port(), d, key.dst.port())),
             _ => None,
@@ -81,7 +82,7 @@ impl RawKey {
 /// `EBPF_MARKING='label'`, the extension-header tag `exp<<8 | act` otherwise.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RawValue {
+pub(crate) struct RawValue {
     /// The flow label (bits 0..=19) or the tag (bits 0..=23).
     pub label: u32,
 }
@@ -92,7 +93,7 @@ unsafe impl aya::Pod for RawValue {}
 /// `struct flowd_config`: the one entry of `FLOWD_CONFIG`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RawConfig {
+pub(crate) struct RawConfig {
     /// `MARK_*`.
     pub marking: u32,
     /// `CONFIG_DEFAULT` or 0.
@@ -109,7 +110,7 @@ unsafe impl aya::Pod for RawConfig {}
 /// `struct flowd_stats`: one CPU's counters of one slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RawStats {
+pub(crate) struct RawStats {
     /// IPv6 packets (skbs) seen.
     pub seen: u64,
     /// Packets whose flow label was rewritten or that got an extension header.
@@ -140,14 +141,14 @@ pub struct TestCtx {
 }
 
 /// `sizeof(struct __sk_buff)` and the offsets of the fields of [`TestCtx`].
-pub const SKB_CTX_LEN: usize = 192;
+pub(crate) const SKB_CTX_LEN: usize = 192;
 const SKB_IFINDEX: usize = 40;
 const SKB_GSO_SEGS: usize = 164;
 const SKB_GSO_SIZE: usize = 176;
 
 impl TestCtx {
     /// The `struct __sk_buff` bytes.
-    pub fn bytes(&self) -> [u8; SKB_CTX_LEN] {
+    pub(crate) fn bytes(&self) -> [u8; SKB_CTX_LEN] {
         let mut b = [0u8; SKB_CTX_LEN];
         b[SKB_IFINDEX..SKB_IFINDEX + 4].copy_from_slice(&self.ifindex.to_ne_bytes());
         b[SKB_GSO_SEGS..SKB_GSO_SEGS + 4].copy_from_slice(&self.gso_segs.to_ne_bytes());

@@ -49,7 +49,7 @@ pub enum Attached {
 
 impl Attached {
     /// `tcx` or `clsact` (metrics label, logs).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Attached::Tcx => "tcx",
             Attached::Clsact => "clsact",
@@ -77,7 +77,7 @@ pub enum AttachError {
 /// Removes every egress filter named `flowd_mark` or `flowd_mark_eh` left on `iface`
 /// by an earlier flowd that did not exit cleanly. Returns true if something was
 /// removed. No qdisc or no such filter is not an error.
-pub fn remove_stale_filter(iface: &str) -> Result<bool, TcError> {
+pub(crate) fn remove_stale_filter(iface: &str) -> Result<bool, TcError> {
     let mut removed = false;
     for name in [PROG_NAME, PROG_EH_NAME] {
         match qdisc_detach_program(iface, TcAttachType::Egress, name) {
@@ -102,7 +102,7 @@ fn attach_clsact(prog: &mut SchedClassifier, iface: &str) -> Result<aya::program
 
 /// Attaches `prog` at egress of `iface`. Stale flowd filters are removed first in every
 /// mode, so a crashed clsact-mode flowd never leaves two markers behind.
-pub fn attach(prog: &mut SchedClassifier, iface: &str, mode: AttachMode) -> Result<(aya::programs::tc::SchedClassifierLinkId, Attached), AttachError> {
+pub(crate) fn attach(prog: &mut SchedClassifier, iface: &str, mode: AttachMode) -> Result<(aya::programs::tc::SchedClassifierLinkId, Attached), AttachError> {
     match remove_stale_filter(iface) {
         Ok(true) => log::warn!("marker: removed a stale flowd filter from {iface} (earlier flowd crashed?)"),
         Ok(false) => {}

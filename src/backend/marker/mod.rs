@@ -20,8 +20,8 @@
 //! `abi.rs`. Dropping a `Marker` detaches it from every interface.
 
 pub mod abi;
-pub mod attach;
-pub mod program;
+pub(crate) mod attach;
+pub(crate) mod program;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -45,10 +45,10 @@ pub use attach::{AttachError, AttachMode, Attached};
 pub use program::{Counters, MarkerProgram, Marking, ProgramLoadError};
 
 /// How often kernel counters are copied into `Metrics`.
-pub const STATS_PERIOD: Duration = Duration::from_secs(5);
+pub(crate) const STATS_PERIOD: Duration = Duration::from_secs(5);
 
 /// `flowd_marker_packets_seen_total{interface}`.
-pub static PACKETS_SEEN: Desc = Desc {
+pub(crate) static PACKETS_SEEN: Desc = Desc {
     name: "flowd_marker_packets_seen_total",
     help: "IPv6 packets (skbs, before segmentation) seen by the eBPF marker at egress",
     kind: Kind::Counter,
@@ -62,47 +62,47 @@ pub static PACKETS_MARKED: Desc = Desc {
     labels: &["interface"],
 };
 /// `flowd_marker_packets_default_total{interface}`.
-pub static PACKETS_DEFAULT: Desc = Desc {
+pub(crate) static PACKETS_DEFAULT: Desc = Desc {
     name: "flowd_marker_packets_default_total",
     help: "IPv6 TCP packets (skbs) no announced flow claims that the eBPF marker marked with the perfsonar plugin's default (also counted as marked)",
     kind: Kind::Counter,
     labels: &["interface"],
 };
 /// `flowd_marker_eh_inserted_total{interface}`.
-pub static EH_INSERTED: Desc = Desc {
+pub(crate) static EH_INSERTED: Desc = Desc {
     name: "flowd_marker_eh_inserted_total",
     help: "IPv6 packets (skbs) the eBPF marker inserted an extension header into",
     kind: Kind::Counter,
     labels: &["interface"],
 };
 /// `flowd_marker_eh_too_big_total{interface}`.
-pub static EH_TOO_BIG: Desc = Desc {
+pub(crate) static EH_TOO_BIG: Desc = Desc {
     name: "flowd_marker_eh_too_big_total",
     help: "IPv6 packets sent without their extension header because it would have made them exceed the MTU",
     kind: Kind::Counter,
     labels: &["interface"],
 };
 /// `flowd_marker_eh_failed_total{interface}`.
-pub static EH_FAILED: Desc = Desc {
+pub(crate) static EH_FAILED: Desc = Desc {
     name: "flowd_marker_eh_failed_total",
     help: "IPv6 packets sent without their extension header because the kernel could not make room for it",
     kind: Kind::Counter,
     labels: &["interface"],
 };
 /// `flowd_marker_match_all`.
-pub static MATCH_ALL: Desc = Desc {
+pub(crate) static MATCH_ALL: Desc = Desc {
     name: "flowd_marker_match_all",
     help: "1 while the eBPF marker marks every IPv6 TCP packet no flow claims (perfsonar plugin), else 0",
     kind: Kind::Gauge,
     labels: &[],
 };
 /// `flowd_marker_flows`.
-pub static FLOWS: Desc = Desc { name: "flowd_marker_flows", help: "Flows currently in the eBPF marker's flow map", kind: Kind::Gauge, labels: &[] };
+pub(crate) static FLOWS: Desc = Desc { name: "flowd_marker_flows", help: "Flows currently in the eBPF marker's flow map", kind: Kind::Gauge, labels: &[] };
 /// `flowd_marker_refused_total{reason}`.
-pub static REFUSED: Desc =
+pub(crate) static REFUSED: Desc =
     Desc { name: "flowd_marker_refused_total", help: "Start events the eBPF marker could not mark", kind: Kind::Counter, labels: &["reason"] };
 /// `flowd_marker_attached{interface,mode}`.
-pub static ATTACHED: Desc = Desc {
+pub(crate) static ATTACHED: Desc = Desc {
     name: "flowd_marker_attached",
     help: "Interfaces the eBPF marker is attached to (1), with the attach mode",
     kind: Kind::Gauge,
@@ -163,7 +163,7 @@ impl MarkerConfig {
     /// From NETWORK_INTERFACE, EBPF_MAP_SIZE, EBPF_MARKING and the perfsonar plugin's
     /// keys, plus the `FLOWD_MARKER_ATTACH` environment variable (`auto` (default),
     /// `tcx`, `clsact`).
-    pub fn from_config(cfg: &Config) -> Result<MarkerConfig, MarkerError> {
+    pub(crate) fn from_config(cfg: &Config) -> Result<MarkerConfig, MarkerError> {
         let mode = std::env::var("FLOWD_MARKER_ATTACH").unwrap_or_default();
         let attach = AttachMode::parse(&mode).ok_or(MarkerError::BadAttachMode(mode))?;
         Ok(MarkerConfig {
@@ -183,7 +183,7 @@ impl MarkerConfig {
 
 /// The mark of (exp, act) under `marking`: a flow label with `entropy` in its entropy
 /// bits, or the extension-header tag `exp<<8 | act`. The error is the refusal reason.
-pub fn encode_mark(marking: Marking, exp: u32, act: u32, entropy: u8) -> Result<u32, (&'static str, String)> {
+pub(crate) fn encode_mark(marking: Marking, exp: u32, act: u32, entropy: u8) -> Result<u32, (&'static str, String)> {
     if marking.is_extension_header() {
         let (max_exp, max_act) = marking.max_ids();
         if exp > max_exp || act > max_act {
@@ -237,7 +237,7 @@ pub struct Marker {
 
 /// The flow as its packets leave this host: swapped when only the destination is local
 /// (an upload announced from the remote side's point of view).
-pub fn orient(key: &FlowKey, is_local: impl Fn(IpAddr) -> bool) -> FlowKey {
+pub(crate) fn orient(key: &FlowKey, is_local: impl Fn(IpAddr) -> bool) -> FlowKey {
     if !is_local(key.src.ip()) && is_local(key.dst.ip()) {
         key.reversed()
     } else {
@@ -247,7 +247,7 @@ pub fn orient(key: &FlowKey, is_local: impl Fn(IpAddr) -> bool) -> FlowKey {
 
 impl Marker {
     /// Loads the program and attaches it to the configured interfaces.
-    pub fn new(cfg: &Config) -> Result<Marker, MarkerError> {
+    pub(crate) fn new(cfg: &Config) -> Result<Marker, MarkerError> {
         Marker::with_config(&MarkerConfig::from_config(cfg)?)
     }
 
@@ -302,11 +302,6 @@ impl Marker {
     /// The loaded program (maps, counters, test runs).
     pub fn program(&mut self) -> &mut MarkerProgram {
         &mut self.prog
-    }
-
-    /// How this marker marks packets.
-    pub fn marking(&self) -> Marking {
-        self.prog.marking()
     }
 
     /// The (experiment, activity) of the match-all default in the kernel, if one is set.

@@ -30,7 +30,7 @@ fn marking_raw(m: Marking) -> u32 {
 }
 
 /// The classifier that implements `m`.
-pub fn program_name(m: Marking) -> &'static str {
+pub(crate) fn program_name(m: Marking) -> &'static str {
     match m {
         Marking::Label => PROG_NAME,
         _ => PROG_EH_NAME,
@@ -166,7 +166,7 @@ impl MarkerProgram {
     }
 
     /// The marking this program implements.
-    pub fn marking(&self) -> Marking {
+    pub(crate) fn marking(&self) -> Marking {
         self.marking
     }
 
@@ -213,7 +213,7 @@ impl MarkerProgram {
     }
 
     /// Counters of slot `slot` (an ifindex below `STATS_SLOTS`, or 0), summed over CPUs.
-    pub fn counters(&self, slot: u32) -> Result<Counters, MapError> {
+    pub(crate) fn counters(&self, slot: u32) -> Result<Counters, MapError> {
         let per_cpu = self.stats.get(&slot, 0)?;
         Ok(per_cpu.iter().fold(Counters::default(), |acc, s| acc.add(s)))
     }
