@@ -60,7 +60,21 @@ pub struct Context<'a> {
     pub render: Option<&'a mut Render<'a>>,
 }
 
-impl Context<'_> {
+impl<'a> Context<'a> {
+    /// One turn's context at monotonic time `now` (the wall clock is read here once),
+    /// without the page renderer.
+    pub fn new(
+        now: Instant,
+        out: &'a mut Vec<FlowEvent>,
+        rejected: &'a mut Vec<Rejection>,
+        metrics: &'a mut Metrics,
+        registry: &'a ScitagsRegistry,
+        poll: &'a mio::Registry,
+        local: &'a mut dyn OwnAddresses,
+    ) -> Context<'a> {
+        Context { now, wall: Micros::now(), out, rejected, metrics, registry, poll, local, render: None }
+    }
+
     /// The same context with the page renderer lent, for one call of the metrics listener.
     pub(crate) fn with_render<'b>(&'b mut self, render: &'b mut Render<'_>) -> Context<'b> {
         Context {

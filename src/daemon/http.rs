@@ -208,17 +208,7 @@ mod tests {
             p.add_part().extend_from_slice(b"flowd_open_flows 0\n");
             Status::Ok
         };
-        let mut cx = Context {
-            now: Instant::now(),
-            wall: crate::flow::Micros(1),
-            out: &mut out,
-            rejected: &mut rejected,
-            metrics: &mut metrics,
-            registry: &registry,
-            poll: poll.registry(),
-            local: &mut local,
-            render: None,
-        };
+        let mut cx = Context::new(Instant::now(), &mut out, &mut rejected, &mut metrics, &registry, poll.registry(), &mut local);
         {
             let mut cx = cx.with_render(&mut render);
             let mut service = MetricsPage { spare: Some((page(4096), Instant::now())) };

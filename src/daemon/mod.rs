@@ -432,17 +432,7 @@ impl Daemon {
         let mut control = None;
         let mut new_registry = None;
         {
-            let mut cx = Context {
-                now,
-                wall: Micros::now(),
-                out: &mut *pending,
-                rejected: &mut *rejected,
-                metrics: &mut *metrics,
-                registry: &*registry,
-                poll: poll.registry(),
-                local,
-                render: None,
-            };
+            let mut cx = Context::new(now, &mut *pending, &mut *rejected, &mut *metrics, &*registry, poll.registry(), local);
             for ev in events.iter() {
                 match Slot::from(ev.token()) {
                     Slot::Signals => control = drain_signals(signals).or(control),
@@ -626,17 +616,7 @@ impl Daemon {
             return;
         }
         let now = Instant::now();
-        let mut cx = Context {
-            now,
-            wall: Micros::now(),
-            out: &mut *pending,
-            rejected: &mut *rejected,
-            metrics: &mut *metrics,
-            registry: &*registry,
-            poll: poll.registry(),
-            local,
-            render: None,
-        };
+        let mut cx = Context::new(now, &mut *pending, &mut *rejected, &mut *metrics, &*registry, poll.registry(), local);
         let mut n = 0usize;
         for (key, f) in flows.iter() {
             let mut ev = FlowEvent::new(crate::flow::FlowState::Start, *key, f.exp, f.act, f.start);

@@ -218,17 +218,7 @@ mod tests {
         let (mut out, mut metrics, registry, mut local) = (Vec::new(), Metrics::new(), ScitagsRegistry::bundled(), LocalAddrs::new());
         let mut rejected = Vec::new();
         let t0 = Instant::now();
-        let mut cx = Context {
-            now: t0,
-            wall: crate::flow::Micros(1),
-            out: &mut out,
-            rejected: &mut rejected,
-            metrics: &mut metrics,
-            registry: &registry,
-            poll: poll.registry(),
-            local: &mut local,
-            render: None,
-        };
+        let mut cx = Context::new(t0, &mut out, &mut rejected, &mut metrics, &registry, poll.registry(), &mut local);
         s.on_timeout(&mut cx);
         assert_eq!(s.phase, Phase::Idle { next: t0 + cfg.netlink.scan.interval }, "a loopback-only host finishes both dumps at once");
         assert_eq!(cx.metrics.get(&SCANS, &["netlink"]), Some(1.0));

@@ -108,17 +108,7 @@ fn feed(m: &mut Marker, metrics: &mut Metrics, ev: &FlowEvent) -> Result<Option<
     let mut rejected = Vec::new();
     let poll = mio::Poll::new().map_err(|e| e.to_string())?;
     let mut local = LocalAddrs::new();
-    let mut cx = Context {
-        now: Instant::now(),
-        wall: Micros::now(),
-        out: &mut out,
-        rejected: &mut rejected,
-        metrics,
-        registry: &registry,
-        poll: poll.registry(),
-        local: &mut local,
-        render: None,
-    };
+    let mut cx = Context::new(Instant::now(), &mut out, &mut rejected, metrics, &registry, poll.registry(), &mut local);
     m.handle(ev, &mut cx).map_err(|e| e.to_string())
 }
 
@@ -834,17 +824,7 @@ fn netns_match_all_names_are_resolved_on_the_first_turn() {
         let turn = |m: &mut Marker| {
             let (mut out, mut metrics, mut local, mut rejected) = (Vec::new(), Metrics::new(), LocalAddrs::new(), Vec::new());
             let poll = mio::Poll::new().expect("poll");
-            let mut cx = Context {
-                now: Instant::now(),
-                wall: Micros::now(),
-                out: &mut out,
-                rejected: &mut rejected,
-                metrics: &mut metrics,
-                registry: &registry,
-                poll: poll.registry(),
-                local: &mut local,
-                render: None,
-            };
+            let mut cx = Context::new(Instant::now(), &mut out, &mut rejected, &mut metrics, &registry, poll.registry(), &mut local);
             m.on_timeout(&mut cx);
             assert!(out.is_empty(), "the marker announces nothing");
         };
