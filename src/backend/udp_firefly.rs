@@ -24,7 +24,7 @@ use crate::context::Context;
 use crate::flow::{FlowEvent, FlowKey, FlowState};
 use crate::logger::RateLimit;
 use crate::metrics::{Desc, Kind};
-use crate::netaddr::{canonical, split_host_port};
+use crate::netaddr::{relay_blocked, split_host_port};
 use crate::wire::firefly::{self, Firefly};
 use crate::wire::netlink_json;
 use crate::wire::sock_diag::TcpInfo;
@@ -52,23 +52,6 @@ pub static RELAY_SKIPPED: Desc = Desc {
     kind: Kind::Counter,
     labels: &["to", "reason"],
 };
-
-/// SPEC §6: may a firefly received from `from` be relayed to `to`? `None` = yes, else
-/// the reason it may not: never to one of this host's own addresses (`own`, plus
-/// loopback and unspecified) on the port the firefly listener uses (`own_address`),
-/// which would feed it back into this flowd forever; and never back to a remote sender
-/// (`sender`), which may be a relay itself. A sender on this host (XRootD next to flowd)
-/// may still get copies on other ports, e.g. a local collector: the first rule already
-/// covers the only loop through this host.
-pub fn relay_blocked(to: SocketAddr, from: Option<IpAddr>, own: &[IpAddr], listen_port: u16) -> Option<&'static str> {
-    let is_local = |ip: IpAddr| ip.is_loopback() || ip.is_unspecified() || own.iter().any(|o| canonical(*o) == ip);
-    let ip = canonical(to.ip());
-    if to.port() == listen_port && is_local(ip) {
-        return Some("own_address");
-    }
-    let from = from.map(canonical);
-    (from == Some(ip) && !from.is_some_and(is_local)).then_some("sender")
-}
 
 /// Why the backend could not start.
 #[derive(Debug, thiserror::Error)]
@@ -295,27 +278,6 @@ mod tests {
         assert_eq!(src_usage(&info, false), Some((7, 100)));
         assert_eq!(src_usage(&info, true), Some((100, 7)));
         assert_eq!(src_usage(&TcpInfo::from_bytes(&raw[..100]), false), None);
-    }
-
-    #[test]
-    fn test_relay_loop_rules() {
-        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let own = [ip("100.64.0.1"), ip("3fff::1"), ip("127.0.0.1")];
-        // Back to the sender, on any port, whatever the family spelling.
-        assert_eq!(relay_blocked(sa("100.64.7.7:10514"), Some(ip("::ffff:100.64.7.7")), &own, 10514), Some("sender"));
-        assert_eq!(relay_blocked(sa("100.64.7.7:9999"), Some(ip("100.64.7.7")), &own, 10514), Some("sender"));
-        // To this host's own listener.
-        for to in ["100.64.0.1:10514", "[3fff::1]:10514", "127.0.0.1:10514", "127.0.0.9:10514", "[::1]:10514", "0.0.0.0:10514", "[::ffff:100.64.0.1]:10514"] {
-            assert_eq!(relay_blocked(sa(to), Some(ip("100.64.7.7")), &own, 10514), Some("own_address"), "{to}");
-        }
-        // Own address on another port (a local collector), or somebody else: allowed,
-        // also when the sender is a local service.
-        assert_eq!(relay_blocked(sa("127.0.0.1:9999"), Some(ip("100.64.7.7")), &own, 10514), None);
-        assert_eq!(relay_blocked(sa("127.0.0.1:9999"), Some(ip("127.0.0.1")), &own, 10514), None);
-        assert_eq!(relay_blocked(sa("[3fff::1]:9999"), Some(ip("3fff::1")), &own, 10514), None);
-        assert_eq!(relay_blocked(sa("100.64.8.8:10514"), Some(ip("100.64.7.7")), &own, 10514), None);
-        assert_eq!(relay_blocked(sa("[3fff::2]:10514"), None, &own, 10514), None);
     }
 
     #[test]
