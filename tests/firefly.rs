@@ -1,4 +1,5 @@
-//! firefly listener → udp_firefly relay end to end on loopback (no privileges needed).
+//! firefly listener → udp_firefly relay end to end on loopback (no privileges needed):
+//! the faithful relay of every producer's dialect.
 
 use std::net::UdpSocket;
 use std::time::Duration;
@@ -9,10 +10,32 @@ use crate::util::{json_of, Flowd, Sink};
 
 const T: Duration = Duration::from_secs(5);
 
-fn vectors(name: &str) -> Vec<String> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/spec").join(name);
-    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect()
+fn data(path: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(path);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The datagrams of a vector file, each with the comment line above it.
+fn commented(path: &str) -> Vec<(String, String)> {
+    let mut why = String::new();
+    let mut out = Vec::new();
+    for l in data(path).lines().filter(|l| !l.is_empty()) {
+        match l.strip_prefix('#') {
+            Some(c) => why = c.to_string(),
+            None => out.push((why.clone(), l.to_string())),
+        }
+    }
+    out
+}
+
+fn vectors(path: &str) -> Vec<String> {
+    commented(path).into_iter().map(|(_, l)| l).collect()
+}
+
+/// The one invalid vector flowd accepts since issue 20: an unknown key inside a closed
+/// object (`flow-lifecycle`), which a relay passes on like any unknown key.
+fn extra_key_vector(why: &str) -> bool {
+    why.contains("additionalProperties")
 }
 
 /// A UDP port that was free a moment ago (on both families).
@@ -21,23 +44,64 @@ fn free_port() -> u16 {
     s.local_addr().unwrap().port()
 }
 
-fn body(d: &str) -> Value {
-    json_of(d)
-}
-
 /// Starts flowd with the firefly plugin relaying to the `sink` collector.
 fn relay(sink: &Sink, port: u16, extra: &str) -> Flowd {
     Flowd::start(&format!("PLUGIN='firefly'\nFIREFLY_LISTENER_PORT={port}\nUDP_FIREFLY_TO_PEER=False\nUDP_FIREFLY_DST='{}'\n{extra}", sink.addr()))
 }
 
+/// Every key in the order it appears (top level and the objects flowd reads), as flowd's
+/// own decoder walks the text.
+fn key_order(d: &str) -> Vec<String> {
+    let r = flowd::wire::firefly::decode(d.as_bytes(), flowd::wire::firefly::Strictness::Lenient).unwrap().received;
+    r.members.iter().map(|m| format!("{}{}", if m.nested { "  " } else { "" }, r.text(m.key))).collect()
+}
+
+fn instant(v: &Value) -> Option<i64> {
+    v.as_str().and_then(flowd::wire::time::parse_rfc3339).map(|t| t.0)
+}
+
+/// The relayed JSON `out` has every member of the received `input`, at any depth, with the
+/// same value (times: the same instant), and nothing else except the members listed in
+/// `added` (top-level keys flowd may add: its own `usage`/`netlink`).
+fn assert_faithful(input: &Value, out: &Value, added: &[&str], what: &str) {
+    fn walk(a: &Value, b: &Value, path: &str, what: &str) {
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                for (k, v) in x {
+                    let w = y.get(k).unwrap_or_else(|| panic!("{what}: {path}.{k} was not relayed"));
+                    walk(v, w, &format!("{path}.{k}"), what);
+                }
+                if let Some(k) = y.keys().find(|k| !x.contains_key(*k)) {
+                    panic!("{what}: {path}.{k} was invented");
+                }
+            }
+            _ if path.starts_with(".flow-lifecycle.") && path.ends_with("-time") => {
+                assert!(instant(a).is_some() && instant(a) == instant(b), "{what}: {path}: {a} became {b}");
+            }
+            _ => assert_eq!(a, b, "{what}: {path}"),
+        }
+    }
+    let mut out = out.clone();
+    for k in added {
+        if input.get(*k).is_none() {
+            out.as_object_mut().unwrap().remove(*k);
+        }
+    }
+    walk(input, &out, "", what);
+}
+
 #[test]
-fn valid_vectors_are_relayed_with_their_fields_and_invalid_ones_are_not() {
+fn valid_vectors_are_relayed_faithfully_and_invalid_ones_are_not() {
     let sink = Sink::v4();
     let port = free_port();
     let f = relay(&sink, port, "");
-    let mut valid = vectors("fireflies-valid.txt");
-    valid.extend(vectors("fireflies-xrootd-5.5.3.txt"));
-    let invalid = vectors("fireflies-invalid.txt");
+    let mut valid = vectors("spec/fireflies-valid.txt");
+    valid.extend(vectors("spec/fireflies-xrootd-5.5.3.txt"));
+    let all_invalid = commented("spec/fireflies-invalid.txt");
+    let extra: Vec<String> = all_invalid.iter().filter(|(w, _)| extra_key_vector(w)).map(|(_, l)| l.clone()).collect();
+    let invalid: Vec<String> = all_invalid.iter().filter(|(w, _)| !extra_key_vector(w)).map(|(_, l)| l.clone()).collect();
+    assert_eq!(extra.len(), 1);
+    valid.extend(extra);
     let tx4 = UdpSocket::bind("127.0.0.1:0").unwrap();
     let tx6 = UdpSocket::bind("[::1]:0").unwrap();
     // Invalid first, then valid, alternating families: only the valid ones come out, in order.
@@ -56,33 +120,76 @@ fn valid_vectors_are_relayed_with_their_fields_and_invalid_ones_are_not() {
     let got = sink.recv(want, T);
     assert_eq!(got.len(), want, "{}", f.stderr());
     assert!(sink.drain(Duration::from_millis(300)).is_empty(), "nothing else is relayed");
-    let out: Vec<Value> = got.iter().map(|d| body(d)).collect();
     // Bare JSON (no syslog header) is accepted in lenient mode; it arrives first.
-    for (o, b) in out.iter().zip(&bare) {
-        assert_eq!(o["flow-id"], json_of(b)["flow-id"]);
+    for (o, b) in got.iter().zip(&bare) {
+        assert_faithful(&json_of(b), &json_of(o), &[], b);
     }
-    for (o, d) in out[bare.len()..].iter().zip(&valid) {
-        let i = json_of(d);
-        assert_eq!(o["flow-id"], i["flow-id"], "{d}");
-        assert_eq!(o["context"]["experiment-id"], i["context"]["experiment-id"]);
-        assert_eq!(o["context"]["activity-id"], i["context"]["activity-id"]);
-        assert_eq!(o["flow-lifecycle"]["state"], i["flow-lifecycle"]["state"]);
-        // The relay keeps what it did not produce (SPEC §6).
-        let ts = |v: &Value, k: &str| v["flow-lifecycle"].get(k).and_then(Value::as_str).map(|s| flowd::wire::time::parse_rfc3339(s).unwrap());
-        assert_eq!(ts(o, "start-time"), ts(&i, "start-time"), "{d}");
-        assert_eq!(ts(o, "end-time"), ts(&i, "end-time"), "{d}");
-        assert_eq!(o["context"].get("application"), i["context"].get("application"), "{d}");
-        assert_eq!(o.get("usage"), i.get("usage"), "{d}");
-        assert_eq!(o.get("netlink"), i.get("netlink"), "{d}");
+    for (o, d) in got[bare.len()..].iter().zip(&valid) {
+        assert_faithful(&json_of(d), &json_of(o), &[], d);
     }
-    // The XRootD captures carry usage and netlink: they really were compared above.
-    assert!(out.iter().filter(|o| o.get("usage").is_some() && o.get("netlink").is_some()).count() >= 5);
-    // Header is flowd's own.
+    // The XRootD captures carry usage and netlink: they really were compared above, with
+    // the producer's own number text.
+    assert!(got.iter().filter(|o| json_of(o).get("usage").is_some() && json_of(o).get("netlink").is_some()).count() >= 5);
+    assert!(got.iter().any(|o| o.contains(r#""netlink": {"rtt":0.480}"#)));
+    assert!(got.iter().any(|o| o.contains(r#""duration": 5}"#)), "the unknown key inside flow-lifecycle");
+    // The header is flowd's own.
     assert!(got.iter().all(|d| d.contains(" flowd - firefly-json - ")));
     let log = f.stderr();
     assert_eq!(log.matches("firefly: rejected datagram").count().min(10), (invalid.len() - bare.len()).min(10), "{log}");
     let (st, _) = f.stop();
     assert!(st.success());
+}
+
+/// Each producer's dialect, relayed as received: dCache (Z times with 0/3/6/9 digits,
+/// `usage: {}` on start, `storage-stats` with string durations, Java's key order) and
+/// flowd-go (bare JSON, trimmed fractions, local offsets, no `current-time` on start/end,
+/// `netlink` of its own shape).
+#[test]
+fn dcache_and_flowd_go_fireflies_are_relayed_faithfully() {
+    let sink = Sink::v4();
+    let port = free_port();
+    let f = relay(&sink, port, "");
+    let dcache = vectors("producers/fireflies-dcache.txt");
+    let go = vectors("producers/fireflies-flowd-go.txt");
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in dcache.iter().chain(&go) {
+        tx.send_to(d.as_bytes(), ("127.0.0.1", port)).unwrap();
+    }
+    let got = sink.recv(dcache.len() + go.len(), T);
+    assert_eq!(got.len(), dcache.len() + go.len(), "{}", f.stderr());
+    for (o, d) in got.iter().zip(dcache.iter().chain(&go)) {
+        assert_faithful(&json_of(d), &json_of(o), &[], d);
+        // The producer's key order is kept, at the top and inside the objects.
+        assert_eq!(key_order(o), key_order(d), "{o}");
+        assert!(o.starts_with("<134>1 ") && o.contains(" flowd - firefly-json - {"), "{o}");
+    }
+    // dCache: nothing invented on start, storage statistics and the producer's own times kept.
+    assert!(got[0].contains(r#", "usage": {}, "#), "{}", got[0]);
+    assert!(got[1].contains(r#""storage-stats": {"read-active":"PT2M31.224S","#), "{}", got[1]);
+    assert!(got[1].contains(r#""current-time": "2026-03-02T09:16:41.077190321Z""#), "nanoseconds: as received: {}", got[1]);
+    assert!(got[0].contains(r#""start-time": "2026-03-02T09:14:07.511904+00:00""#), "{}", got[0]);
+    // flowd-go: no current-time on start and end, its netlink object untouched.
+    let g = &got[dcache.len()..];
+    assert!(!g[0].contains("current-time") && !g[2].contains("current-time"), "{}", g[0]);
+    assert!(g[1].contains(r#""netlink": {"cong":{"algorithm":"cubic"},"tcpInfo":{"Retransmits":0,"#), "{}", g[1]);
+    assert!(f.stderr().matches("rejected").count() == 0, "{}", f.stderr());
+}
+
+#[test]
+fn unknown_keys_at_any_depth_survive_the_relay() {
+    let sink = Sink::v4();
+    let port = free_port();
+    let f = relay(&sink, port, "");
+    let d = concat!(
+        r#"<134>1 2026-03-02T09:00:00Z h app - firefly-json - {"version":1,"flow-lifecycle":{"state":"end","start-time":"2026-03-02T08:00:00Z","#,
+        r#""end-time":"2026-03-02T09:00:00Z","x-lifecycle":{"paused":[1,2]}},"flow-id":{"afi":"ipv6","src-ip":"2001:db8::1","dst-ip":"2001:db8::2","#,
+        r#""protocol":"tcp","src-port":1094,"dst-port":2000,"flow-id":"0f2a"},"context":{"experiment-id":2,"activity-id":9,"application":"a","#,
+        r#""vo":"atlas"},"usage":{"received":1,"sent":2,"retransmitted":3},"storage-stats":{"read-active":"PT1S"},"x-top":null}"#
+    );
+    UdpSocket::bind("127.0.0.1:0").unwrap().send_to(d.as_bytes(), ("127.0.0.1", port)).unwrap();
+    let got = sink.recv(1, T);
+    assert_eq!(got.len(), 1, "{}", f.stderr());
+    assert_faithful(&json_of(d), &json_of(&got[0]), &[], d);
 }
 
 #[test]

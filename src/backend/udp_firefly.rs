@@ -10,8 +10,12 @@
 //! It only encodes what the event carries: the daemon's enrichment layer (`enrich`) has
 //! attached the public-address key and the socket's tcp_info to events of this host's
 //! flows (encoded here as `netlink` and, except on `start`, `usage`), and its periodic
-//! `ongoing` events arrive through the same fan-out as every other event. Relayed events
-//! carry what was received instead. The backend keeps no flow state and has no timer or
+//! `ongoing` events arrive through the same fan-out as every other event. A relayed event
+//! carries the received firefly's JSON, which is sent on as received
+//! (`wire::firefly::encode_relayed`: flowd's header, times in flowd's form, this host's
+//! rewritten address, and its own `netlink`/`usage` only where the producer sent none);
+//! relayed events and the `ongoing` events of relayed flows never go back to their sender
+//! or to this host's own listener (SPEC §6, `netaddr::relay_blocked`). The backend keeps no flow state and has no timer or
 //! socket in the loop besides its two send sockets.
 
 use std::io;
@@ -139,13 +143,22 @@ impl Sender {
     }
 
     /// The key as it appears in the firefly: the public-address key the enrichment layer
-    /// attached (own flows), then UDP_FIREFLY_IP4_SRC/IP6_SRC replace `src-ip`.
+    /// attached (own flows, and relayed ones with an end on this host), then
+    /// UDP_FIREFLY_IP4_SRC/IP6_SRC replace `src-ip` when the src is this host's (always
+    /// for own flows: their src is this host by convention; a relayed flow's src may be a
+    /// remote client, whose address is never replaced).
     fn wire_key(&self, ev: &FlowEvent) -> FlowKey {
         let mut k = ev.enriched.as_ref().and_then(|e| e.public).unwrap_or(ev.key);
-        match (k.src.ip(), self.ip4_src, self.ip6_src) {
-            (IpAddr::V4(_), Some(a), _) => k.src.set_ip(IpAddr::V4(a)),
-            (IpAddr::V6(_), _, Some(a)) => k.src.set_ip(IpAddr::V6(a)),
-            _ => {}
+        let src_is_ours = match &ev.relayed {
+            Some(r) => r.origin.src_local,
+            None => true,
+        };
+        if src_is_ours {
+            match (k.src.ip(), self.ip4_src, self.ip6_src) {
+                (IpAddr::V4(_), Some(a), _) => k.src.set_ip(IpAddr::V4(a)),
+                (IpAddr::V6(_), _, Some(a)) => k.src.set_ip(IpAddr::V6(a)),
+                _ => {}
+            }
         }
         k
     }
@@ -169,20 +182,32 @@ impl Sender {
                 usage = if ev.state == FlowState::Start { None } else { src_usage(&info, e.reversed) };
             }
         }
-        let ff = Firefly {
-            state: ev.state,
-            current_time: cx.wall,
-            start_time: ev.start_time.unwrap_or(ev.at),
-            end_time,
-            key,
-            exp: ev.exp,
-            act: ev.act,
-            application: relayed.and_then(|r| r.application.as_deref()).unwrap_or(&self.application),
-            usage: relayed.and_then(|r| r.usage).or(usage),
-            netlink: relayed.and_then(|r| r.netlink.as_deref()).or(netlink),
-        };
         let start = self.arena.len();
-        firefly::encode(&mut self.arena, &self.hostname, &ff);
+        match relayed.and_then(|r| r.received.as_ref()) {
+            // A received firefly: passed on as received, with what flowd owns (SPEC §6).
+            Some(received) => {
+                let changed = |new: SocketAddr, old: SocketAddr| (new.ip() != old.ip()).then_some(new.ip());
+                let relay =
+                    firefly::Relay { sent_at: cx.wall, received, src_ip: changed(key.src, ev.key.src), dst_ip: changed(key.dst, ev.key.dst), usage, netlink };
+                firefly::encode_relayed(&mut self.arena, &self.hostname, &relay);
+            }
+            // flowd's own: the pipe's flows, and every `ongoing` of the enrichment layer.
+            None => {
+                let ff = Firefly {
+                    state: ev.state,
+                    current_time: cx.wall,
+                    start_time: ev.start_time.unwrap_or(ev.at),
+                    end_time,
+                    key,
+                    exp: ev.exp,
+                    act: ev.act,
+                    application: &self.application,
+                    usage,
+                    netlink,
+                };
+                firefly::encode(&mut self.arena, &self.hostname, &ff);
+            }
+        }
         let range = start..self.arena.len();
         let peer = self.to_peer.then(|| (SocketAddr::new(ev.key.dst.ip(), self.peer_port), "peer"));
         let to = peer.into_iter().chain(self.collectors.iter().map(|c| (*c, "collector")));
@@ -192,7 +217,7 @@ impl Sender {
                 // SPEC §6: never relay in a loop.
                 let own = cx.local.list(cx.now);
                 for (to, kind) in to {
-                    match relay_blocked(to, r.from, own, self.listen_port) {
+                    match relay_blocked(to, r.origin.from, own, self.listen_port) {
                         None => self.queue.push((to, range.clone(), kind)),
                         Some(reason) => {
                             cx.metrics.inc(&RELAY_SKIPPED, &[kind, reason]);
@@ -278,6 +303,24 @@ mod tests {
         assert_eq!(src_usage(&info, false), Some((7, 100)));
         assert_eq!(src_usage(&info, true), Some((100, 7)));
         assert_eq!(src_usage(&TcpInfo::from_bytes(&raw[..100]), false), None);
+    }
+
+    /// UDP_FIREFLY_IP4_SRC replaces the src of own flows, and of relayed flows only when
+    /// the src is this host's: a relayed flow's src may be a remote client.
+    #[test]
+    fn test_src_override_applies_to_relayed_flows_only_when_the_src_is_ours() {
+        let mut cfg = Config::default();
+        cfg.udp_firefly.ip4_src = Some("203.0.113.7".parse().unwrap());
+        let s = Sender::new(&cfg).unwrap();
+        let k = FlowKey::new(crate::flow::Proto::Tcp, "192.0.2.1:1094".parse().unwrap(), "198.51.100.1:2000".parse().unwrap()).unwrap();
+        let mut ev = FlowEvent::new(FlowState::Start, k, 2, 9, crate::flow::Micros(1));
+        assert_eq!(s.wire_key(&ev).src.ip(), "203.0.113.7".parse::<IpAddr>().unwrap(), "own flow");
+        let mut origin = crate::flow::RelayOrigin { from: Some("192.0.2.1".parse().unwrap()), src_local: false, dst_local: true };
+        ev.relayed = Some(Box::new(crate::flow::Relayed { origin, received: None }));
+        assert_eq!(s.wire_key(&ev), k, "relayed, src is a remote client");
+        origin.src_local = true;
+        ev.relayed = Some(Box::new(crate::flow::Relayed { origin, received: None }));
+        assert_eq!(s.wire_key(&ev).src.ip(), "203.0.113.7".parse::<IpAddr>().unwrap(), "relayed, src is this host");
     }
 
     #[test]

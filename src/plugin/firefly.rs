@@ -3,10 +3,10 @@
 //!
 //! Listens on FIREFLY_LISTENER_HOST:FIREFLY_LISTENER_PORT (default `[::]:10514`,
 //! dual-stack). Each datagram is decoded with `wire::firefly::decode` in lenient mode
-//! (the syslog header is optional) and checked against the whole firefly schema; a valid
-//! one becomes a `FlowEvent` carrying the received state, ids, start and end times, and
-//! a [`Relayed`] with the sender's address, `application`, `usage` and `netlink`, which
-//! a relaying backend passes on unchanged (SPEC §6). An invalid datagram is counted by
+//! (the syslog header is optional) and everything flowd reads is checked as the firefly
+//! schema says; a valid one becomes a `FlowEvent` carrying the received state, ids, start
+//! and end times, and a [`Relayed`] with the sender's address and the received JSON,
+//! which a relaying backend passes on faithfully (SPEC §6). An invalid datagram is counted by
 //! reason (`flowd_bad_input_total{source="firefly"}`) and logged, rate-limited, and is
 //! never passed on. The socket is drained until `WouldBlock`, at most `TURN_CAP`
 //! datagrams per loop turn; after the cap `poll_at()` asks the loop to come back at once.
@@ -20,7 +20,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::config::Config;
 use crate::context::Context;
-use crate::flow::{FlowEvent, Relayed};
+use crate::flow::{FlowEvent, RelayOrigin, Relayed};
 use crate::logger::RateLimit;
 use crate::metrics::BAD_INPUT;
 use crate::netaddr;
@@ -130,7 +130,8 @@ impl Listener {
         let mut ev = FlowEvent::new(d.state, d.key, d.exp, d.act, cx.wall);
         ev.start_time = Some(d.start_time);
         ev.end_time = d.end_time;
-        ev.relayed = Some(Box::new(Relayed { from: Some(netaddr::canonical(from.ip())), application: d.application, usage: d.usage, netlink: d.netlink }));
+        let origin = RelayOrigin { from: Some(netaddr::canonical(from.ip())), ..RelayOrigin::default() };
+        ev.relayed = Some(Box::new(Relayed { origin, received: Some(d.received) }));
         cx.out.push(ev);
     }
 }
