@@ -1,11 +1,13 @@
 //! firefly listener → udp_firefly relay end to end on loopback (no privileges needed):
-//! the faithful relay of every producer's dialect.
+//! the faithful relay of every producer's dialect, the allow-list and forwarding as received.
 
+use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::hardening::totals;
 use crate::util::{json_of, Flowd, Sink};
 
 const T: Duration = Duration::from_secs(5);
@@ -54,6 +56,10 @@ fn relay(sink: &Sink, port: u16, extra: &str) -> Flowd {
 fn key_order(d: &str) -> Vec<String> {
     let r = flowd::wire::firefly::decode(d.as_bytes(), flowd::wire::firefly::Strictness::Lenient).unwrap().received;
     r.members.iter().map(|m| format!("{}{}", if m.nested { "  " } else { "" }, r.text(m.key))).collect()
+}
+
+fn accepted(d: &str) -> bool {
+    flowd::wire::firefly::decode(d.as_bytes(), flowd::wire::firefly::Strictness::Lenient).is_ok()
 }
 
 fn instant(v: &Value) -> Option<i64> {
@@ -227,4 +233,105 @@ fn a_burst_is_drained_completely() {
     }
     let got = sink.recv(n, T);
     assert_eq!(got.len(), n, "{}", f.stderr());
+}
+
+/// Only the allowed networks get in; the others are dropped unread and counted; an IPv4
+/// sender on the dual-stack socket (`::ffff:127.0.0.1`) matches an IPv4 network.
+#[test]
+fn the_allow_list_drops_other_senders_before_parsing() {
+    let sink = Sink::v4();
+    let port = free_port();
+    let mut f = relay(&sink, port, "FIREFLY_LISTENER_HOST='::'\nFIREFLY_LISTENER_ALLOW=('127.0.0.0/8', '2001:db8::/32')\n");
+    assert!(!f.stderr().contains("accepting fireflies from everyone"), "{}", f.stderr());
+    let valid = vectors("spec/fireflies-valid.txt");
+    let tx4 = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tx6 = UdpSocket::bind("[::1]:0").unwrap();
+    for d in &valid {
+        tx6.send_to(d.as_bytes(), ("::1", port)).unwrap();
+        tx6.send_to(b"garbage from a stranger", ("::1", port)).unwrap();
+    }
+    tx4.send_to(valid[0].as_bytes(), ("127.0.0.1", port)).unwrap();
+    tx4.send_to(b"garbage from a friend", ("127.0.0.1", port)).unwrap();
+    let got = sink.recv(2, Duration::from_secs(2));
+    assert_eq!(got.len(), 1, "only the IPv4 sender's valid firefly: {got:?}\n{}", f.stderr());
+    assert_faithful(&json_of(&valid[0]), &json_of(&got[0]), &[], "ipv4-mapped sender");
+    f.stop_keep();
+    let log = f.stderr();
+    let bad = totals(&log, "flowd_bad_input_total");
+    assert_eq!(bad.get("firefly/not_allowed"), Some(&(2 * valid.len() as u64)), "{log}");
+    assert_eq!(bad.get("firefly/bad_json"), Some(&1), "the friend's garbage was read: {log}");
+    assert!(log.contains("not in FIREFLY_LISTENER_ALLOW"), "{log}");
+}
+
+#[test]
+fn an_open_listener_warns_once_at_start() {
+    let sink = Sink::v4();
+    let open = relay(&sink, free_port(), "FIREFLY_LISTENER_HOST='::'\n");
+    assert_eq!(open.stderr().matches("accepting fireflies from everyone").count(), 1, "{}", open.stderr());
+    let lo = relay(&sink, free_port(), "FIREFLY_LISTENER_HOST='127.0.0.1'\n");
+    assert!(!lo.stderr().contains("accepting fireflies from everyone"), "{}", lo.stderr());
+}
+
+/// Every valid datagram reaches every forward receiver byte for byte, header included,
+/// besides the relay; invalid ones go nowhere; a dead receiver and one that is this host's
+/// own listener cost the others nothing.
+#[test]
+fn forward_receivers_get_each_valid_datagram_as_received() {
+    let sink = Sink::v4();
+    let (a, b) = (Sink::v4(), Sink::v6());
+    let dead = {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let port = free_port();
+    let receivers = [a.addr(), b.addr(), format!("127.0.0.1:{dead}"), format!("127.0.0.1:{port}")];
+    let list = receivers.iter().map(|r| format!("'{r}'")).collect::<Vec<_>>().join(", ");
+    let mut f = relay(&sink, port, &format!("FIREFLY_FORWARD=({list})\n"));
+    assert!(f.stderr().contains("is this host's own listener"), "{}", f.stderr());
+    let mut valid = vectors("spec/fireflies-xrootd-5.5.3.txt");
+    valid.extend(vectors("producers/fireflies-dcache.txt"));
+    valid.extend(vectors("producers/fireflies-flowd-go.txt"));
+    let invalid = vectors("spec/fireflies-invalid.txt");
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Each valid datagram after an invalid-vector line: the ones flowd accepts (bare JSON,
+    // an unknown key) are forwarded too, the others are not.
+    let mut want: Vec<Vec<u8>> = Vec::new();
+    for (i, d) in valid.iter().enumerate() {
+        let bad = &invalid[i % invalid.len()];
+        tx.send_to(bad.as_bytes(), ("127.0.0.1", port)).unwrap();
+        tx.send_to(d.as_bytes(), ("127.0.0.1", port)).unwrap();
+        if accepted(bad) {
+            want.push(bad.clone().into_bytes());
+        }
+        want.push(d.clone().into_bytes());
+    }
+    assert!(want.len() > valid.len() && want.len() < 2 * valid.len());
+    let n = want.len();
+    let bytes = |s: &Sink| {
+        let mut buf = vec![0u8; 65536];
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + T;
+        while out.len() <= n && std::time::Instant::now() < deadline {
+            if let Ok(k) = s.sock.recv(&mut buf) {
+                out.push(buf[..k].to_vec());
+            }
+            if out.len() == n {
+                // Anything more within a moment would be one forwarded wrongly.
+                s.sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            }
+        }
+        out
+    };
+    let (got_a, got_b) = (bytes(&a), bytes(&b));
+    assert!(got_a == want, "byte for byte, in order, header included\n{}", f.stderr());
+    assert!(got_b == want, "the IPv6 receiver too\n{}", f.stderr());
+    assert_eq!(sink.recv(n, T).len(), n, "and each was relayed too");
+    f.stop_keep();
+    let log = f.stderr();
+    let fwd: HashMap<String, u64> = totals(&log, "flowd_fireflies_forwarded_total");
+    let k = n as u64;
+    assert_eq!(fwd.get(&format!("{}/sent", receivers[0])), Some(&k), "{log}");
+    assert_eq!(fwd.get(&format!("{}/sent", receivers[1])), Some(&k), "{log}");
+    assert_eq!(fwd.get(&format!("{}/sent", receivers[2])), Some(&k), "a dead receiver is not an error on UDP: {log}");
+    assert_eq!(fwd.get(&format!("{}/own_address", receivers[3])), Some(&k), "{log}");
 }

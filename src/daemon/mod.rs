@@ -214,6 +214,9 @@ fn declare_metrics(m: &mut Metrics, cfg: &Config) {
     if cfg.backends.contains(&crate::config::BackendKind::Prometheus) {
         crate::backend::prometheus::FlowMetrics::declare(m);
     }
+    if cfg.plugins.contains(&PluginKind::Firefly) && !cfg.firefly.forward.is_empty() {
+        m.declare(&crate::plugin::firefly::FORWARDED);
+    }
     crate::enrich::declare(m, cfg);
     m.clear(&BUILD_INFO);
     let join = |v: Vec<&str>| v.join(",");
