@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use crate::flow::{FlowEvent, FlowKey, FlowState, Micros};
+use crate::flow::{FlowEvent, FlowKey, FlowState, Micros, RelayOrigin};
 use crate::metrics::{Desc, Kind, Metrics};
 
 /// Flows not remembered because the table was full.
@@ -30,6 +30,9 @@ pub struct OpenFlow {
     pub exp: u32,
     /// Activity id.
     pub act: u32,
+    /// Where a relayed flow's fireflies come from (`None`: announced on this host), so
+    /// that what is made of an open flow later (a reload's replay, `ongoing` events) knows.
+    pub relay: Option<RelayOrigin>,
 }
 
 /// Open flows by 5-tuple.
@@ -76,13 +79,13 @@ impl FlowTable {
             FlowState::Start => {
                 let start = ev.start_time.unwrap_or(ev.at);
                 ev.start_time = Some(start);
-                self.remember(ev.key, OpenFlow { start, exp: ev.exp, act: ev.act }, metrics);
+                self.remember(ev.key, OpenFlow { start, exp: ev.exp, act: ev.act, relay: ev.relayed.as_ref().map(|r| r.origin) }, metrics);
             }
             FlowState::Ongoing => {
                 let known = self.map.get(&ev.key).map(|f| f.start);
                 let start = ev.start_time.or(known).unwrap_or(ev.at);
                 ev.start_time = Some(start);
-                self.remember(ev.key, OpenFlow { start, exp: ev.exp, act: ev.act }, metrics);
+                self.remember(ev.key, OpenFlow { start, exp: ev.exp, act: ev.act, relay: ev.relayed.as_ref().map(|r| r.origin) }, metrics);
             }
             FlowState::End => {
                 let known = self.map.remove(&ev.key).map(|f| f.start);

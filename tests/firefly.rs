@@ -1,8 +1,9 @@
 //! firefly listener → udp_firefly relay end to end on loopback (no privileges needed):
-//! the faithful relay of every producer's dialect, the allow-list and forwarding as received.
+//! the faithful relay of every producer's dialect, the allow-list, forwarding as received,
+//! and the enrichment of relayed flows with an end on this host.
 
 use std::collections::HashMap;
-use std::net::UdpSocket;
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -60,6 +61,22 @@ fn key_order(d: &str) -> Vec<String> {
 
 fn accepted(d: &str) -> bool {
     flowd::wire::firefly::decode(d.as_bytes(), flowd::wire::firefly::Strictness::Lenient).is_ok()
+}
+
+/// Datagrams until one satisfies `done` (returned last), or the timeout.
+fn recv_until(sink: &Sink, done: impl Fn(&str) -> bool, timeout: Duration) -> Vec<String> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut out = Vec::new();
+    while std::time::Instant::now() < deadline {
+        for d in sink.recv(1, Duration::from_millis(100)) {
+            let last = done(&d);
+            out.push(d);
+            if last {
+                return out;
+            }
+        }
+    }
+    out
 }
 
 fn instant(v: &Value) -> Option<i64> {
@@ -334,4 +351,67 @@ fn forward_receivers_get_each_valid_datagram_as_received() {
     assert_eq!(fwd.get(&format!("{}/sent", receivers[1])), Some(&k), "{log}");
     assert_eq!(fwd.get(&format!("{}/sent", receivers[2])), Some(&k), "a dead receiver is not an error on UDP: {log}");
     assert_eq!(fwd.get(&format!("{}/own_address", receivers[3])), Some(&k), "{log}");
+}
+
+/// UDP_FIREFLY_NETLINK with a relayed TCP flow that has an end on this host (a transfer
+/// service next to flowd): `ongoing` fireflies with netlink and usage, and flowd's
+/// measurements on the relayed end where the producer sent none; they obey the loop rules
+/// (peer = this host's listener: skipped). A relayed flow between two other hosts gets none.
+#[test]
+fn relayed_flows_with_a_local_end_are_enriched() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (mut s, _) = l.accept().unwrap();
+    std::io::Write::write_all(&mut s, &[7u8; 100_000]).unwrap();
+    let (src, dst) = (l.local_addr().unwrap(), c.local_addr().unwrap());
+    let sink = Sink::v4();
+    let port = free_port();
+    let f = relay(&sink, port, &format!("UDP_FIREFLY_NETLINK=True\nUDP_FIREFLY_ONGOING_INTERVAL=1\nUDP_FIREFLY_TO_PEER=True\nUDP_FIREFLY_PORT={port}\n"));
+    let ff = |state: &str, src: &str, sport: u16, dst: &str, dport: u16| {
+        let end = if state == "end" { r#","end-time":"2026-03-02T10:16:41.06+01:00""# } else { "" };
+        format!(
+            r#"{{"version":1,"flow-lifecycle":{{"state":"{state}","start-time":"2026-03-02T10:14:07.511904+01:00"{end}}},"flow-id":{{"afi":"ipv4","src-ip":"{src}","dst-ip":"{dst}","protocol":"tcp","src-port":{sport},"dst-port":{dport}}},"context":{{"experiment-id":3,"activity-id":14,"application":"flowd-go-2.4.2"}}}}"#
+        )
+    };
+    let local = ff("start", "127.0.0.1", src.port(), "127.0.0.1", dst.port());
+    // Two addresses that are not this host's (the build machine has 192.0.2.2 itself).
+    let own = flowd::sys::local_addresses().unwrap();
+    let (ra, rb) = ("203.0.113.1", "203.0.113.2");
+    assert!(![ra, rb].iter().any(|a| own.contains(&a.parse().unwrap())), "{own:?}");
+    let remote = ff("start", ra, 1094, rb, 2000);
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    tx.send_to(local.as_bytes(), ("127.0.0.1", port)).unwrap();
+    tx.send_to(remote.as_bytes(), ("127.0.0.1", port)).unwrap();
+    let starts = sink.recv(2, T);
+    assert_eq!(starts.len(), 2, "{}", f.stderr());
+    assert!(starts.iter().all(|d| !d.contains("\"usage\"")), "no usage on start: {starts:?}");
+    // Ongoing events: the local flow only, with netlink and usage (flowd's own firefly).
+    let ongoing = sink.recv(3, Duration::from_millis(3500));
+    assert!(!ongoing.is_empty(), "{}", f.stderr());
+    assert!(ongoing.len() >= 2, "{ongoing:?}\n{}", f.stderr());
+    for o in &ongoing {
+        let v = json_of(o);
+        assert_eq!(v["flow-lifecycle"]["state"], "ongoing", "{o}");
+        assert_eq!(v["flow-id"]["src-port"], src.port(), "only the flow with an end here: {o}");
+        assert!(v["netlink"]["rtt"].is_number(), "{o}");
+        assert!(v["usage"]["sent"].as_u64().unwrap_or(0) >= 100_000, "the src (the writer) sent 100,000 bytes: {o}");
+        assert_eq!(instant(&v["flow-lifecycle"]["start-time"]), instant(&json_of(&local)["flow-lifecycle"]["start-time"]));
+    }
+    // The relayed end: as received, plus flowd's own usage and netlink (the producer sent none).
+    let end_in = ff("end", "127.0.0.1", src.port(), "127.0.0.1", dst.port());
+    tx.send_to(end_in.as_bytes(), ("127.0.0.1", port)).unwrap();
+    let end = recv_until(&sink, |d| d.contains(r#""state": "end""#), T).pop().unwrap_or_default();
+    let e = json_of(&end);
+    assert_faithful(&json_of(&end_in), &e, &["usage", "netlink"], &end);
+    assert!(e["usage"]["sent"].as_u64().unwrap_or(0) >= 100_000 && e["netlink"]["rtt"].is_number(), "{end}");
+    let mut f = f;
+    f.stop_keep();
+    let log = f.stderr();
+    // Nothing came back through the listener: every peer copy (dst = this host's listener)
+    // was skipped, the ongoing ones included.
+    let ev = totals(&log, "flowd_events_total");
+    assert_eq!(ev.get("firefly/ongoing"), None, "{log}");
+    assert_eq!(ev.get("firefly/start"), Some(&2), "{log}");
+    let skipped = totals(&log, "flowd_firefly_relay_skipped_total");
+    assert_eq!(skipped.get("peer/own_address").copied(), Some(2 + ev["enrich/ongoing"]), "start, end and every ongoing of the local flow: {log}");
 }

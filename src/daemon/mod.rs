@@ -521,6 +521,7 @@ impl Daemon {
         for (key, f) in flows.iter() {
             let mut ev = FlowEvent::new(crate::flow::FlowState::Start, *key, f.exp, f.act, f.start);
             ev.start_time = Some(f.start);
+            ev.relayed = f.relay.map(|origin| Box::new(crate::flow::Relayed { origin, received: None }));
             if adopt {
                 enricher.adopt(&ev);
             }
