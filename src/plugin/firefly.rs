@@ -314,9 +314,10 @@ impl Listener {
                 }
             };
             let own = cx.local.list(cx.now);
+            // The interfaces' addresses are never IPv4-mapped; the flow's may be.
             let mine = |a: IpAddr| {
                 let a = canonical(a);
-                a.is_loopback() || own.iter().any(|o| canonical(*o) == a)
+                a.is_loopback() || own.contains(&a)
             };
             let origin = RelayOrigin { from: Some(ip), src_local: mine(dec.key.src.ip()), dst_local: mine(dec.key.dst.ip()) };
             if let Some(f) = &mut self.forward {

@@ -176,12 +176,15 @@ pub struct Decoded {
 }
 
 fn field<'a>(s: &'a [u8], what: &'static str) -> Result<(&'a [u8], &'a [u8]), FireflyError> {
-    let end = s.iter().position(|&c| c == b' ').ok_or(FireflyError::Header(what))?;
-    let (f, rest) = (&s[..end], &s[end + 1..]);
-    if f.is_empty() || !f.iter().all(|c| c.is_ascii_graphic()) {
-        return Err(FireflyError::Header(what));
+    for (end, &c) in s.iter().enumerate() {
+        if c == b' ' {
+            return if end == 0 { Err(FireflyError::Header(what)) } else { Ok((&s[..end], &s[end + 1..])) };
+        }
+        if !c.is_ascii_graphic() {
+            return Err(FireflyError::Header(what));
+        }
     }
-    Ok((f, rest))
+    Err(FireflyError::Header(what))
 }
 
 fn parse_header(d: &[u8]) -> Result<(Header, &[u8]), FireflyError> {
@@ -221,7 +224,7 @@ mod scan {
     use super::FireflyError;
     use crate::flow::Span;
 
-    #[inline]
+    #[inline(always)]
     fn ws(b: &[u8], mut i: usize) -> usize {
         while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             i += 1;
@@ -229,6 +232,7 @@ mod scan {
         i
     }
 
+    #[inline(always)]
     pub fn span(start: usize, end: usize) -> Span {
         // Datagrams are far shorter than 4 GiB.
         Span { start: start as u32, end: end as u32 }
@@ -331,6 +335,15 @@ mod scan {
         let mut j = i + 1;
         let mut escaped = false;
         while j < b.len() {
+            // Eight bytes at a time: on to the first special one.
+            if let Some(w) = b.get(j..j + 8) {
+                let m = special(u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]));
+                if m == 0 {
+                    j += 8;
+                    continue;
+                }
+                j += (m.trailing_zeros() / 8) as usize;
+            }
             let c = b[j];
             if c == b'"' {
                 return Ok((j + 1, escaped));
@@ -350,6 +363,18 @@ mod scan {
         Err(FireflyError::Json)
     }
 
+    /// Of the eight bytes of `w` (little-endian), those that are `"`, `\\` or a control
+    /// character (below 0x20) have their high bit set in the result; the lowest set bit is
+    /// always exact (a borrow can only flag bytes above a special one). Bytes of multi-byte
+    /// UTF-8 characters (0x80 and up) are never special.
+    #[inline(always)]
+    fn special(w: u64) -> u64 {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        let below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
+        below(w ^ (ONES * u64::from(b'"')), 1) | below(w ^ (ONES * u64::from(b'\\')), 1) | below(w, 0x20)
+    }
+
     /// A JSON string literal's value: borrowed when it has no escapes.
     pub fn string(raw: &str) -> Result<std::borrow::Cow<'_, str>, FireflyError> {
         let b = raw.as_bytes();
@@ -360,7 +385,7 @@ mod scan {
     }
 
     /// True when the value text starts with `c` (its JSON type: `"` string, `{` object).
-    #[inline]
+    #[inline(always)]
     pub fn is(raw: &str, c: u8) -> bool {
         raw.as_bytes().first() == Some(&c)
     }
@@ -422,9 +447,8 @@ struct Fields<'a> {
     dst_port: Option<&'a str>,
     exp: Option<&'a str>,
     act: Option<&'a str>,
-    /// Keys seen, one bit each: the three objects (0–2), `version` (4), `usage` (5),
-    /// `netlink` (6), and the members of object n (8 + 8n onwards). A key flowd reads may
-    /// appear once: a duplicate would mean different things to different receivers.
+    /// Keys flowd reads that were seen, one bit per [`Key`]. Such a key may appear once:
+    /// a duplicate would mean different things to different receivers.
     seen: u32,
     /// The first schema violation; reported after the whole body proved to be JSON, so
     /// that broken JSON is always `bad_json`.
@@ -438,14 +462,19 @@ impl Fields<'_> {
         }
     }
 
-    /// Marks key number `bit` as seen; false (and a problem) when it was seen before.
-    fn once(&mut self, bit: u32, name: &str) -> bool {
-        if self.seen & (1 << bit) != 0 {
+    /// Marks `key` as seen; false (and a problem) when it was seen before.
+    fn once(&mut self, key: Key, name: &str) -> bool {
+        let bit = 1 << key as u32;
+        if self.seen & bit != 0 {
             self.bad(schema(format!("duplicate key {name:?}")));
             return false;
         }
-        self.seen |= 1 << bit;
+        self.seen |= bit;
         true
+    }
+
+    fn has(&self, key: Key) -> bool {
+        self.seen & (1 << key as u32) != 0
     }
 }
 
@@ -490,53 +519,114 @@ fn int(raw: Option<&str>, key: &str, min: i64, max: i64) -> Result<i64, FireflyE
     Ok(n)
 }
 
+/// The keys flowd reads: at the top level, and in the three objects it reads. The
+/// discriminant is the key's bit in `Fields::seen`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Key {
+    Lifecycle,
+    FlowId,
+    Context,
+    Version,
+    Usage,
+    Netlink,
+    State,
+    StartTime,
+    EndTime,
+    CurrentTime,
+    Afi,
+    SrcIp,
+    DstIp,
+    Protocol,
+    SrcPort,
+    DstPort,
+    Exp,
+    Act,
+    Application,
+    /// Anything else: flowd does not read it.
+    Other,
+}
+
+impl Key {
+    /// Which key `name` is, at the top level (`inside == None`) or inside object `inside`
+    /// (`Lifecycle`, `FlowId` or `Context`): the length and first two bytes pick the only
+    /// candidate, one comparison confirms it (a chain of string comparisons was a tenth of
+    /// the decoding).
+    fn of(inside: Option<Key>, name: &str) -> Key {
+        let b = name.as_bytes();
+        let (b0, b1) = (b.first().copied().unwrap_or(0), b.get(1).copied().unwrap_or(0));
+        let (key, text) = match (inside, b.len(), b0, b1) {
+            (None, 14, _, _) => (Key::Lifecycle, "flow-lifecycle"),
+            (None, 7, b'f', _) => (Key::FlowId, "flow-id"),
+            (None, 7, b'c', _) => (Key::Context, "context"),
+            (None, 7, b'v', _) => (Key::Version, "version"),
+            (None, 5, _, _) => (Key::Usage, "usage"),
+            (None, 7, b'n', _) => (Key::Netlink, "netlink"),
+            (Some(Key::Lifecycle), 5, _, _) => (Key::State, "state"),
+            (Some(Key::Lifecycle), 10, _, _) => (Key::StartTime, "start-time"),
+            (Some(Key::Lifecycle), 8, _, _) => (Key::EndTime, "end-time"),
+            (Some(Key::Lifecycle), 12, _, _) => (Key::CurrentTime, "current-time"),
+            (Some(Key::FlowId), 3, _, _) => (Key::Afi, "afi"),
+            (Some(Key::FlowId), 6, b's', _) => (Key::SrcIp, "src-ip"),
+            (Some(Key::FlowId), 6, b'd', _) => (Key::DstIp, "dst-ip"),
+            (Some(Key::FlowId), 8, b'p', _) => (Key::Protocol, "protocol"),
+            (Some(Key::FlowId), 8, b's', _) => (Key::SrcPort, "src-port"),
+            (Some(Key::FlowId), 8, b'd', _) => (Key::DstPort, "dst-port"),
+            (Some(Key::Context), 13, _, _) => (Key::Exp, "experiment-id"),
+            (Some(Key::Context), 11, b'a', b'c') => (Key::Act, "activity-id"),
+            (Some(Key::Context), 11, b'a', b'p') => (Key::Application, "application"),
+            _ => return Key::Other,
+        };
+        if name == text {
+            key
+        } else {
+            Key::Other
+        }
+    }
+}
+
 /// Walks the body: every member is recorded in `members` (for the relay) and the ones
 /// flowd reads are parsed into `f`.
 fn walk<'a>(body: &'a str, f: &mut Fields<'a>, members: &mut Vec<Member>) -> Result<(), FireflyError> {
     let end = scan::object(body, 0, |key, name, v| {
         let at = members.len();
         let top = |role, vend| Member { nested: false, role, key, value: scan::span(v, vend) };
-        let section = match name {
-            "flow-lifecycle" => Some((0, 0)),
-            "flow-id" => Some((1, 1)),
-            "context" => Some((2, 2)),
-            _ => None,
-        };
-        if let Some((which, bit)) = section {
+        let which = Key::of(None, name);
+        if matches!(which, Key::Lifecycle | Key::FlowId | Key::Context) {
             if body.as_bytes().get(v) != Some(&b'{') {
                 f.bad(schema(format!("{name} must be an object")));
                 let vend = scan::skip_value(body, v)?;
                 members.push(top(Role::Kept, vend));
                 return Ok(vend);
             }
-            let first = f.once(bit, name);
+            // A second object of the same name is a problem; its members are kept but not read.
+            let first = f.once(which, name);
             members.push(top(Role::Object, v));
             let vend = scan::object(body, v, |k, inner, iv| {
                 let ivend = scan::skip_value(body, iv)?;
                 let raw = &body[iv..ivend];
                 let mut role = Role::Kept;
-                if first {
-                    let bit = 8 + 8 * which;
-                    match (which, inner) {
-                        (0, "state") if f.once(bit, inner) => f.state = str_member(raw, inner, f),
-                        (0, "start-time") if f.once(bit + 1, inner) => (f.start_time, role) = time_member(raw, inner, f),
-                        (0, "end-time") if f.once(bit + 2, inner) => (f.end_time, role) = time_member(raw, inner, f),
-                        (0, "current-time") if f.once(bit + 3, inner) => (f.current_time, role) = time_member(raw, inner, f),
-                        (1, "afi") if f.once(bit, inner) => f.afi = str_member(raw, inner, f),
-                        (1, "src-ip") if f.once(bit + 1, inner) => {
+                let field = if first { Key::of(Some(which), inner) } else { Key::Other };
+                if field != Key::Other && f.once(field, inner) {
+                    match field {
+                        Key::State => f.state = str_member(raw, inner, f),
+                        Key::StartTime => (f.start_time, role) = time_member(raw, inner, f),
+                        Key::EndTime => (f.end_time, role) = time_member(raw, inner, f),
+                        Key::CurrentTime => (f.current_time, role) = time_member(raw, inner, f),
+                        Key::Afi => f.afi = str_member(raw, inner, f),
+                        Key::SrcIp => {
                             f.src_ip = str_member(raw, inner, f);
                             role = Role::SrcIp;
                         }
-                        (1, "dst-ip") if f.once(bit + 2, inner) => {
+                        Key::DstIp => {
                             f.dst_ip = str_member(raw, inner, f);
                             role = Role::DstIp;
                         }
-                        (1, "protocol") if f.once(bit + 3, inner) => f.protocol = str_member(raw, inner, f),
-                        (1, "src-port") if f.once(bit + 4, inner) => f.src_port = Some(raw),
-                        (1, "dst-port") if f.once(bit + 5, inner) => f.dst_port = Some(raw),
-                        (2, "experiment-id") if f.once(bit, inner) => f.exp = Some(raw),
-                        (2, "activity-id") if f.once(bit + 1, inner) => f.act = Some(raw),
-                        (2, "application") if f.once(bit + 2, inner) && !scan::is(raw, b'"') => f.bad(schema("application must be a string")),
+                        Key::Protocol => f.protocol = str_member(raw, inner, f),
+                        Key::SrcPort => f.src_port = Some(raw),
+                        Key::DstPort => f.dst_port = Some(raw),
+                        Key::Exp => f.exp = Some(raw),
+                        Key::Act => f.act = Some(raw),
+                        Key::Application if !scan::is(raw, b'"') => f.bad(schema("application must be a string")),
                         _ => {}
                     }
                 }
@@ -548,15 +638,15 @@ fn walk<'a>(body: &'a str, f: &mut Fields<'a>, members: &mut Vec<Member>) -> Res
         }
         let vend = scan::skip_value(body, v)?;
         let raw = &body[v..vend];
-        let role = match name {
-            "version" => {
-                if f.once(4, name) {
+        let role = match which {
+            Key::Version => {
+                if f.once(which, name) {
                     f.version = Some(raw);
                 }
                 Role::Kept
             }
-            "usage" => {
-                f.once(5, name);
+            Key::Usage => {
+                f.once(which, name);
                 if scan::is(raw, b'{') {
                     let mut bad = None;
                     scan::object(raw, 0, |_, k, uv| {
@@ -576,8 +666,8 @@ fn walk<'a>(body: &'a str, f: &mut Fields<'a>, members: &mut Vec<Member>) -> Res
                 }
                 Role::Usage
             }
-            "netlink" => {
-                f.once(6, name);
+            Key::Netlink => {
+                f.once(which, name);
                 if !scan::is(raw, b'{') {
                     f.bad(schema("netlink must be an object"));
                 }
@@ -618,7 +708,7 @@ pub fn decode(d: &[u8], strictness: Strictness) -> Result<Decoded, FireflyError>
         Some(v) if scan::integer(v) == Some(1) => {}
         _ => return Err(schema("version must be the integer 1")),
     }
-    if f.seen & 1 == 0 {
+    if !f.has(Key::Lifecycle) {
         return Err(schema("missing flow-lifecycle"));
     }
     let state = match f.state.as_deref() {
@@ -631,7 +721,7 @@ pub fn decode(d: &[u8], strictness: Strictness) -> Result<Decoded, FireflyError>
     if state == FlowState::End && f.end_time.is_none() {
         return Err(schema("end message without end-time"));
     }
-    if f.seen & 2 == 0 {
+    if !f.has(Key::FlowId) {
         return Err(schema("missing flow-id"));
     }
     let v6 = match f.afi.as_deref() {
@@ -656,7 +746,7 @@ pub fn decode(d: &[u8], strictness: Strictness) -> Result<Decoded, FireflyError>
     let sport = int(f.src_port, "src-port", 1, 65535)? as u16;
     let dport = int(f.dst_port, "dst-port", 1, 65535)? as u16;
     let key = FlowKey::new(proto, SocketAddr::new(src_ip, sport), SocketAddr::new(dst_ip, dport)).ok_or_else(|| schema("address families differ"))?;
-    if f.seen & 4 == 0 {
+    if !f.has(Key::Context) {
         return Err(schema("missing context"));
     }
     let exp = int(f.exp, "experiment-id", 0, i64::from(u32::MAX))? as u32;
