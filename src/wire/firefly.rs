@@ -1,12 +1,16 @@
 //! Firefly datagrams: RFC 5424 syslog header + JSON body (SPEC §1, schema v1.0.0).
 //!
-//! `encode` writes exactly what flowd sends: `<134>1 TIMESTAMP HOST flowd - firefly-json - `
-//! followed by the JSON in the Python flowd's byte style (`", "`/`": "` separators, its key
-//! order), every time in UTC with six fraction digits. `decode` reads what other
-//! producers send (Python flowd, flowd-go, XRootD, dCache): the header is optional unless
-//! `Strictness::Strict`, and the body is checked against every rule of the schema
-//! (required keys, types, ranges, enums, `additionalProperties:false`, afi/address
-//! agreement, `end-time` on end). Invalid input yields a `FireflyError`, never a panic.
+//! `encode` writes exactly what flowd sends for its own flows:
+//! `<134>1 TIMESTAMP HOST flowd - firefly-json - ` followed by the JSON in the Python
+//! flowd's byte style (`", "`/`": "` separators, its key order), every time in UTC with six
+//! fraction digits. `decode` reads what other producers send (Python flowd, flowd-go,
+//! XRootD, dCache): the header is optional unless `Strictness::Strict`; everything flowd
+//! reads is checked against the schema's rules (required keys, types, ranges, enums,
+//! afi/address agreement, `end-time` on end, a key flowd reads at most once), while keys
+//! it does not know are accepted at any depth (issue 20: every receiver ignores them, and
+//! a relay passes them on). The body is kept member by member (`flow::Received`), and
+//! `encode_relayed` writes it back behind flowd's header with only what flowd owns changed
+//! (SPEC §6). Invalid input yields a `FireflyError`, never a panic.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
