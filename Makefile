@@ -42,7 +42,7 @@ export AR_aarch64_unknown_linux_musl ?= aarch64-linux-gnu-ar
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER ?= $(CURDIR)/scripts/aarch64-linux-musl-gcc
 
 .PHONY: all build release ebpf test-deps lint release-aarch64 test test-pkg-build bench install install-files \
-	rpm deb packages docker clean bench-ebpf bench-scan bench-metrics bench-ongoing bench-policy test-ebpf test-stun
+	rpm deb packages docker clean bench-ebpf bench-scan bench-relay bench-metrics bench-ongoing bench-policy test-ebpf test-stun
 
 all: build
 
@@ -115,18 +115,22 @@ bench:
 	sh bench/ebpf_iperf.sh 5 5
 	python3 bench/scan.py --flowd target/release/flowd scan --plugin netlink --n 1000 10000
 	python3 bench/scan.py --flowd target/release/flowd scan --plugin netstat --n 1000 10000
-	python3 bench/scan.py --flowd target/release/flowd firefly --count 100000
+	python3 bench/relay.py --flowd target/release/flowd --forward 0 1 4 --seconds 5 --repeat 3
 	$(CARGO) run -j$(JOBS) --release --example bench_render -- --flows 10000
 	python3 bench/metrics.py --flows 1000,10000 --scrapes 20 --wrk-seconds 10 $(PYFLOWD_ARGS)
 	python3 bench/ongoing.py --flowd target/release/flowd --n 10000 --interval 2 --periods 10
 	$(MAKE) bench-policy
 
-## bench-scan: scan plugins (1,000/10,000 connections) and firefly relay throughput, as root
+## bench-scan: scan plugins (1,000/10,000 connections), as root
 bench-scan:
 	$(CARGO) build -j$(JOBS) --release
 	python3 bench/scan.py --flowd target/release/flowd scan --plugin netlink --n 1000 10000
 	python3 bench/scan.py --flowd target/release/flowd scan --plugin netstat --n 1000 10000
-	python3 bench/scan.py --flowd target/release/flowd firefly --count 100000
+
+## bench-relay: firefly relay throughput on loopback, 0/1/4 FIREFLY_FORWARD receivers, next to the sendto floor (no root)
+bench-relay:
+	$(CARGO) build -j$(JOBS) --release
+	python3 bench/relay.py --flowd target/release/flowd --forward 0 1 4 --seconds 5 --repeat 3
 
 ## bench-metrics: scrape latency/size with 1k and 10k flows (fake and real sockets), wrk on /metrics under np_api load
 bench-metrics:

@@ -1,11 +1,10 @@
 #!/usr/bin/env python3
-"""Benchmarks of flowd's scanning plugins and firefly listener (run as root).
+"""Benchmarks of flowd's scanning plugins (run as root).
 
     python3 bench/scan.py --flowd target/release/flowd scan --plugin netlink --n 1000 10000
     python3 bench/scan.py --flowd target/release/flowd scan --plugin netstat --n 1000 10000
     python3 bench/scan.py --flowd target/release/flowd --python /work/pyflowd/bin/python \
         scan --impl both --plugin netlink netstat --n 1000 10000
-    python3 bench/scan.py --flowd target/release/flowd firefly --count 200000
 
 scan: two fresh network namespaces A and B joined by a veth pair (100.64.0.1/.2, public
 for the filters). flowd runs in A (PLUGIN=<plugin>, period 2 s, udp_firefly to the flow's
@@ -25,8 +24,7 @@ scitags.netlink.TCP set before import (1.1.7 does not export it), done by a wrap
 runs the daemon script. It logs every firefly at INFO (to a file here). It never reports
 connections present at its first scan (no start time), so connections are opened after it.
 
-firefly: flowd with PLUGIN=firefly relays to a sink; a sender pushes COUNT valid fireflies
-as fast as the sink keeps up; reported: datagrams/s relayed end to end and the loss.
+The firefly relay's throughput is measured by bench/relay.py (`make bench-relay`).
 """
 import argparse
 import ctypes
@@ -410,60 +408,6 @@ def table(results):
           "the work per scan)", flush=True)
 
 
-def bench_firefly(flowd, count):
-    tmp = tempfile.mkdtemp(prefix="flowd-bench-")
-    p = None
-    try:
-        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
-        sink.bind(("127.0.0.1", 0))
-        probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        probe.bind(("::", 0))
-        port = probe.getsockname()[1]
-        probe.close()
-        p = start_flowd(flowd, None, f"PLUGIN='firefly'\nFIREFLY_LISTENER_PORT={port}\nUDP_FIREFLY_TO_PEER=False\n"
-                        f"UDP_FIREFLY_DST='127.0.0.1:{sink.getsockname()[1]}'\n", tmp)
-        tv = ('<134>1 - xrd.example.org xrootd - firefly-json - {"version":1,"flow-lifecycle":{"state":"ongoing","current-time":'
-              '"2025-03-25T10:02:00.000500+00:00","start-time":"2025-03-25T10:00:00.100000+00:00"},"usage":{"received":1024,"sent":1073741824},'
-              '"netlink":{"rtt":12.345},"context":{"experiment-id":5,"activity-id":16,"application":"xrootd"},"flow-id":{"afi":"ipv6",'
-              '"src-ip":"2001:db8::1","dst-ip":"2001:db8:1::2","protocol":"tcp","src-port":%d,"dst-port":53012}}')
-        msgs = [(tv % (1 + i % 60000)).encode() for i in range(count)]
-        received = [0]
-        done = threading.Event()
-
-        def rx():
-            sink.settimeout(1.0)
-            while True:
-                try:
-                    sink.recv(65536)
-                    received[0] += 1
-                except socket.timeout:
-                    done.set()
-                    return
-        threading.Thread(target=rx, daemon=True).start()
-        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        c0 = cpu_ticks(p.pid)
-        t0 = time.monotonic()
-        window = 2000
-        for i, m in enumerate(msgs):
-            tx.sendto(m, ("127.0.0.1", port))
-            # Stay within the socket buffers: never more than `window` in flight.
-            while i - received[0] > window:
-                time.sleep(0.0002)
-        done.wait(60)
-        t1 = time.monotonic() - 1.0
-        c1 = cpu_ticks(p.pid)
-        hz = os.sysconf("SC_CLK_TCK")
-        cpu_us = 1e6 * (c1 - c0) / hz / max(received[0], 1)
-        print(f"firefly relay: {received[0]}/{count} relayed in {t1 - t0:.2f}s = {received[0] / (t1 - t0):.0f} datagrams/s "
-              f"(sender and sink are Python on the same 2 cores); flowd CPU {cpu_us:.1f} µs/datagram; RSS {rss_kib(p.pid) / 1024:.1f} MiB", flush=True)
-    finally:
-        if p:
-            p.terminate()
-            p.wait()
-        subprocess.run(["rm", "-rf", tmp])
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--flowd", default="target/release/flowd")
@@ -476,8 +420,6 @@ def main():
     s.add_argument("--n", type=int, nargs="+", default=[1000, 10000])
     s.add_argument("--api-json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "etc", "api.json"),
                    help="flow map served to the Python flowd (FLOW_MAP_API)")
-    f = sub.add_parser("firefly")
-    f.add_argument("--count", type=int, default=200000)
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("SKIP: the scan benchmark needs root (network namespaces)")
@@ -495,8 +437,6 @@ def main():
                     except Exception as e:
                         print(f"{impl} {plugin} n={n}: FAILED: {e}", flush=True)
         table(results)
-    else:
-        bench_firefly(a.flowd, a.count)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ split_lines() { # file dir prefix
 split_lines "$spec/fireflies-valid.txt" "$c/firefly_decode" valid
 split_lines "$spec/fireflies-invalid.txt" "$c/firefly_decode" invalid
 split_lines "$spec/fireflies-xrootd-5.5.3.txt" "$c/firefly_decode" xrootd
+# what dCache and flowd-go send (tests/data/producers)
+split_lines "$root/tests/data/producers/fireflies-dcache.txt" "$c/firefly_decode" dcache
+split_lines "$root/tests/data/producers/fireflies-flowd-go.txt" "$c/firefly_decode" flowd-go
 split_lines "$spec/fireflies-sample.log" "$c/firefly_decode" sample
 # the sample's datagram alone (from "1 2022-…" on, header made RFC 5424 again)
 grep -o '1 20[0-9-]*T.*' "$spec/fireflies-sample.log" | head -5 | {

@@ -183,23 +183,129 @@ impl fmt::Display for FlowKey {
     }
 }
 
-/// Fields of a firefly that a relay passes on unchanged (SPEC §6).
+/// Where a relayed flow's firefly came from, and which ends of the flow are this host's.
 ///
-/// Filled by the firefly listener plugin; `None` everywhere else.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Relayed {
+/// Set by the firefly listener; the flow table keeps it for open flows, so the enrichment
+/// layer's `ongoing` events of a relayed flow obey the relay's loop rules too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayOrigin {
     /// Address the firefly was received from (a relay never sends it back there).
     pub from: Option<IpAddr>,
-    /// `context.application` as received.
-    pub application: Option<String>,
-    /// `usage` as received: (received, sent) bytes.
-    pub usage: Option<(u64, u64)>,
-    /// `netlink` object as received, serialized compactly (always a JSON object).
-    pub netlink: Option<String>,
+    /// The flow's src is one of this host's addresses.
+    pub src_local: bool,
+    /// The flow's dst is one of this host's addresses.
+    pub dst_local: bool,
+}
+
+impl RelayOrigin {
+    /// True when one end of the flow is this host's: the enrichment layer follows such a
+    /// relayed TCP flow as it follows the flows announced through the pipe.
+    pub fn has_local_end(&self) -> bool {
+        self.src_local || self.dst_local
+    }
+}
+
+/// A byte range `start..end` in a [`Received`] body.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    /// First byte.
+    pub start: u32,
+    /// One past the last byte.
+    pub end: u32,
+}
+
+/// What a relay does with one member of a received firefly's JSON (SPEC §6: everything
+/// flowd does not own travels on as received).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Sent on exactly as received (key and value text).
+    Kept,
+    /// `flow-lifecycle`, `flow-id` or `context`: an object flowd reads; its members follow
+    /// it in [`Received::members`], marked `nested`.
+    Object,
+    /// `start-time`, `end-time` or `current-time`: written as the same instant in flowd's
+    /// form (UTC, six fraction digits, `+00:00`). A time with sub-microsecond digits
+    /// (dCache's nine) is [`Role::Kept`] instead: flowd could not write the same instant.
+    Time,
+    /// `flow-id.src-ip`: replaced only when flowd rewrites this host's address (public
+    /// address, UDP_FIREFLY_IP4_SRC/IP6_SRC).
+    SrcIp,
+    /// `flow-id.dst-ip`: replaced only when flowd rewrites this host's address.
+    DstIp,
+    /// `usage`, as received (also `{}`); flowd adds its own only when there is none.
+    Usage,
+    /// `netlink`, as received; flowd adds its own only when there is none.
+    Netlink,
+}
+
+/// One member (`"key": value`) of a received firefly's JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Inside the nearest preceding top-level [`Role::Object`] member.
+    pub nested: bool,
+    /// What the relay does with it.
+    pub role: Role,
+    /// The key, quotes included, as received.
+    pub key: Span,
+    /// The value as received (for an object: from `{` to `}`).
+    pub value: Span,
+}
+
+/// The JSON body of a received firefly, kept whole so that a relay passes on every field
+/// it does not own, at any depth, in the order and spelling received.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Received {
+    /// The body as received (a JSON object; the syslog header is not kept).
+    pub body: Box<str>,
+    /// Its top-level members in order, each [`Role::Object`] followed by its own members.
+    pub members: Vec<Member>,
+}
+
+impl Received {
+    /// The text of `span` (empty if out of range).
+    #[inline]
+    pub fn text(&self, span: Span) -> &str {
+        self.body.get(span.start as usize..span.end as usize).unwrap_or("")
+    }
+
+    /// The bytes of `span` (empty if out of range): what the relay copies.
+    #[inline]
+    pub fn bytes(&self, span: Span) -> &[u8] {
+        self.body.as_bytes().get(span.start as usize..span.end as usize).unwrap_or(b"")
+    }
+
+    /// True when a member has this role (e.g. the producer sent `usage`).
+    pub fn has(&self, role: Role) -> bool {
+        self.members.iter().any(|m| m.role == role)
+    }
+
+    /// The raw value text at `path` (`["storage-stats"]`, `["context", "application"]`),
+    /// found by the key as spelled (no escapes); for tests and logs.
+    pub fn value(&self, path: &[&str]) -> Option<&str> {
+        let key = |m: &Member, name: &str| self.text(m.key).strip_prefix('"').and_then(|k| k.strip_suffix('"')) == Some(name);
+        match path {
+            [top] => self.members.iter().find(|m| !m.nested && key(m, top)).map(|m| self.text(m.value)),
+            [top, inner] => {
+                let at = self.members.iter().position(|m| !m.nested && key(m, top))?;
+                self.members[at + 1..].iter().take_while(|m| m.nested).find(|m| key(m, inner)).map(|m| self.text(m.value))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What travels with a relayed event (SPEC §6). Filled by the firefly listener; the
+/// enrichment layer's `ongoing` events of a relayed flow carry its origin without a body.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Relayed {
+    /// Where it came from and which ends are this host's.
+    pub origin: RelayOrigin,
+    /// The received JSON: `None` on flowd's own `ongoing` events of a relayed flow.
+    pub received: Option<Received>,
 }
 
 /// What the enrichment layer (`enrich`) attached to an event of this host's own flows
-/// before the fan-out; relayed events never carry it.
+/// before the fan-out (relayed flows only when one of their ends is this host's).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Enriched {
     /// The key as the outside sees it: a private src or dst replaced by this host's public

@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::decision::{Decision, RuleRef};
-use crate::flow::{FlowEvent, FlowKey, FlowState, Micros};
+use crate::flow::{FlowEvent, FlowKey, FlowState, Micros, RelayOrigin};
 use crate::metrics::{Desc, Kind, Metrics};
 use crate::registry::ScitagsRegistry;
 
@@ -56,12 +56,15 @@ pub struct OpenFlow {
     pub fireflies: u32,
     /// What the eBPF marker decided at its start.
     pub marker: Option<Decision>,
+    /// Where a relayed flow's fireflies come from (`None`: announced on this host), so
+    /// that what is made of an open flow later (a reload's replay, `ongoing` events) knows.
+    pub relay: Option<RelayOrigin>,
 }
 
 impl OpenFlow {
     /// A flow first seen at `at` in an event of `state` from `source`.
     pub(crate) fn new(source: &'static str, exp: u32, act: u32, at: Micros, state: FlowState, policy: Decision) -> OpenFlow {
-        OpenFlow { start: at, exp, act, source, state, last: at, policy, fireflies: 0, marker: None }
+        OpenFlow { start: at, exp, act, source, state, last: at, policy, fireflies: 0, marker: None, relay: None }
     }
 
     /// Takes note of a backend's decision on one of its events.
@@ -155,10 +158,12 @@ impl FlowTable {
                 match known {
                     Some(f) => {
                         (f.start, f.exp, f.act, f.state, f.last) = (start, ev.exp, ev.act, ev.state, ev.at);
+                        f.relay = ev.relayed.as_ref().map(|r| r.origin);
                     }
                     None if !full => {
                         let mut f = OpenFlow::new(source, ev.exp, ev.act, start, ev.state, policy);
                         f.last = ev.at;
+                        f.relay = ev.relayed.as_ref().map(|r| r.origin);
                         self.map.insert(ev.key, f);
                     }
                     None => metrics.inc(&UNTRACKED, &[]),

@@ -72,6 +72,16 @@ impl Metrics {
         }
     }
 
+    /// Adds `n` to a counter series whose label values are not `'static` (configured
+    /// names); the owned copies are made once, when the series is created.
+    pub fn add_labels(&mut self, desc: &'static Desc, labels: &[&str], n: u64) {
+        let fam = self.family(desc);
+        match fam.series.iter_mut().find(|(l, _)| same(l, labels)) {
+            Some((_, v)) => *v += n as f64,
+            None => fam.series.push((labels.iter().map(|l| Cow::Owned((*l).to_string())).collect(), n as f64)),
+        }
+    }
+
     /// Increments a counter series by one.
     pub(crate) fn inc(&mut self, desc: &'static Desc, labels: &[&'static str]) {
         self.add(desc, labels, 1);

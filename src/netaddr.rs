@@ -1,11 +1,13 @@
 //! Address helpers shared by plugins, backends, discovery and config: CIDR networks,
-//! address classification and `host[:port]` splitting.
+//! address classification, `host[:port]` splitting and the relay's loop rule (SPEC §6,
+//! [`relay_blocked`], used by the udp_firefly backend's relay and the firefly listener's
+//! forwarding).
 //!
 //! Pure functions only. `is_private` reproduces Python 3.11's `ipaddress` `is_private`
 //! tables, because the Python flowd's scanners skip exactly those destinations.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 /// An IPv4 or IPv6 network in CIDR notation (`10.0.0.0/8`, `fd00::/8`, or a bare address = /32, /128).
@@ -150,6 +152,23 @@ pub(crate) fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16
     }
 }
 
+/// SPEC §6: may a firefly received from `from` be relayed (or forwarded) to `to`? `None` = yes, else
+/// the reason it may not: never to one of this host's own addresses (`own`, plus
+/// loopback and unspecified) on the port the firefly listener uses (`own_address`),
+/// which would feed it back into this flowd forever; and never back to a remote sender
+/// (`sender`), which may be a relay itself. A sender on this host (XRootD next to flowd)
+/// may still get copies on other ports, e.g. a local collector: the first rule already
+/// covers the only loop through this host.
+pub fn relay_blocked(to: SocketAddr, from: Option<IpAddr>, own: &[IpAddr], listen_port: u16) -> Option<&'static str> {
+    let is_local = |ip: IpAddr| ip.is_loopback() || ip.is_unspecified() || own.iter().any(|o| canonical(*o) == ip);
+    let ip = canonical(to.ip());
+    if to.port() == listen_port && is_local(ip) {
+        return Some("own_address");
+    }
+    let from = from.map(canonical);
+    (from == Some(ip) && !from.is_some_and(is_local)).then_some("sender")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +220,26 @@ mod tests {
         for bad in ["", "h:0", "h:x", ":5", "[::1", "[zz]:1", "a b", "h:70000", "1:2:zz"] {
             assert!(split_host_port(bad, 1).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn test_relay_loop_rules() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let own = [ip("100.64.0.1"), ip("3fff::1"), ip("127.0.0.1")];
+        // Back to the sender, on any port, whatever the family spelling.
+        assert_eq!(relay_blocked(sa("100.64.7.7:10514"), Some(ip("::ffff:100.64.7.7")), &own, 10514), Some("sender"));
+        assert_eq!(relay_blocked(sa("100.64.7.7:9999"), Some(ip("100.64.7.7")), &own, 10514), Some("sender"));
+        // To this host's own listener.
+        for to in ["100.64.0.1:10514", "[3fff::1]:10514", "127.0.0.1:10514", "127.0.0.9:10514", "[::1]:10514", "0.0.0.0:10514", "[::ffff:100.64.0.1]:10514"] {
+            assert_eq!(relay_blocked(sa(to), Some(ip("100.64.7.7")), &own, 10514), Some("own_address"), "{to}");
+        }
+        // Own address on another port (a local collector), or somebody else: allowed,
+        // also when the sender is a local service.
+        assert_eq!(relay_blocked(sa("127.0.0.1:9999"), Some(ip("100.64.7.7")), &own, 10514), None);
+        assert_eq!(relay_blocked(sa("127.0.0.1:9999"), Some(ip("127.0.0.1")), &own, 10514), None);
+        assert_eq!(relay_blocked(sa("[3fff::1]:9999"), Some(ip("3fff::1")), &own, 10514), None);
+        assert_eq!(relay_blocked(sa("100.64.8.8:10514"), Some(ip("100.64.7.7")), &own, 10514), None);
+        assert_eq!(relay_blocked(sa("[3fff::2]:10514"), None, &own, 10514), None);
     }
 }

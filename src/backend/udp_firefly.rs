@@ -10,8 +10,12 @@
 //! It only encodes what the event carries: the daemon's enrichment layer (`enrich`) has
 //! attached the public-address key and the socket's tcp_info to events of this host's
 //! flows (encoded here as `netlink` and, except on `start`, `usage`), and its periodic
-//! `ongoing` events arrive through the same fan-out as every other event. Relayed events
-//! carry what was received instead. The backend keeps no flow state and has no timer or
+//! `ongoing` events arrive through the same fan-out as every other event. A relayed event
+//! carries the received firefly's JSON, which is sent on as received
+//! (`wire::firefly::encode_relayed`: flowd's header, times in flowd's form, this host's
+//! rewritten address, and its own `netlink`/`usage` only where the producer sent none);
+//! relayed events and the `ongoing` events of relayed flows never go back to their sender
+//! or to this host's own listener (SPEC §6, `netaddr::relay_blocked`). The backend keeps no flow state and has no timer or
 //! socket in the loop besides its two send sockets.
 
 use std::io;
@@ -25,7 +29,7 @@ use crate::decision::Decision;
 use crate::flow::{FlowEvent, FlowKey, FlowState};
 use crate::logger::RateLimit;
 use crate::metrics::{Desc, Kind};
-use crate::netaddr::{canonical, split_host_port};
+use crate::netaddr::{relay_blocked, split_host_port};
 use crate::wire::firefly::{self, Firefly};
 use crate::wire::netlink_json;
 use crate::wire::sock_diag::TcpInfo;
@@ -53,23 +57,6 @@ pub(crate) static RELAY_SKIPPED: Desc = Desc {
     kind: Kind::Counter,
     labels: &["to", "reason"],
 };
-
-/// SPEC §6: may a firefly received from `from` be relayed to `to`? `None` = yes, else
-/// the reason it may not: never to one of this host's own addresses (`own`, plus
-/// loopback and unspecified) on the port the firefly listener uses (`own_address`),
-/// which would feed it back into this flowd forever; and never back to a remote sender
-/// (`sender`), which may be a relay itself. A sender on this host (XRootD next to flowd)
-/// may still get copies on other ports, e.g. a local collector: the first rule already
-/// covers the only loop through this host.
-pub(crate) fn relay_blocked(to: SocketAddr, from: Option<IpAddr>, own: &[IpAddr], listen_port: u16) -> Option<&'static str> {
-    let is_local = |ip: IpAddr| ip.is_loopback() || ip.is_unspecified() || own.iter().any(|o| canonical(*o) == ip);
-    let ip = canonical(to.ip());
-    if to.port() == listen_port && is_local(ip) {
-        return Some("own_address");
-    }
-    let from = from.map(canonical);
-    (from == Some(ip) && !from.is_some_and(is_local)).then_some("sender")
-}
 
 /// Why the backend could not start.
 #[derive(Debug, thiserror::Error)]
@@ -160,13 +147,22 @@ impl Sender {
     }
 
     /// The key as it appears in the firefly: the public-address key the enrichment layer
-    /// attached (own flows), then UDP_FIREFLY_IP4_SRC/IP6_SRC replace `src-ip`.
+    /// attached (own flows, and relayed ones with an end on this host), then
+    /// UDP_FIREFLY_IP4_SRC/IP6_SRC replace `src-ip` when the src is this host's (always
+    /// for own flows: their src is this host by convention; a relayed flow's src may be a
+    /// remote client, whose address is never replaced).
     fn wire_key(&self, ev: &FlowEvent) -> FlowKey {
         let mut k = ev.enriched.as_ref().and_then(|e| e.public).unwrap_or(ev.key);
-        match (k.src.ip(), self.ip4_src, self.ip6_src) {
-            (IpAddr::V4(_), Some(a), _) => k.src.set_ip(IpAddr::V4(a)),
-            (IpAddr::V6(_), _, Some(a)) => k.src.set_ip(IpAddr::V6(a)),
-            _ => {}
+        let src_is_ours = match &ev.relayed {
+            Some(r) => r.origin.src_local,
+            None => true,
+        };
+        if src_is_ours {
+            match (k.src.ip(), self.ip4_src, self.ip6_src) {
+                (IpAddr::V4(_), Some(a), _) => k.src.set_ip(IpAddr::V4(a)),
+                (IpAddr::V6(_), _, Some(a)) => k.src.set_ip(IpAddr::V6(a)),
+                _ => {}
+            }
         }
         k
     }
@@ -191,23 +187,43 @@ impl Sender {
                 usage = if ev.state == FlowState::Start { None } else { src_usage(&info, e.reversed) };
             }
         }
-        let ff = Firefly {
-            state: ev.state,
-            current_time: cx.wall,
-            start_time: ev.start_time.unwrap_or(ev.at),
-            end_time,
-            key,
-            exp: ev.exp,
-            act: ev.act,
-            application: relayed.and_then(|r| r.application.as_deref()).unwrap_or(&self.application),
-            usage: relayed.and_then(|r| r.usage).or(usage),
-            netlink: relayed.and_then(|r| r.netlink.as_deref()).or(netlink),
-        };
         let start = self.arena.len();
-        if self.syslog {
-            firefly::encode(&mut self.arena, &self.hostname, &ff);
-        } else {
-            firefly::encode_json(&mut self.arena, &ff);
+        match relayed.and_then(|r| r.received.as_ref()) {
+            // A received firefly: passed on as received, with what flowd owns (SPEC §6).
+            Some(received) => {
+                let changed = |new: SocketAddr, old: SocketAddr| (new.ip() != old.ip()).then_some(new.ip());
+                let relay =
+                    firefly::Relay { sent_at: cx.wall, received, src_ip: changed(key.src, ev.key.src), dst_ip: changed(key.dst, ev.key.dst), usage, netlink };
+                let at = self.arena.len();
+                firefly::encode_relayed(&mut self.arena, &self.hostname, &relay);
+                if !self.syslog {
+                    // Bare JSON (UDP_FIREFLY_SYSLOG=False): the same body without the header.
+                    const HEADER_END: &[u8] = b" firefly-json - ";
+                    if let Some(p) = self.arena[at..].windows(HEADER_END.len()).position(|w| w == HEADER_END) {
+                        self.arena.drain(at..at + p + HEADER_END.len());
+                    }
+                }
+            }
+            // flowd's own: the pipe's flows, and every `ongoing` of the enrichment layer.
+            None => {
+                let ff = Firefly {
+                    state: ev.state,
+                    current_time: cx.wall,
+                    start_time: ev.start_time.unwrap_or(ev.at),
+                    end_time,
+                    key,
+                    exp: ev.exp,
+                    act: ev.act,
+                    application: &self.application,
+                    usage,
+                    netlink,
+                };
+                if self.syslog {
+                    firefly::encode(&mut self.arena, &self.hostname, &ff);
+                } else {
+                    firefly::encode_json(&mut self.arena, &ff);
+                }
+            }
         }
         let range = start..self.arena.len();
         let peer = self.to_peer.then(|| (SocketAddr::new(ev.key.dst.ip(), self.peer_port), "peer"));
@@ -220,7 +236,7 @@ impl Sender {
                 // SPEC §6: never relay in a loop.
                 let own = cx.local.list(cx.now);
                 for (to, kind) in to {
-                    match relay_blocked(to, r.from, own, self.listen_port) {
+                    match relay_blocked(to, r.origin.from, own, self.listen_port) {
                         None => self.queue.push((to, range.clone(), kind)),
                         Some(reason) => {
                             blocked = true;
@@ -262,10 +278,13 @@ impl Sender {
             let kinds: Vec<&'static str> = queue.iter().filter(|(to, _, _)| to.is_ipv6() == v6).map(|(_, _, k)| *k).collect();
             let sock = if v6 { self.sock6.as_ref() } else { self.sock4.as_ref() };
             let (metrics, warn, now) = (&mut *cx.metrics, &mut self.warn, cx.now);
+            // Successes are added up and counted once per batch (a relay sends 100,000s a second).
+            let (mut to_peer, mut to_collector) = (0u64, 0u64);
             let mut report = |i: usize, r: io::Result<()>| {
                 let kind = kinds.get(i).copied().unwrap_or("peer");
                 match r {
-                    Ok(()) => metrics.inc(&SENT, &[kind]),
+                    Ok(()) if kind == "peer" => to_peer += 1,
+                    Ok(()) => to_collector += 1,
                     Err(e) => {
                         let reason = match e.kind() {
                             io::ErrorKind::WouldBlock => "would_block",
@@ -287,6 +306,11 @@ impl Sender {
                     for i in 0..msgs.len() {
                         report(i, Err(io::Error::new(io::ErrorKind::Unsupported, "address family not available")));
                     }
+                }
+            }
+            for (kind, n) in [("peer", to_peer), ("collector", to_collector)] {
+                if n > 0 {
+                    cx.metrics.add(&SENT, &[kind], n);
                 }
             }
         }
@@ -320,25 +344,22 @@ mod tests {
         assert_eq!(src_usage(&TcpInfo::from_bytes(&raw[..100]), false), None);
     }
 
+    /// UDP_FIREFLY_IP4_SRC replaces the src of own flows, and of relayed flows only when
+    /// the src is this host's: a relayed flow's src may be a remote client.
     #[test]
-    fn test_relay_loop_rules() {
-        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let own = [ip("100.64.0.1"), ip("3fff::1"), ip("127.0.0.1")];
-        // Back to the sender, on any port, whatever the family spelling.
-        assert_eq!(relay_blocked(sa("100.64.7.7:10514"), Some(ip("::ffff:100.64.7.7")), &own, 10514), Some("sender"));
-        assert_eq!(relay_blocked(sa("100.64.7.7:9999"), Some(ip("100.64.7.7")), &own, 10514), Some("sender"));
-        // To this host's own listener.
-        for to in ["100.64.0.1:10514", "[3fff::1]:10514", "127.0.0.1:10514", "127.0.0.9:10514", "[::1]:10514", "0.0.0.0:10514", "[::ffff:100.64.0.1]:10514"] {
-            assert_eq!(relay_blocked(sa(to), Some(ip("100.64.7.7")), &own, 10514), Some("own_address"), "{to}");
-        }
-        // Own address on another port (a local collector), or somebody else: allowed,
-        // also when the sender is a local service.
-        assert_eq!(relay_blocked(sa("127.0.0.1:9999"), Some(ip("100.64.7.7")), &own, 10514), None);
-        assert_eq!(relay_blocked(sa("127.0.0.1:9999"), Some(ip("127.0.0.1")), &own, 10514), None);
-        assert_eq!(relay_blocked(sa("[3fff::1]:9999"), Some(ip("3fff::1")), &own, 10514), None);
-        assert_eq!(relay_blocked(sa("100.64.8.8:10514"), Some(ip("100.64.7.7")), &own, 10514), None);
-        assert_eq!(relay_blocked(sa("[3fff::2]:10514"), None, &own, 10514), None);
+    fn test_src_override_applies_to_relayed_flows_only_when_the_src_is_ours() {
+        let mut cfg = Config::default();
+        cfg.udp_firefly.ip4_src = Some("203.0.113.7".parse().unwrap());
+        let s = Sender::new(&cfg).unwrap();
+        let k = FlowKey::new(crate::flow::Proto::Tcp, "192.0.2.1:1094".parse().unwrap(), "198.51.100.1:2000".parse().unwrap()).unwrap();
+        let mut ev = FlowEvent::new(FlowState::Start, k, 2, 9, crate::flow::Micros(1));
+        assert_eq!(s.wire_key(&ev).src.ip(), "203.0.113.7".parse::<IpAddr>().unwrap(), "own flow");
+        let mut origin = crate::flow::RelayOrigin { from: Some("192.0.2.1".parse().unwrap()), src_local: false, dst_local: true };
+        ev.relayed = Some(Box::new(crate::flow::Relayed { origin, received: None }));
+        assert_eq!(s.wire_key(&ev), k, "relayed, src is a remote client");
+        origin.src_local = true;
+        ev.relayed = Some(Box::new(crate::flow::Relayed { origin, received: None }));
+        assert_eq!(s.wire_key(&ev).src.ip(), "203.0.113.7".parse::<IpAddr>().unwrap(), "relayed, src is this host");
     }
 
     #[test]

@@ -546,6 +546,25 @@ pub(crate) static TABLE: &[Key] = &[
     key("API_PORT", C::Api, Parse::Int { min: 1, max: 65535, set: |c, n| c.api.port = n as u16 })
         .default("7777")
         .doc("TCP port the api plugin listens on."),
+    key("FIREFLY_LISTENER_ALLOW", C::Firefly, Parse::List { what: "network list (CIDR)", set: firefly_allow })
+        .default("()")
+        .means("everyone")
+        .example("('192.0.2.0/24', '2001:db8::/32')")
+        .doc("Networks (CIDR, IPv4 or IPv6) whose fireflies the firefly plugin accepts; datagrams from anywhere else are dropped unread.")
+        .long(
+            "IPv4 networks also match IPv4-mapped senders (`::ffff:192.0.2.7`) on the dual-stack socket. Dropped datagrams are counted in \
+             `flowd_bad_input_total{source=\"firefly\",reason=\"not_allowed\"}`. Without a list, flowd warns once at start when it listens on \
+             a non-loopback address.",
+        ),
+    key("FIREFLY_FORWARD", C::Firefly, Parse::List { what: "host[:port] list", set: firefly_forward })
+        .default("()")
+        .means("none")
+        .example("('collector.example.org:10514',)")
+        .doc("Receivers that get every valid firefly the plugin receives, byte for byte as received (syslog header included), besides the relay.")
+        .long(
+            "The port defaults to 10514; names are resolved when the plugin starts. A receiver that is this host's own listener, or the \
+             datagram's sender, is skipped. Counted in `flowd_fireflies_forwarded_total{receiver,result}`.",
+        ),
     // ebpf backend
     key("NETWORK_INTERFACE", C::Marker, Parse::List { what: "interface names", set: interfaces })
         .default("''")
@@ -701,6 +720,23 @@ fn udp_firefly_dst(c: &mut Config, list: Vec<String>) -> Vec<String> {
     let bad = host_ports(&list, 1);
     c.udp_firefly.dst = list;
     bad
+}
+
+fn firefly_forward(c: &mut Config, list: Vec<String>) -> Vec<String> {
+    let bad = host_ports(&list, 10514);
+    c.firefly.forward = list;
+    bad
+}
+
+/// CIDR networks; the first bad one is the problem (and nothing is stored).
+fn firefly_allow(c: &mut Config, list: Vec<String>) -> Vec<String> {
+    match list.iter().map(|s| s.parse::<Cidr>()).collect::<Result<Vec<_>, _>>() {
+        Ok(n) => {
+            c.firefly.allow = n;
+            Vec::new()
+        }
+        Err(m) => vec![m],
+    }
 }
 
 fn stun_servers(c: &mut Config, list: Vec<String>) -> Vec<String> {

@@ -56,6 +56,8 @@ pub(crate) fn sample(name: &str) -> &'static str {
         "IPERF_ROUND_ROBIN" => "True",
         "FIREFLY_LISTENER_HOST" => "'0.0.0.0'",
         "FIREFLY_LISTENER_PORT" => "10515",
+        "FIREFLY_LISTENER_ALLOW" => "('192.0.2.0/24', '::1')",
+        "FIREFLY_FORWARD" => "'127.0.0.1:10600'",
         "NETWORK_INTERFACE" => "'eth0'",
         "EBPF_MAP_SIZE" => "1024",
         "EBPF_MARKING" => "'hopByHopDestination'",

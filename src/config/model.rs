@@ -316,11 +316,15 @@ pub struct FireflyListenerConfig {
     pub host: IpAddr,
     /// FIREFLY_LISTENER_PORT: port the firefly plugin listens on.
     pub port: u16,
+    /// FIREFLY_LISTENER_ALLOW: networks whose datagrams are accepted; empty = everyone.
+    pub allow: Vec<Cidr>,
+    /// FIREFLY_FORWARD: `host[:port]` receivers of every valid datagram as received.
+    pub forward: Vec<String>,
 }
 
 impl Default for FireflyListenerConfig {
     fn default() -> FireflyListenerConfig {
-        FireflyListenerConfig { host: IpAddr::V6(Ipv6Addr::UNSPECIFIED), port: 10514 }
+        FireflyListenerConfig { host: IpAddr::V6(Ipv6Addr::UNSPECIFIED), port: 10514, allow: Vec::new(), forward: Vec::new() }
     }
 }
 

@@ -288,6 +288,9 @@ fn declare_metrics(m: &mut Metrics, cfg: &Config) {
     if cfg.plugins.contains(&PluginKind::Api) {
         crate::plugin::api::declare(m);
     }
+    if cfg.plugins.contains(&PluginKind::Firefly) && !cfg.firefly.forward.is_empty() {
+        m.declare(&crate::plugin::firefly::FORWARDED);
+    }
     crate::enrich::declare(m, cfg);
     m.clear(&BUILD_INFO);
     let join = |v: Vec<&str>| v.join(",");
@@ -621,6 +624,7 @@ impl Daemon {
         for (key, f) in flows.iter() {
             let mut ev = FlowEvent::new(crate::flow::FlowState::Start, *key, f.exp, f.act, f.start);
             ev.start_time = Some(f.start);
+            ev.relayed = f.relay.map(|origin| Box::new(crate::flow::Relayed { origin, received: None }));
             if adopt {
                 enricher.adopt(&ev);
             }

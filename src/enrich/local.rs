@@ -1,7 +1,8 @@
 //! THE cache of this host's own addresses (every address on its interfaces, loopback
 //! included, in the daemon's network namespace), for everyone who asks "is this address
-//! mine?": the udp_firefly backend's relay-loop check (SPEC §6) and the eBPF marker's
-//! orientation of a flow. The daemon owns one and lends it through
+//! mine?": the udp_firefly backend's relay-loop check (SPEC §6), the firefly listener
+//! (which end of a relayed flow is this host's; its forwarding's loop check) and the eBPF
+//! marker's orientation of a flow. The daemon owns one and lends it through
 //! `Context::local` ([`OwnAddresses`]).
 //!
 //! The list is re-read (`getifaddrs`, `sys::local_addresses`) when it is older than

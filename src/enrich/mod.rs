@@ -7,7 +7,9 @@
 //! - [`Enricher`] (this file) owns the tcp_info cache ([`tcp`]), the period that refreshes
 //!   it and produces `ongoing` events, and public-address discovery. It attaches to each
 //!   event of this host's own flows an [`Enriched`]: the key with the public address, the
-//!   socket's tcp_info. Relayed events (from the firefly listener) are left alone.
+//!   socket's tcp_info. Relayed events (from the firefly listener) are followed the same
+//!   way when the flow is TCP and one of its ends is this host's (a transfer service next
+//!   to flowd sending it fireflies); other relayed events are left alone.
 //! - [`dump`]: THE sock_diag dump machine, shared by this layer's period, the netlink
 //!   plugin's scan and the prometheus backend's scrape.
 //! - [`local`]: THE cache of this host's own addresses (lent through `Context::local`).
@@ -43,7 +45,7 @@ use mio::{Registry, Token, Waker};
 use crate::config::{BackendKind, Config};
 use crate::context::Context;
 use crate::discovery::{self, Discovery};
-use crate::flow::{Enriched, FlowEvent, FlowKey, FlowState, Origin};
+use crate::flow::{Enriched, FlowEvent, FlowKey, FlowState, Origin, Proto, Relayed};
 use crate::metrics::{Desc, Kind, Metrics};
 use crate::wire::sock_diag::Filter;
 use dump::{Dump, Step};
@@ -203,7 +205,7 @@ impl Enricher {
     /// Attaches what is known about one of this host's flows to its event (after the
     /// flow table gave it its times); follows the flow's start and end.
     pub(crate) fn enrich(&mut self, ev: &mut FlowEvent) {
-        if ev.relayed.is_some() {
+        if !follows(ev) {
             return;
         }
         let sample = if self.cfg.tracks_flows() { self.tcp.observe(ev) } else { None };
@@ -217,7 +219,7 @@ impl Enricher {
 
     /// A flow open before this enricher was created (reload): follow it again.
     pub(crate) fn adopt(&mut self, ev: &FlowEvent) {
-        if self.cfg.tracks_flows() {
+        if self.cfg.tracks_flows() && follows(ev) {
             self.tcp.observe(ev);
         }
     }
@@ -341,12 +343,22 @@ impl Enricher {
                 let mut ev = FlowEvent::new(FlowState::Ongoing, key, t.exp, t.act, cx.wall);
                 ev.start_time = Some(t.start);
                 ev.origin = Origin::Enricher;
+                ev.relayed = t.relay.map(|origin| Box::new(Relayed { origin, received: None }));
                 cx.out.push(ev);
             }
         }
         if self.emit_pos >= self.emit.len() {
             self.phase = Phase::Idle { next };
         }
+    }
+}
+
+/// True for the events this layer follows: this host's own flows, and relayed TCP flows
+/// with an end on this host (their socket is here to be dumped).
+fn follows(ev: &FlowEvent) -> bool {
+    match &ev.relayed {
+        None => true,
+        Some(r) => ev.key.proto == Proto::Tcp && r.origin.has_local_end(),
     }
 }
 
@@ -363,7 +375,7 @@ fn public_key(d: &Discovery, key: &FlowKey) -> FlowKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{Micros, Proto, Relayed};
+    use crate::flow::{Micros, RelayOrigin};
     use crate::registry::ScitagsRegistry;
     use local::LocalAddrs;
 
@@ -436,6 +448,32 @@ mod tests {
         let mut other = FlowEvent::new(FlowState::Start, key("10.0.0.6:1", "10.0.0.7:2"), 2, 9, Micros(1));
         e.enrich(&mut other);
         assert!(other.enriched.is_none(), "nothing to attach");
+    }
+
+    /// A relayed TCP flow with an end on this host is followed like an own flow, and its
+    /// `ongoing` events carry its origin (so the relay's loop rules apply to them); other
+    /// relayed flows, and relayed UDP flows, are not followed.
+    #[test]
+    fn test_relayed_tcp_flows_with_an_end_here_are_followed_and_keep_their_origin() {
+        let mut t = Turn::new();
+        let mut e = Enricher::new(&cfg(&[BackendKind::UdpFirefly], false, Some(5)));
+        let now = Instant::now();
+        e.start(t.poll.registry(), Token(3), &t.waker, now);
+        let here = RelayOrigin { from: Some("192.0.2.9".parse().unwrap()), src_local: false, dst_local: true };
+        let relayed = |k: FlowKey, origin: RelayOrigin| {
+            let mut ev = FlowEvent::new(FlowState::Start, k, 2, 9, Micros(5));
+            ev.relayed = Some(Box::new(Relayed { origin, received: None }));
+            ev
+        };
+        e.enrich(&mut relayed(key("198.51.100.1:2", "192.0.2.1:1"), here));
+        e.enrich(&mut relayed(key("198.51.100.1:4", "198.51.100.2:3"), RelayOrigin { from: here.from, ..RelayOrigin::default() }));
+        let udp = FlowKey::new(Proto::Udp, "198.51.100.1:2".parse().unwrap(), "192.0.2.1:1".parse().unwrap()).unwrap();
+        e.enrich(&mut relayed(udp, here));
+        assert_eq!(e.flows(), 1, "only the TCP flow with an end here");
+        e.on_timeout(&mut t.cx(now + Duration::from_secs(5)));
+        assert_eq!(t.out.len(), 1);
+        assert_eq!(t.out[0].key, key("198.51.100.1:2", "192.0.2.1:1"));
+        assert_eq!(t.out[0].relayed.as_deref(), Some(&Relayed { origin: here, received: None }));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The enrichment layer's tcp_info cache: this host's open flows (as plugins announced
-//! them; relayed flows are not this host's) with the latest `tcp_info` of their socket.
+//! them, and relayed TCP flows with an end on this host) with the latest `tcp_info` of
+//! their socket.
 //!
 //! Filled by the enricher's periodic dump (this cache is that dump's [`Sink`]): each
 //! dumped socket is looked up by its 4-tuple in both orientations (the flow's src is
@@ -13,7 +14,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use super::dump::Sink;
-use crate::flow::{FlowEvent, FlowKey, FlowState, Micros, Proto};
+use crate::flow::{FlowEvent, FlowKey, FlowState, Micros, Proto, RelayOrigin};
 use crate::netaddr::canonical;
 use crate::wire::sock_diag::{Conn, TcpInfo};
 
@@ -35,6 +36,8 @@ pub(crate) struct Tracked {
     pub act: u32,
     /// When the flow started.
     pub start: Micros,
+    /// A relayed flow's origin: its `ongoing` events obey the relay's loop rules.
+    pub relay: Option<RelayOrigin>,
     sample: Option<Sample>,
     /// Dump generation that last set `sample`.
     gen: u32,
@@ -95,7 +98,7 @@ impl TcpCache {
                 }
                 if self.flows.len() < self.cap {
                     let start = ev.start_time.unwrap_or(ev.at);
-                    self.flows.insert(ev.key, Tracked { exp: ev.exp, act: ev.act, start, sample: None, gen: 0 });
+                    self.flows.insert(ev.key, Tracked { exp: ev.exp, act: ev.act, start, relay: ev.relayed.as_ref().map(|r| r.origin), sample: None, gen: 0 });
                 }
                 None
             }

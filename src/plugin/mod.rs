@@ -103,13 +103,7 @@ impl Plugin {
                 what: "cannot read /proc/net/tcp".into(),
                 source,
             }),
-            PluginKind::Firefly => {
-                firefly::Listener::new(cfg, handed.firefly.as_ref().and_then(|s| s.try_clone().ok())).map(Plugin::Firefly).map_err(|source| PluginError::Open {
-                    plugin: "firefly",
-                    what: format!("cannot listen on UDP [{}]:{}", cfg.firefly.host, cfg.firefly.port),
-                    source,
-                })
-            }
+            PluginKind::Firefly => firefly::Listener::new(cfg, handed.firefly.as_ref().and_then(|s| s.try_clone().ok())).map(Plugin::Firefly),
             PluginKind::Perfsonar => Ok(Plugin::Perfsonar(perfsonar::Perfsonar::new(cfg))),
             PluginKind::Api => api::Api::new(cfg).map(Plugin::Api).map_err(|e| PluginError::Open {
                 plugin: "api",

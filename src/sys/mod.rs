@@ -277,7 +277,7 @@ pub(crate) fn same_listen_address(bound: std::net::SocketAddr, want: std::net::S
 }
 
 /// Every address configured on this host's interfaces (loopback included).
-pub(crate) fn local_addresses() -> io::Result<Vec<std::net::IpAddr>> {
+pub fn local_addresses() -> io::Result<Vec<std::net::IpAddr>> {
     let mut out = Vec::new();
     for ifa in nix::ifaddrs::getifaddrs().map_err(errno)? {
         let Some(a) = ifa.address else { continue };

@@ -1,15 +1,16 @@
-//! Batched UDP sends with `sendmmsg(2)`: many datagrams, one system call.
+//! Batched UDP: `sendmmsg(2)` and `recvmmsg(2)`, many datagrams per system call.
 //!
 //! The udp_firefly backend queues the datagrams of a loop turn and sends them here at
-//! the end of the turn. Sockets are non-blocking; the result says, per datagram, whether
-//! it went out, so failures are counted exactly.
+//! the end of the turn; the firefly listener receives a batch at a time and forwards
+//! the valid ones as received. Sockets are non-blocking; the result says, per datagram,
+//! whether it went out, so failures are counted exactly.
 
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
 use nix::errno::Errno;
-use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
+use nix::sys::socket::{recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrLike, SockaddrStorage};
 
 /// At most this many datagrams per `sendmmsg` call (the kernel's UIO_MAXIOV is 1024).
 pub(crate) const BATCH: usize = 64;
@@ -45,6 +46,46 @@ pub(crate) fn send_batch<S: AsRawFd>(sock: &S, msgs: &[(SocketAddr, &[u8])], mut
             }
         }
     }
+}
+
+/// One datagram received by [`recv_batch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Datagram {
+    /// Bytes received (at most the slot size).
+    pub len: usize,
+    /// The sender, if the kernel reported one.
+    pub from: Option<SocketAddr>,
+    /// The datagram was longer than its slot (`MSG_TRUNC`): the rest is lost.
+    pub truncated: bool,
+}
+
+fn std_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+    match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+        (Some(v4), _) => Some(SocketAddr::from(*v4)),
+        (_, Some(v6)) => Some(SocketAddr::from(*v6)),
+        _ => None,
+    }
+}
+
+/// Receives, with one `recvmmsg(2)` call, up to `bufs.len() / slot` datagrams into
+/// consecutive `slot`-byte slots of `bufs` (datagram i is `bufs[i * slot..][..out[i].len]`),
+/// replacing `out`. Never blocks: `WouldBlock` when nothing is waiting (and `Interrupted`
+/// after a signal: call again).
+pub fn recv_batch<S: AsRawFd>(sock: &S, bufs: &mut [u8], slot: usize, out: &mut Vec<Datagram>) -> io::Result<()> {
+    out.clear();
+    let n = bufs.len() / slot.max(1);
+    if n == 0 {
+        return Ok(());
+    }
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(n, None);
+    let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs.chunks_exact_mut(slot).map(|c| [IoSliceMut::new(c)]).collect();
+    let got = recvmmsg(sock.as_raw_fd(), &mut headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None).map_err(io::Error::from)?;
+    out.extend(got.map(|m| Datagram {
+        len: m.bytes,
+        from: m.address.as_ref().filter(|a| a.len() > 0).and_then(std_addr),
+        truncated: m.flags.contains(MsgFlags::MSG_TRUNC),
+    }));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -83,5 +124,26 @@ mod tests {
         let mut res = vec![];
         send_batch(&tx, &msgs, |i, r| res.push((i, r.is_ok())));
         assert_eq!(res, vec![(0, true), (1, false), (2, true)]);
+    }
+
+    #[test]
+    fn test_recv_batch_reads_many_with_senders_and_flags_truncation() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut bufs = vec![0u8; 4 * 16];
+        let mut out = Vec::new();
+        assert_eq!(recv_batch(&rx, &mut bufs, 16, &mut out).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        for p in [&b"one"[..], b"two", b"a datagram longer than sixteen bytes", b"four", b"five"] {
+            tx.send_to(p, rx.local_addr().unwrap()).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        recv_batch(&rx, &mut bufs, 16, &mut out).unwrap();
+        assert_eq!(out.len(), 4, "one call fills every slot");
+        assert!(out.iter().all(|d| d.from == Some(tx.local_addr().unwrap())));
+        assert_eq!(&bufs[16..16 + out[1].len], b"two");
+        assert_eq!((out[2].len, out[2].truncated, out[1].truncated), (16, true, false));
+        recv_batch(&rx, &mut bufs, 16, &mut out).unwrap();
+        assert_eq!((out.len(), &bufs[..out[0].len]), (1, &b"five"[..]));
     }
 }
