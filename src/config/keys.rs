@@ -538,14 +538,6 @@ pub(crate) static TABLE: &[Key] = &[
         .default("10514")
         .doc("UDP port the firefly plugin listens on.")
         .long("The udp_firefly backend never sends fireflies to this port on a local address, so relayed fireflies cannot loop."),
-    // api plugin
-    key("API_HOST", C::Api, Parse::Str { what: "IP address", set: |c, s| ip_addr(s, &mut c.api.host) })
-        .default("'127.0.0.1'")
-        .doc("Address the api plugin listens on (HTTP: `POST /flow` in flowd-go's JSON, `GET /` lists the routes).")
-        .long("There is no authentication: anyone who can connect can announce flows. Keep it on loopback or behind a firewall."),
-    key("API_PORT", C::Api, Parse::Int { min: 1, max: 65535, set: |c, n| c.api.port = n as u16 })
-        .default("7777")
-        .doc("TCP port the api plugin listens on."),
     key("FIREFLY_LISTENER_ALLOW", C::Firefly, Parse::List { what: "network list (CIDR)", set: firefly_allow })
         .default("()")
         .means("everyone")
@@ -565,6 +557,14 @@ pub(crate) static TABLE: &[Key] = &[
             "The port defaults to 10514; names are resolved when the plugin starts. A receiver that is this host's own listener, or the \
              datagram's sender, is skipped. Counted in `flowd_fireflies_forwarded_total{receiver,result}`.",
         ),
+    // api plugin
+    key("API_HOST", C::Api, Parse::Str { what: "IP address", set: |c, s| ip_addr(s, &mut c.api.host) })
+        .default("'127.0.0.1'")
+        .doc("Address the api plugin listens on (HTTP: `POST /flow` in flowd-go's JSON, `GET /` lists the routes).")
+        .long("There is no authentication: anyone who can connect can announce flows. Keep it on loopback or behind a firewall."),
+    key("API_PORT", C::Api, Parse::Int { min: 1, max: 65535, set: |c, n| c.api.port = n as u16 })
+        .default("7777")
+        .doc("TCP port the api plugin listens on."),
     // ebpf backend
     key("NETWORK_INTERFACE", C::Marker, Parse::List { what: "interface names", set: interfaces })
         .default("''")

@@ -302,7 +302,7 @@ impl Listener {
                 Ok(dec) => dec,
                 Err(e) => {
                     cx.metrics.inc(&BAD_INPUT, &["firefly", e.reason()]);
-                decision::count(cx.metrics, "firefly", Decision::BadDatagram);
+                    decision::count(cx.metrics, "firefly", Decision::BadDatagram);
                     if let Some(k) = self.warn.allow(cx.now) {
                         let shown: String = String::from_utf8_lossy(&data[..d.len.min(200)]).escape_debug().collect();
                         log::warn!("firefly: rejected datagram from {from}: {e}: \"{shown}\"{}", suppressed(k));
