@@ -126,7 +126,18 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM to the master, which stops its workers (a SIGKILL would leave them running,
+    /// holding the pipe and the port); SIGKILL only if it has not exited after 5 s.
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
