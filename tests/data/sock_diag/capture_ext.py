@@ -22,6 +22,9 @@ import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from diagdump import dump  # noqa: E402  (the one SOCK_DIAG_BY_FAMILY dump of both recorders)
+
 out = sys.argv[1]
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 subprocess.run(["ip", "addr", "add", "100.64.0.1/32", "dev", "lo"], check=True)
@@ -59,24 +62,6 @@ time.sleep(0.5)
 INFO, VEGASINFO, CONG, SKMEMINFO = 2, 3, 4, 7
 ext = (1 << (INFO - 1)) | (1 << (VEGASINFO - 1)) | (1 << (CONG - 1)) | (1 << (SKMEMINFO - 1))
 
-def dump(fam, states, ext, seq):
-    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4)
-    sockid = struct.pack("!HH16s16s", 0, 0, b"\0" * 16, b"\0" * 16) + struct.pack("=I8s", 0, b"\xff" * 8)
-    body = struct.pack("=BBBBI", fam, socket.IPPROTO_TCP, ext, 0, states) + sockid
-    hdr = struct.pack("=IHHII", 16 + len(body), 20, 0x301, seq, 0)
-    nl.send(hdr + body)
-    data = b""
-    while True:
-        chunk = nl.recv(65536)
-        data += chunk
-        off, done = 0, False
-        while off < len(chunk):
-            ln, ty = struct.unpack_from("=IH", chunk, off)
-            if ty in (2, 3):
-                done = True
-            off += (ln + 3) & ~3
-        if done:
-            return data
 
 data = dump(socket.AF_INET, 1 << 1, ext, 9)
 ss = subprocess.run(["ss", "-tinmHO", "state", "established"], check=True, capture_output=True, text=True).stdout
