@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let relay = Relay { sent_at: d.start_time, received: &d.received, src_ip: None, dst_ip: None, usage: Some((1, 2)), netlink: Some("{}") };
         let mut out = Vec::new();
-        encode_relayed(&mut out, "fuzz.example", &relay);
+        encode_relayed(&mut out, Some("fuzz.example"), &relay);
         let relayed = decode(&out, Strictness::Strict).expect("a relayed firefly decodes");
         assert_eq!((relayed.state, relayed.key, relayed.exp, relayed.act), (d.state, d.key, d.exp, d.act));
         let keys = |r: &flowd::flow::Received| r.members.iter().map(|m| (m.nested, r.text(m.key).to_string())).collect::<Vec<_>>();

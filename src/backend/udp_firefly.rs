@@ -194,15 +194,7 @@ impl Sender {
                 let changed = |new: SocketAddr, old: SocketAddr| (new.ip() != old.ip()).then_some(new.ip());
                 let relay =
                     firefly::Relay { sent_at: cx.wall, received, src_ip: changed(key.src, ev.key.src), dst_ip: changed(key.dst, ev.key.dst), usage, netlink };
-                let at = self.arena.len();
-                firefly::encode_relayed(&mut self.arena, &self.hostname, &relay);
-                if !self.syslog {
-                    // Bare JSON (UDP_FIREFLY_SYSLOG=False): the same body without the header.
-                    const HEADER_END: &[u8] = b" firefly-json - ";
-                    if let Some(p) = self.arena[at..].windows(HEADER_END.len()).position(|w| w == HEADER_END) {
-                        self.arena.drain(at..at + p + HEADER_END.len());
-                    }
-                }
+                firefly::encode_relayed(&mut self.arena, self.syslog.then_some(self.hostname.as_str()), &relay);
             }
             // flowd's own: the pipe's flows, and every `ongoing` of the enrichment layer.
             None => {

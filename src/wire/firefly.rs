@@ -62,12 +62,17 @@ fn write_time(out: &mut Vec<u8>, t: Micros) {
 /// Appends one complete datagram to `out` (which is not cleared). `hostname` must come
 /// from [`syslog_hostname`].
 pub fn encode(out: &mut Vec<u8>, hostname: &str, ff: &Firefly<'_>) {
+    write_syslog_header(out, ff.current_time, hostname);
+    encode_json(out, ff);
+}
+
+/// The RFC 5424 header flowd puts before the JSON of every firefly it sends (SPEC §1).
+fn write_syslog_header(out: &mut Vec<u8>, at: Micros, hostname: &str) {
     out.extend_from_slice(b"<134>1 ");
-    write_rfc3339(out, ff.current_time);
+    write_rfc3339(out, at);
     out.push(b' ');
     out.extend_from_slice(hostname.as_bytes());
     out.extend_from_slice(b" flowd - firefly-json - ");
-    encode_json(out, ff);
 }
 
 /// Appends the JSON object alone, without the syslog header (UDP_FIREFLY_SYSLOG=False,
@@ -789,12 +794,13 @@ pub struct Relay<'a> {
 /// of the top level and of the objects flowd reads; values flowd does not own are copied
 /// as received, times are written as the same instant in flowd's form, and `usage` and
 /// `netlink` are appended only when flowd measured them and the producer sent none.
-pub fn encode_relayed(out: &mut Vec<u8>, hostname: &str, r: &Relay<'_>) {
-    out.extend_from_slice(b"<134>1 ");
-    write_rfc3339(out, r.sent_at);
-    out.push(b' ');
-    out.extend_from_slice(hostname.as_bytes());
-    out.extend_from_slice(b" flowd - firefly-json - {");
+///
+/// `hostname` `None` writes the JSON alone (UDP_FIREFLY_SYSLOG=False).
+pub fn encode_relayed(out: &mut Vec<u8>, hostname: Option<&str>, r: &Relay<'_>) {
+    if let Some(h) = hostname {
+        write_syslog_header(out, r.sent_at, h);
+    }
+    out.push(b'{');
     let rx = r.received;
     let (mut first, mut open, mut first_inner) = (true, false, true);
     for m in &rx.members {
@@ -1034,8 +1040,14 @@ mod tests {
     fn relay(d: &Decoded, src: Option<IpAddr>, usage: Option<(u64, u64)>) -> String {
         let r = Relay { sent_at: Micros(1_700_000_000_000_000), received: &d.received, src_ip: src, dst_ip: None, usage, netlink: None };
         let mut out = Vec::new();
-        encode_relayed(&mut out, "relay.example", &r);
-        String::from_utf8(out).unwrap()
+        encode_relayed(&mut out, Some("relay.example"), &r);
+        // Without the header (UDP_FIREFLY_SYSLOG=False): the same JSON alone.
+        let mut bare = Vec::new();
+        encode_relayed(&mut bare, None, &r);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.as_bytes()[text.find('{').unwrap()..], bare[..], "header-less relay is the same body");
+        assert!(text.starts_with("<134>1 2023-11-14T22:13:20.000000+00:00 relay.example flowd - firefly-json - {"), "{text}");
+        text
     }
 
     fn body(d: &str) -> serde_json::Value {
