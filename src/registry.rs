@@ -1,7 +1,7 @@
 //! The Scitags flow-map registry (`api.json`): experiment and activity names ↔ ids.
 //!
 //! Owns parsing and lookups only; fetching lives in `daemon::refresh`. The registry of
-//! `etc/api.json` (a copy of shared/spec/api.json) is compiled into the binary as the
+//! `etc/api.json` (a copy of scitags.org/api.json) is compiled into the binary as the
 //! fallback used when FLOW_MAP_API is unset or unreachable at start.
 //!
 //! Names are matched leniently: ASCII case is ignored and `_` equals a space, so
