@@ -230,10 +230,7 @@ fn test_every_producer_is_relayed_faithfully() {
         same_json(&body(l), &body(&out), "");
         // Key order and every value text flowd does not own are kept as received.
         let again = decode(out.as_bytes(), Strictness::Strict).unwrap();
-        assert_eq!(
-            (again.state, again.key, again.exp, again.act, again.start_time, again.end_time),
-            (d.state, d.key, d.exp, d.act, d.start_time, d.end_time)
-        );
+        assert_eq!((again.state, again.key, again.exp, again.act, again.start_time, again.end_time), (d.state, d.key, d.exp, d.act, d.start_time, d.end_time));
         for (a, b) in d.received.members.iter().zip(&again.received.members) {
             assert_eq!((a.nested, d.received.text(a.key)), (b.nested, again.received.text(b.key)));
             if a.role != Role::Time && a.role != Role::Object {
