@@ -9,14 +9,19 @@
 //! arrive through a signalfd in the same `Poll`: SIGTERM/SIGINT stop the loop after the
 //! events already read are handled; SIGHUP/SIGUSR1 reload the config and the registry.
 //! Only startup failures and `Poll::poll` failures are fatal.
+//!
+//! The loop and reload are here; building the parts is `start`, the fan-out `fanout`,
+//! the HTTP pages and the declared metric families `pages`.
 
 mod error;
+mod fanout;
 pub(crate) mod http;
+mod pages;
 pub(crate) mod refresh;
+mod start;
 pub(crate) mod token;
 
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,24 +35,26 @@ use nix::sys::signalfd::SignalFd;
 use crate::backend::Backend;
 use crate::config::reload::{Changes, Instances};
 use crate::config::{self, BackendKind, Config, PluginKind};
-use crate::context::{Context, OwnAddresses};
-use crate::decision::{Decision, Rejection, Tally, DECISIONS};
+use crate::context::Context;
+use crate::decision::Rejection;
 use crate::enrich::local::LocalAddrs;
 use crate::enrich::Enricher;
-use crate::explain::{self, View};
-use crate::flow::{FlowEvent, FlowState, Micros, Origin};
-use crate::flow_table::{Fate, FlowTable, Gone, OpenFlow, Recent};
+use crate::flow::{FlowEvent, Origin};
+use crate::flow_table::{FlowTable, Recent};
 use crate::logger::RateLimit;
-use crate::metrics::{Desc, Kind, Metrics, BACKEND_ERRORS, BAD_INPUT, EVENTS};
+use crate::metrics::{Desc, Kind, Metrics, BACKEND_ERRORS};
 use crate::plugin::Plugin;
-use crate::policy::{Policy, Verdict};
+use crate::policy::Policy;
 use crate::registry::ScitagsRegistry;
 use crate::sys::listen_fds::Inherited;
 use crate::sys::notify::Notifier;
 use crate::sys::{self, PidFile};
-use crate::wire::http::{Route, Status};
+use crate::wire::http::Route;
 use crate::wire::prom::Page;
+use fanout::Stages;
+use pages::{declare_metrics, Pages};
 use refresh::Refresher;
+use start::{build_backends, build_plugins, start_backend, start_enricher, start_http, start_plugin, start_policy, swap};
 use token::Slot;
 
 pub use error::Error;
@@ -111,198 +118,6 @@ pub struct Daemon {
     _pid: Option<PidFile>,
     /// The fds systemd handed over (socket activation), kept for rebuilds on reload.
     handed: Inherited,
-}
-
-fn build_plugins(cfg: &Config, poll: &Poll, handed: &Inherited) -> Result<Vec<Plugin>, Error> {
-    cfg.plugins.iter().enumerate().map(|(i, kind)| start_plugin(*kind, cfg, poll, handed, i)).collect()
-}
-
-/// Builds plugin `kind` and registers it as the plugin at position `i`.
-fn start_plugin(kind: PluginKind, cfg: &Config, poll: &Poll, handed: &Inherited, i: usize) -> Result<Plugin, Error> {
-    let mut p = Plugin::new(kind, cfg, handed)?;
-    p.register(poll.registry(), token::plugin(i), token::plugin_conn_base(token::plugin(i)))?;
-    log::info!("plugin {} started", p.name());
-    Ok(p)
-}
-
-fn build_backends(cfg: &Config) -> Result<Vec<Backend>, Error> {
-    cfg.backends.iter().map(|kind| start_backend(*kind, cfg)).collect()
-}
-
-/// Builds backend `kind` (backends own no event sources: the loop only calls them).
-fn start_backend(kind: BackendKind, cfg: &Config) -> Result<Backend, Error> {
-    let b = Backend::new(kind, cfg)?;
-    log::info!("backend {} started", b.name());
-    Ok(b)
-}
-
-/// The site policy as configured; EXCLUDE_DOMAINS lookups start with this host's own
-/// addresses and wake the loop with `waker`.
-fn start_policy(cfg: &Config, waker: &Arc<Waker>, local: &mut LocalAddrs, metrics: &mut Metrics) -> Policy {
-    let now = Instant::now();
-    let mut p = Policy::new(&cfg.policy, Some(Arc::clone(waker)), now);
-    let own = local.list(now).to_vec();
-    p.warm(&own, now, metrics);
-    p.declare(metrics);
-    if !p.is_empty() {
-        log::info!(
-            "site policy: {} excluded network(s), {} excluded domain(s); a flow is skipped when {}",
-            cfg.policy.networks.len(),
-            cfg.policy.domains.len(),
-            if cfg.policy.exclude_match == crate::config::ExcludeMatch::Either { "either endpoint matches" } else { "both endpoints match" }
-        );
-    }
-    p
-}
-
-/// The enrichment layer as configured, started (its sockets under `token::ENRICH`).
-fn start_enricher(cfg: &Config, poll: &Poll, waker: &Arc<Waker>) -> Enricher {
-    let mut e = Enricher::new(cfg);
-    e.start(poll.registry(), token::ENRICH, waker, Instant::now());
-    e
-}
-/// Moves `running` instances (plugins or backends) into `out` as `plan` says: first
-/// stops every instance not kept (so a new one can take over the same pipe or port),
-/// then keeps or starts one per position. On error, the instances not yet moved over
-/// are stopped too and `out` holds those kept or started so far.
-fn swap<K: Copy + PartialEq, T>(
-    running: Vec<T>,
-    plan: &Instances<K>,
-    mut stop: impl FnMut(&mut T),
-    mut start: impl FnMut(K, usize) -> Result<T, Error>,
-    out: &mut Vec<T>,
-) -> Result<(), Error> {
-    let mut old: Vec<Option<T>> = running.into_iter().map(Some).collect();
-    for (i, slot) in old.iter_mut().enumerate() {
-        if let Some(mut x) = slot.take_if(|_| !plan.kept(i)) {
-            stop(&mut x);
-        }
-    }
-    for (i, &(kind, _)) in plan.new.iter().enumerate() {
-        let x = match old.get_mut(i).and_then(Option::take) {
-            Some(x) => x,
-            None => match start(kind, i) {
-                Ok(x) => x,
-                Err(e) => {
-                    old.iter_mut().filter_map(Option::take).for_each(|mut x| stop(&mut x));
-                    return Err(e);
-                }
-            },
-        };
-        out.push(x);
-    }
-    Ok(())
-}
-
-/// Starts the metrics listener unless PROMETHEUS_SRV_PORT is 0, on the listening socket
-/// systemd handed over when it is bound to the configured address.
-fn start_http(cfg: &Config, poll: &Poll, handed: &Inherited, metrics: &mut Metrics) -> Result<Option<http::Http>, http::BindError> {
-    if cfg.http.port == 0 {
-        return Ok(None);
-    }
-    let addr = SocketAddr::new(cfg.http.host, cfg.http.port);
-    let inherited = handed.metrics.as_ref().and_then(|l| match l.local_addr() {
-        Ok(a) if sys::same_listen_address(a, addr) => l.try_clone().ok(),
-        a => {
-            log::warn!("metrics: the TCP listener handed over by systemd is bound to {a:?}, not PROMETHEUS_SRV_HOST/PORT {addr}; binding {addr} instead");
-            None
-        }
-    });
-    let h = http::bind(poll.registry(), addr, inherited, metrics)?;
-    log::info!("metrics listener on http://{}/metrics", h.local_addr());
-    Ok(Some(h))
-}
-
-/// The daemon's state a page is rendered from (borrowed for one request).
-struct Pages<'a> {
-    backends: &'a mut [Backend],
-    flows: &'a FlowTable,
-    recent: &'a Recent,
-    policy: &'a Policy,
-    registry: &'a ScitagsRegistry,
-}
-
-impl Pages<'_> {
-    /// Renders the page of `route`: `/metrics`, `/flows` or `/flows/<tuple>`.
-    fn render(&mut self, route: Route<'_>, metrics: &mut Metrics, out: &mut Page) -> Status {
-        let backends = &*self.backends;
-        let label_of = |k: &crate::flow::FlowKey| backends.iter().find_map(|b| b.label_of(k));
-        let view = View { flows: self.flows, recent: self.recent, registry: self.registry, policy: self.policy, label_of: &label_of };
-        match route {
-            Route::Metrics => {
-                render_page(metrics, self.backends, self.flows, self.registry, out);
-                Status::Ok
-            }
-            Route::Flows => {
-                explain::write_flows(&view, explain::MAX_FLOWS, out.add_part());
-                Status::Ok
-            }
-            Route::Flow(tuple) => explain::write_flow(&view, tuple, out.add_part()),
-            Route::Index | Route::Error(_) => Status::NotFound,
-        }
-    }
-}
-
-/// Renders the `/metrics` page: process usage, then the flow backends' scrape (which may
-/// count its own errors), then the whole store, then the per-flow families.
-fn render_page(metrics: &mut Metrics, backends: &mut [Backend], flows: &FlowTable, registry: &ScitagsRegistry, out: &mut Page) {
-    match sys::process::sample() {
-        Ok(p) => metrics.set_process(&p),
-        Err(e) => log::debug!("process metrics unavailable: {e}"),
-    }
-    if let Some(loaded) = metrics.max(&refresh::LAST_SUCCESS) {
-        let age = (Micros::now().0 as f64 / 1e6 - loaded).max(0.0);
-        metrics.set(&crate::metrics::REGISTRY_AGE, Vec::new(), (age * 1000.0).round() / 1000.0);
-    }
-    for b in backends.iter_mut() {
-        b.scrape(flows, metrics);
-    }
-    flows.count_by_activity(registry, metrics);
-    metrics.render(out.add_part());
-    for b in backends.iter_mut() {
-        b.write_metrics(registry, out);
-    }
-}
-
-fn declare_metrics(m: &mut Metrics, cfg: &Config) {
-    for d in [
-        &EVENTS,
-        &DECISIONS,
-        &BAD_INPUT,
-        &BACKEND_ERRORS,
-        &RELOADS,
-        &refresh::FAILURES,
-        &crate::flow_table::OPEN,
-        &crate::flow_table::BY_ACTIVITY,
-        &crate::flow_table::UNTRACKED,
-    ] {
-        m.declare(d);
-    }
-    // Declared whatever the config, so dashboards always find them.
-    for d in [&crate::backend::udp_firefly::SENT, &crate::backend::udp_firefly::SEND_ERRORS, &crate::plugin::np_api::RECREATED] {
-        m.declare(d);
-    }
-    if cfg.backends.contains(&crate::config::BackendKind::Prometheus) {
-        crate::backend::prometheus::FlowMetrics::declare(m);
-    }
-    if cfg.plugins.contains(&PluginKind::Api) {
-        crate::plugin::api::declare(m);
-    }
-    if cfg.plugins.contains(&PluginKind::Firefly) && !cfg.firefly.forward.is_empty() {
-        m.declare(&crate::plugin::firefly::FORWARDED);
-    }
-    crate::enrich::declare(m, cfg);
-    m.clear(&BUILD_INFO);
-    let join = |v: Vec<&str>| v.join(",");
-    m.set(
-        &BUILD_INFO,
-        vec![
-            env!("CARGO_PKG_VERSION").into(),
-            join(cfg.plugins.iter().map(|p| p.name()).collect()).into(),
-            join(cfg.backends.iter().map(|b| b.name()).collect()).into(),
-        ],
-        1.0,
-    );
 }
 
 impl Daemon {
@@ -711,118 +526,13 @@ fn drain_signals(signals: &mut SignalFd) -> Option<Control> {
     }
 }
 
-/// What an event goes through after its source, in order (borrowed from the daemon for
-/// one fan-out).
-struct Stages<'a> {
-    plugins: &'a [Plugin],
-    backends: &'a mut [Backend],
-    enricher: &'a mut Enricher,
-    flows: &'a mut FlowTable,
-    policy: &'a mut Policy,
-    recent: &'a mut Recent,
-    warn: &'a mut RateLimit,
-}
-
-impl Stages<'_> {
-    /// What the policy says about `ev`. A flow's first event decides; its later events
-    /// follow: an open flow's events pass, and an `end` or `ongoing` of a flow excluded
-    /// earlier is excluded by the same rules (even if a reload changed them since).
-    fn judge(&mut self, ev: &FlowEvent, cx: &mut Context<'_>) -> Verdict {
-        if self.flows.get(&ev.key).is_some() {
-            return Verdict::Pass(Decision::PassedOpenFlow);
-        }
-        if ev.state != FlowState::Start {
-            if let Some(Gone { flow, fate: Fate::Excluded { src, dst } }) = self.recent.get(&ev.key) {
-                return Verdict::Exclude { decision: flow.policy, src: src.clone(), dst: dst.clone() };
-            }
-        }
-        self.policy.decide(&ev.key, cx.now, cx.metrics)
-    }
-
-    /// Hands every pending event to the site policy, then (unless it excludes it) to the
-    /// flow table, the enrichment layer and every backend, in order. Each event is counted
-    /// in `flowd_events_total` by its origin (the plugin's name, or `enrich` for the
-    /// enrichment layer's `ongoing` events) and gets one daemon decision (`excluded` or
-    /// `passed`) plus each backend's decision in `flowd_decisions_total`, which are also
-    /// noted on the flow (`/flows`, `flowd explain`).
-    fn fan_out(&mut self, cx: &mut Context<'_>) {
-        for r in cx.rejected.drain(..) {
-            self.recent.rejected(r.key, r.source, r.state, r.decision, &r.what, r.at);
-        }
-        if cx.out.is_empty() {
-            return;
-        }
-        let mut batch = std::mem::take(cx.out);
-        let mut tally = Tally::default();
-        for ev in batch.iter_mut() {
-            let origin = match ev.origin {
-                Origin::Plugin(i) => self.plugins.get(i).map(Plugin::name).unwrap_or("unknown"),
-                Origin::Enricher => "enrich",
-            };
-            cx.metrics.inc(&EVENTS, &[origin, ev.state.as_str()]);
-            let passed = match self.judge(ev, cx) {
-                Verdict::Pass(d) => d,
-                Verdict::Exclude { decision: d, src, dst } => {
-                    tally.add(origin, d);
-                    log::debug!("event from {origin}: {} {} excluded ({})", ev.state, ev.key, d.reason());
-                    let mut f = OpenFlow::new(origin, ev.exp, ev.act, ev.start_time.unwrap_or(ev.at), ev.state, d);
-                    f.last = ev.at;
-                    self.recent.remember(ev.key, Gone { flow: f, fate: Fate::Excluded { src, dst } });
-                    continue;
-                }
-            };
-            tally.add(origin, passed);
-            let mut ended = self.flows.track_as(ev, origin, passed, cx.metrics);
-            if ev.state == FlowState::Start && !self.recent.is_empty() {
-                self.recent.forget(&ev.key);
-            }
-            self.enricher.enrich(ev);
-            log::debug!("event from {origin}: {} {} exp={} act={}", ev.state, ev.key, ev.exp, ev.act);
-            for b in self.backends.iter_mut() {
-                let d = match b.handle(ev, cx) {
-                    Ok(Some(d)) => d,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        cx.metrics.inc(&BACKEND_ERRORS, &[b.name(), e.reason()]);
-                        if let Some(n) = self.warn.allow(cx.now) {
-                            let more = if n > 0 { format!(" ({n} similar messages suppressed)") } else { String::new() };
-                            log::warn!("backend {}: flow {}: {e}{more}", b.name(), ev.key);
-                        }
-                        Decision::Failed
-                    }
-                };
-                tally.add(origin, d);
-                match ended.as_mut() {
-                    Some(f) => f.note(d),
-                    None => {
-                        if let Some(f) = self.flows.get_mut(&ev.key) {
-                            f.note(d);
-                        }
-                    }
-                }
-            }
-            if let Some(f) = ended {
-                self.recent.remember(ev.key, Gone { flow: f, fate: Fate::Ended(ev.end_time.unwrap_or(ev.at)) });
-            }
-        }
-        tally.flush(cx.metrics);
-        for b in self.backends.iter_mut() {
-            b.flush(cx);
-        }
-        batch.clear();
-        // Keep the allocation; anything pushed by backends meanwhile is kept as well.
-        batch.append(cx.out);
-        *cx.out = batch;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::prometheus::{self, FlowMetrics};
     use crate::enrich::dump::replay_recorded;
     use crate::enrich::tcp::TcpCache;
-    use crate::flow::FlowState;
+    use crate::flow::{FlowState, Micros};
     use crate::plugin::conn_table::{ConnFilter, ConnTable};
     use crate::plugin::netlink::Scan;
     use crate::wire::sock_diag::{Family, Filter};
