@@ -156,6 +156,20 @@ pub(crate) struct RateLimit {
     suppressed: u64,
 }
 
+/// What follows a rate-limited log line: ` (N similar messages suppressed)`, or nothing
+/// when none were (`N` from [`RateLimit::allow`]).
+pub(crate) struct Suppressed(pub(crate) u64);
+
+impl std::fmt::Display for Suppressed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0 > 0 {
+            write!(f, " ({} similar messages suppressed)", self.0)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 impl RateLimit {
     /// A limiter allowing `burst` messages per `period`.
     pub(crate) fn new(burst: u32, period: Duration) -> RateLimit {
@@ -195,6 +209,12 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_suppressed_suffix_only_when_messages_were_suppressed() {
+        assert_eq!(Suppressed(0).to_string(), "");
+        assert_eq!(Suppressed(3).to_string(), " (3 similar messages suppressed)");
+    }
 
     #[test]
     fn test_syslog_sink_reconnects_after_syslog_restart() {

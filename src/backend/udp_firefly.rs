@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::decision::Decision;
 use crate::flow::{FlowEvent, FlowKey, FlowState};
-use crate::logger::RateLimit;
+use crate::logger::{RateLimit, Suppressed};
 use crate::metrics::{Desc, Kind};
 use crate::netaddr::{relay_blocked, split_host_port};
 use crate::wire::firefly::{self, Firefly};
@@ -285,9 +285,8 @@ impl Sender {
                         };
                         metrics.inc(&SEND_ERRORS, &[kind, reason]);
                         if let Some(n) = warn.allow(now) {
-                            let more = if n > 0 { format!(" ({n} similar messages suppressed)") } else { String::new() };
                             let to = msgs.get(i).map(|m| m.0.to_string()).unwrap_or_default();
-                            log::warn!("udp_firefly: send to {to} ({kind}) failed: {e}{more}");
+                            log::warn!("udp_firefly: send to {to} ({kind}) failed: {e}{}", Suppressed(n));
                         }
                     }
                 }

@@ -7,7 +7,7 @@ use crate::decision::{Decision, Tally};
 use crate::enrich::Enricher;
 use crate::flow::{FlowEvent, FlowState, Origin};
 use crate::flow_table::{Fate, FlowTable, Gone, OpenFlow, Recent};
-use crate::logger::RateLimit;
+use crate::logger::{RateLimit, Suppressed};
 use crate::metrics::{BACKEND_ERRORS, EVENTS};
 use crate::plugin::Plugin;
 use crate::policy::{Policy, Verdict};
@@ -86,8 +86,7 @@ impl Stages<'_> {
                     Err(e) => {
                         cx.metrics.inc(&BACKEND_ERRORS, &[b.name(), e.reason()]);
                         if let Some(n) = self.warn.allow(cx.now) {
-                            let more = if n > 0 { format!(" ({n} similar messages suppressed)") } else { String::new() };
-                            log::warn!("backend {}: flow {}: {e}{more}", b.name(), ev.key);
+                            log::warn!("backend {}: flow {}: {e}{}", b.name(), ev.key, Suppressed(n));
                         }
                         Decision::Failed
                     }

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::flow::FlowEvent;
 use crate::http::{BindError, Families, Reply, Server, Service};
-use crate::logger::RateLimit;
+use crate::logger::{RateLimit, Suppressed};
 use crate::metrics::{Desc, Kind, Metrics};
 use crate::wire::api;
 use crate::wire::http::{Method, Request, Status};
@@ -81,8 +81,7 @@ impl Answers {
     /// A 400 with `{"message": …}`, logged (rate-limited).
     fn bad(&mut self, now: Instant, body: &mut Page, msg: &str) -> Reply {
         if let Some(n) = self.warn.allow(now) {
-            let more = if n > 0 { format!(" ({n} similar messages suppressed)") } else { String::new() };
-            log::warn!("api: POST /flow refused: {msg}{more}");
+            log::warn!("api: POST /flow refused: {msg}{}", Suppressed(n));
         }
         api::write_message(body.add_part(), msg);
         reply(Status::BadRequest, "/flow")

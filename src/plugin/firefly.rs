@@ -37,7 +37,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::decision::{self, Decision};
 use crate::flow::{FlowEvent, RelayOrigin, Relayed};
-use crate::logger::RateLimit;
+use crate::logger::{RateLimit, Suppressed};
 use crate::metrics::{Desc, Kind, BAD_INPUT};
 use crate::netaddr::{canonical, relay_blocked, split_host_port, Cidr};
 use crate::sys::udp::{recv_batch, send_batch, Datagram};
@@ -151,7 +151,7 @@ impl Forwarder {
                 };
                 r.counts[k] += 1;
                 if let (Err(e), Some(n)) = (res, (k != 0).then(|| warn.allow(now)).flatten()) {
-                    log::warn!("firefly: forwarding to {} ({}) failed: {e}{}", r.name, r.addr, suppressed(n));
+                    log::warn!("firefly: forwarding to {} ({}) failed: {e}{}", r.name, r.addr, Suppressed(n));
                 }
             });
         }
@@ -265,7 +265,7 @@ impl Listener {
                 Err(e) => {
                     // ICMP errors surface here on some kernels; nothing to do but go on.
                     if let Some(n) = self.warn.allow(cx.now) {
-                        log::warn!("firefly: receive failed: {e} ({n} similar messages suppressed)");
+                        log::warn!("firefly: receive failed: {e}{}", Suppressed(n));
                     }
                     return;
                 }
@@ -286,7 +286,7 @@ impl Listener {
             if !self.allow.is_empty() && !self.allow.iter().any(|c| c.contains(ip)) {
                 cx.metrics.inc(&BAD_INPUT, &["firefly", "not_allowed"]);
                 if let Some(k) = self.warn.allow(cx.now) {
-                    log::warn!("firefly: dropped a datagram from {from}: not in FIREFLY_LISTENER_ALLOW{}", suppressed(k));
+                    log::warn!("firefly: dropped a datagram from {from}: not in FIREFLY_LISTENER_ALLOW{}", Suppressed(k));
                 }
                 continue;
             }
@@ -294,7 +294,7 @@ impl Listener {
             if d.truncated {
                 cx.metrics.inc(&BAD_INPUT, &["firefly", "too_long"]);
                 if let Some(k) = self.warn.allow(cx.now) {
-                    log::warn!("firefly: rejected a datagram from {from}: longer than {SLOT} bytes{}", suppressed(k));
+                    log::warn!("firefly: rejected a datagram from {from}: longer than {SLOT} bytes{}", Suppressed(k));
                 }
                 continue;
             }
@@ -305,7 +305,7 @@ impl Listener {
                     decision::count(cx.metrics, "firefly", Decision::BadDatagram);
                     if let Some(k) = self.warn.allow(cx.now) {
                         let shown: String = String::from_utf8_lossy(&data[..d.len.min(200)]).escape_debug().collect();
-                        log::warn!("firefly: rejected datagram from {from}: {e}: \"{shown}\"{}", suppressed(k));
+                        log::warn!("firefly: rejected datagram from {from}: {e}: \"{shown}\"{}", Suppressed(k));
                     }
                     continue;
                 }
@@ -329,13 +329,5 @@ impl Listener {
         if let Some(f) = &mut self.forward {
             f.flush(&self.bufs, &self.batch, cx);
         }
-    }
-}
-
-fn suppressed(k: u64) -> String {
-    if k > 0 {
-        format!(" ({k} similar messages suppressed)")
-    } else {
-        String::new()
     }
 }

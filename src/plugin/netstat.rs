@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::conn_table::{record_scan, ConnFilter, ConnTable, ScanTimer, SCAN_FAILURES};
 use crate::config::Config;
 use crate::context::Context;
-use crate::logger::RateLimit;
+use crate::logger::{RateLimit, Suppressed};
 use crate::metrics::BAD_INPUT;
 use crate::registry::{IdOrName, UnknownName};
 use crate::wire::proc_net;
@@ -52,8 +52,7 @@ pub(crate) fn read_established(buf: &mut Vec<u8>, mut each: impl FnMut(Conn)) ->
 /// Logs at warn level through a rate limiter.
 pub(crate) fn warn(limit: &mut RateLimit, now: Instant, name: &str, msg: std::fmt::Arguments<'_>) {
     if let Some(n) = limit.allow(now) {
-        let more = if n > 0 { format!(" ({n} similar messages suppressed)") } else { String::new() };
-        log::warn!("{name}: {msg}{more}");
+        log::warn!("{name}: {msg}{}", Suppressed(n));
     }
 }
 
