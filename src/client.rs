@@ -101,7 +101,9 @@ fn listener(config: &Path, given: bool) -> Result<SocketAddr, String> {
     Ok(SocketAddr::new(host, cfg.http.port))
 }
 
-/// `GET path` from the listener at `addr`: (status code, body).
+/// `GET path` from the listener at `addr`: (status code, body). Written over `std::net`
+/// rather than with minreq because minreq 2.14 cannot parse an IPv6 literal host
+/// (`http://[::1]:9000/` splits at the first `:`), and the listener may be on `::1`.
 pub(crate) fn get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), String> {
     let mut s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| match e.kind() {
         std::io::ErrorKind::ConnectionRefused => format!("flowd is not running: nothing listens on {addr} (PROMETHEUS_SRV_HOST/PORT)"),
