@@ -19,7 +19,7 @@
 //! socket in the loop besides its two send sockets.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use crate::backend::BackendError;
@@ -29,7 +29,8 @@ use crate::decision::Decision;
 use crate::flow::{FlowEvent, FlowKey, FlowState};
 use crate::logger::{RateLimit, Suppressed};
 use crate::metrics::{Desc, Kind};
-use crate::netaddr::{relay_blocked, split_host_port};
+use crate::netaddr::relay_blocked;
+use crate::sys::udp;
 use crate::wire::firefly::{self, Firefly};
 use crate::wire::netlink_json;
 use crate::wire::sock_diag::TcpInfo;
@@ -101,29 +102,17 @@ pub(crate) struct Sender {
 /// Queued datagrams that trigger an early flush (bounds memory within one turn).
 const MAX_QUEUED: usize = 1024;
 
-fn udp(bind: SocketAddr) -> io::Result<UdpSocket> {
-    let s = UdpSocket::bind(bind)?;
-    s.set_nonblocking(true)?;
-    Ok(s)
-}
-
 impl Sender {
     /// Opens the sockets and resolves the collectors.
     pub(crate) fn new(cfg: &Config) -> Result<Sender, InitError> {
-        let sock4 = udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
-        let sock6 = udp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)));
+        let sock4 = udp::sender(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+        let sock6 = udp::sender(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)));
         if let (Err(e), Err(_)) = (&sock4, &sock6) {
             return Err(InitError::Socket(io::Error::new(e.kind(), e.to_string())));
         }
         let mut collectors = Vec::new();
         for dst in &cfg.udp_firefly.dst {
-            let (host, port) = split_host_port(dst, cfg.udp_firefly.port)
-                .map_err(|m| InitError::Resolve { dst: dst.clone(), source: io::Error::new(io::ErrorKind::InvalidInput, m) })?;
-            let addr = (host.as_str(), port)
-                .to_socket_addrs()
-                .map_err(|source| InitError::Resolve { dst: dst.clone(), source })?
-                .next()
-                .ok_or_else(|| InitError::Resolve { dst: dst.clone(), source: io::Error::new(io::ErrorKind::NotFound, "no address") })?;
+            let addr = udp::resolve(dst, cfg.udp_firefly.port).map_err(|source| InitError::Resolve { dst: dst.clone(), source })?;
             log::info!("udp_firefly: collector {dst} = {addr}");
             collectors.push(addr);
         }
@@ -292,7 +281,7 @@ impl Sender {
                 }
             };
             match sock {
-                Some(s) => crate::sys::udp::send_batch(s, &msgs, &mut report),
+                Some(s) => udp::send_batch(s, &msgs, &mut report),
                 None => {
                     for i in 0..msgs.len() {
                         report(i, Err(io::Error::new(io::ErrorKind::Unsupported, "address family not available")));

@@ -26,7 +26,7 @@
 //! after the cap `poll_at()` asks the loop to come back at once.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
@@ -39,7 +39,7 @@ use crate::decision::{self, Decision};
 use crate::flow::{FlowEvent, RelayOrigin, Relayed};
 use crate::logger::{RateLimit, Suppressed};
 use crate::metrics::{Desc, Kind, BAD_INPUT};
-use crate::netaddr::{canonical, relay_blocked, split_host_port, Cidr};
+use crate::netaddr::{canonical, relay_blocked, Cidr};
 use crate::sys::udp::{recv_batch, send_batch, Datagram};
 use crate::wire::firefly::{decode, Strictness};
 
@@ -93,9 +93,7 @@ struct Forwarder {
 /// A non-blocking, unconnected UDP socket to send from.
 fn send_socket(bind: SocketAddr) -> Result<std::net::UdpSocket, PluginError> {
     let open = |source| PluginError::Open { plugin: "firefly", what: "cannot open a UDP socket to forward fireflies".into(), source };
-    let s = std::net::UdpSocket::bind(bind).map_err(open)?;
-    s.set_nonblocking(true).map_err(open)?;
-    Ok(s)
+    crate::sys::udp::sender(bind).map_err(open)
 }
 
 impl Forwarder {
@@ -103,10 +101,11 @@ impl Forwarder {
     fn new(cfg: &Config, listen: SocketAddr) -> Result<Forwarder, PluginError> {
         let mut receivers = Vec::new();
         for dst in &cfg.firefly.forward {
-            let bad = |source: io::Error| PluginError::Open { plugin: "firefly", what: format!("cannot resolve FIREFLY_FORWARD receiver {dst:?}"), source };
-            let (host, port) = split_host_port(dst, FORWARD_PORT).map_err(|m| bad(io::Error::new(io::ErrorKind::InvalidInput, m)))?;
-            let addr =
-                (host.as_str(), port).to_socket_addrs().map_err(bad)?.next().ok_or_else(|| bad(io::Error::new(io::ErrorKind::NotFound, "no address")))?;
+            let addr = crate::sys::udp::resolve(dst, FORWARD_PORT).map_err(|source| PluginError::Open {
+                plugin: "firefly",
+                what: format!("cannot resolve FIREFLY_FORWARD receiver {dst:?}"),
+                source,
+            })?;
             if relay_blocked(addr, None, &crate::sys::local_addresses().unwrap_or_default(), listen.port()).is_some() {
                 log::warn!("firefly: FIREFLY_FORWARD receiver {dst} = {addr} is this host's own listener: nothing is forwarded to it");
             } else {

@@ -6,11 +6,25 @@
 //! whether it went out, so failures are counted exactly.
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use nix::errno::Errno;
 use nix::sys::socket::{recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrLike, SockaddrStorage};
+
+/// A non-blocking, unconnected UDP socket to send from, bound to `bind`.
+pub(crate) fn sender(bind: SocketAddr) -> io::Result<UdpSocket> {
+    let s = UdpSocket::bind(bind)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// A `host[:port]` receiver (`default_port` when it names none) resolved to its first
+/// address. Resolving may block on DNS: for startup only.
+pub(crate) fn resolve(dst: &str, default_port: u16) -> io::Result<SocketAddr> {
+    let (host, port) = crate::netaddr::split_host_port(dst, default_port).map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
+    (host.as_str(), port).to_socket_addrs()?.next().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
+}
 
 /// At most this many datagrams per `sendmmsg` call (the kernel's UIO_MAXIOV is 1024).
 pub(crate) const BATCH: usize = 64;
