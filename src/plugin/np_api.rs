@@ -167,13 +167,13 @@ impl NpApi {
         let before = cx.out.len();
         for line in data[..complete].split(|&b| b == b'\n') {
             if line.len() > MAX_LINE + 1 {
-                self.bad(LineError::TooLong.reason(), LineError::TooLong.describe(), b"", cx);
+                self.bad(Decision::BadLine, LineError::TooLong.reason(), LineError::TooLong.describe(), b"", cx);
             } else {
                 self.line(line, cx);
             }
         }
         if complete < data.len() {
-            self.bad("incomplete_line", "the recovered file ends in the middle of a line", &data[complete..], cx);
+            self.bad(Decision::BadLine, "incomplete_line", "the recovered file ends in the middle of a line", &data[complete..], cx);
         }
         cx.metrics.add(&RECOVERED, &[], lines as u64);
         let events = cx.out.len() - before;
@@ -258,7 +258,7 @@ impl NpApi {
         if self.partial.len() + data.len() > MAX_LINE + 1 {
             self.partial.clear();
             self.discarding = true;
-            self.bad(LineError::TooLong.reason(), LineError::TooLong.describe(), b"", cx);
+            self.bad(Decision::BadLine, LineError::TooLong.reason(), LineError::TooLong.describe(), b"", cx);
         } else {
             self.partial.extend_from_slice(data);
         }
@@ -270,7 +270,7 @@ impl NpApi {
         }
         let a = match parse_line(line) {
             Ok(a) => a,
-            Err(e) => return self.bad(e.reason(), e.describe(), line, cx),
+            Err(e) => return self.bad(Decision::BadLine, e.reason(), e.describe(), line, cx),
         };
         let (exp, act) = match cx.registry.resolve(&a.exp, &a.act) {
             Ok(p) => p,
@@ -280,21 +280,16 @@ impl NpApi {
                     UnknownName::Activity => (Decision::UnknownActivity, format!("activity {:?} of experiment {:?}", a.act.to_string(), a.exp.to_string())),
                 };
                 cx.rejected.push(Rejection { key: a.key, source: "np_api", state: a.state, decision, what, at: cx.wall });
-                return self.bad(decision.reason(), decision.describe(), line, cx);
+                return self.bad(decision, decision.reason(), decision.describe(), line, cx);
             }
         };
         cx.out.push(FlowEvent::new(a.state, a.key, exp, act, cx.wall));
     }
 
-    /// Counts a rejected line (by `reason` in `flowd_bad_input_total`, as a `rejected`
-    /// decision) and logs it, rate-limited.
-    fn bad(&mut self, reason: &'static str, why: &str, line: &[u8], cx: &mut Context<'_>) {
+    /// Counts a rejected line (by `reason` in `flowd_bad_input_total`, and as decision `d`)
+    /// and logs it, rate-limited.
+    fn bad(&mut self, d: Decision, reason: &'static str, why: &str, line: &[u8], cx: &mut Context<'_>) {
         cx.metrics.inc(&BAD_INPUT, &["np_api", reason]);
-        let d = match reason {
-            "unknown_experiment" => Decision::UnknownExperiment,
-            "unknown_activity" => Decision::UnknownActivity,
-            _ => Decision::BadLine,
-        };
         decision::count(cx.metrics, "np_api", d);
         if let Some(suppressed) = self.warn.allow(cx.now) {
             let shown: String = String::from_utf8_lossy(&line[..line.len().min(200)]).escape_debug().collect();
