@@ -14,10 +14,10 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use crate::decision::Rejection;
-use crate::flow::{FlowEvent, Micros};
+use crate::decision::{Decision, Rejection};
+use crate::flow::{FlowEvent, FlowKey, FlowState, Micros};
 use crate::metrics::Metrics;
-use crate::registry::ScitagsRegistry;
+use crate::registry::{IdOrName, ScitagsRegistry, UnknownName};
 use crate::wire::http::{Route, Status};
 use crate::wire::prom::Page;
 
@@ -44,7 +44,7 @@ pub struct Context<'a> {
     pub wall: Micros,
     /// Events produced this turn; the loop fans them out to every backend.
     pub out: &'a mut Vec<FlowEvent>,
-    /// Flow announcements rejected this turn (np_api registry misses); the loop keeps
+    /// Flow announcements rejected this turn (registry misses, [`Context::reject`]); the loop keeps
     /// them in its memory of recent flows for `flowd explain`.
     pub rejected: &'a mut Vec<Rejection>,
     /// The daemon's metrics.
@@ -61,6 +61,18 @@ pub struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
+    /// Notes an announcement of `source` whose names the registry does not know, for the
+    /// loop's memory of recent flows (`/flows`, `flowd explain`); returns its decision
+    /// (`UnknownExperiment` or `UnknownActivity`) for the caller to count.
+    pub(crate) fn reject(&mut self, source: &'static str, key: FlowKey, state: FlowState, miss: UnknownName, exp: &IdOrName, act: &IdOrName) -> Decision {
+        let (decision, what) = match miss {
+            UnknownName::Experiment => (Decision::UnknownExperiment, format!("experiment {:?}", exp.to_string())),
+            UnknownName::Activity => (Decision::UnknownActivity, format!("activity {:?} of experiment {:?}", act.to_string(), exp.to_string())),
+        };
+        self.rejected.push(Rejection { key, source, state, decision, what, at: self.wall });
+        decision
+    }
+
     /// One turn's context at monotonic time `now` (the wall clock is read here once),
     /// without the page renderer.
     pub fn new(

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::metrics::{connect, free_port, raw, read_resp, samples, scrape, Resp};
-use crate::util::{json_of, Flowd, Sink};
+use crate::util::{http_get, json_of, metric, Flowd, Sink};
 
 const T: Duration = Duration::from_secs(5);
 
@@ -129,6 +129,25 @@ fn every_field_variant_and_every_refusal() {
         (Some(3.0), Some(8.0), Some(1.0), Some(1.0), Some(1.0)),
         "{page}"
     );
+}
+
+/// A registry miss is refused as flowd-go refuses it and, as for a pipe line, counted as a
+/// `rejected` decision and remembered for `/flows/<tuple>` (`flowd explain`).
+#[test]
+fn a_registry_miss_is_a_decision_and_is_explained() {
+    let sink = Sink::v4();
+    let (f, api, metrics) = start(&sink);
+    let miss = r#"{"State":2,"Src":"127.0.0.1:1094","Dst":"127.0.0.2:5005","Experiment":"nosuchexp","Activity":9}"#;
+    let r = post(api, "application/json", miss);
+    assert_eq!(r.code, 400, "{}", r.text());
+    assert!(message(&r).contains("nosuchexp"), "{}", r.text());
+    let page = scrape(metrics);
+    let rejected = metric(&page, "flowd_decisions_total", &[("source", "api"), ("outcome", "rejected"), ("reason", "unknown_experiment")]);
+    assert_eq!(rejected, 1.0, "{page}\n{}", f.stderr());
+    let (code, body) = http_get(&format!("127.0.0.1:{metrics}"), "/flows/127.0.0.1/1094/127.0.0.2/5005");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("rejected") && body.contains("nosuchexp") && body.contains("\"api\""), "{body}");
+    assert!(sink.drain(Duration::from_millis(300)).is_empty(), "a refused request sends nothing");
 }
 
 #[test]

@@ -17,16 +17,21 @@ use mio::{Registry, Token};
 
 use crate::config::Config;
 use crate::context::Context;
+use crate::decision;
 use crate::flow::FlowEvent;
 use crate::http::{BindError, Families, Reply, Server, Service};
 use crate::logger::{RateLimit, Suppressed};
 use crate::metrics::{Desc, Kind, Metrics};
+use crate::registry::UnknownName;
 use crate::wire::api;
 use crate::wire::http::{Method, Request, Status};
 use crate::wire::prom::Page;
 
 /// Largest `POST /flow` body taken (a flow is a few hundred bytes).
 pub(crate) const MAX_BODY: usize = 16 * 1024;
+
+/// The plugin's name: the `source` of its decisions and rejections.
+const NAME: &str = "api";
 
 /// The content type of every answer.
 pub(crate) const JSON: &str = "application/json";
@@ -100,9 +105,14 @@ impl Answers {
         };
         let (exp, act) = match cx.registry.resolve(&f.exp, &f.act) {
             Ok(ids) => ids,
-            Err(crate::registry::UnknownName::Experiment) => return self.bad(cx.now, body, &format!("Experiment: {} is not in the registry", f.exp)),
-            Err(crate::registry::UnknownName::Activity) => {
-                return self.bad(cx.now, body, &format!("Activity: {} is not an activity of experiment {} in the registry", f.act, f.exp))
+            Err(miss) => {
+                let d = cx.reject(NAME, f.key, f.state, miss, &f.exp, &f.act);
+                decision::count(cx.metrics, NAME, d);
+                let msg = match miss {
+                    UnknownName::Experiment => format!("Experiment: {} is not in the registry", f.exp),
+                    UnknownName::Activity => format!("Activity: {} is not an activity of experiment {} in the registry", f.act, f.exp),
+                };
+                return self.bad(cx.now, body, &msg);
             }
         };
         let mut ev = FlowEvent::new(f.state, f.key, exp, act, cx.wall);

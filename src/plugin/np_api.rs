@@ -27,11 +27,10 @@ use mio::{Interest, Registry, Token};
 
 use crate::config::Config;
 use crate::context::Context;
-use crate::decision::{self, Decision, Rejection};
+use crate::decision::{self, Decision};
 use crate::flow::FlowEvent;
 use crate::logger::RateLimit;
 use crate::metrics::{Desc, Kind, BAD_INPUT};
-use crate::registry::UnknownName;
 use crate::sys::{self, FileId};
 use crate::wire::np_api::{parse_line, LineError, MAX_LINE};
 
@@ -275,11 +274,7 @@ impl NpApi {
         let (exp, act) = match cx.registry.resolve(&a.exp, &a.act) {
             Ok(p) => p,
             Err(miss) => {
-                let (decision, what) = match miss {
-                    UnknownName::Experiment => (Decision::UnknownExperiment, format!("experiment {:?}", a.exp.to_string())),
-                    UnknownName::Activity => (Decision::UnknownActivity, format!("activity {:?} of experiment {:?}", a.act.to_string(), a.exp.to_string())),
-                };
-                cx.rejected.push(Rejection { key: a.key, source: "np_api", state: a.state, decision, what, at: cx.wall });
+                let decision = cx.reject("np_api", a.key, a.state, miss, &a.exp, &a.act);
                 return self.bad(decision, decision.reason(), decision.describe(), line, cx);
             }
         };
