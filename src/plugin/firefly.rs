@@ -39,7 +39,8 @@ use crate::decision::{self, Decision};
 use crate::flow::{FlowEvent, RelayOrigin, Relayed};
 use crate::logger::{RateLimit, Suppressed};
 use crate::metrics::{Desc, Kind, BAD_INPUT};
-use crate::netaddr::{canonical, relay_blocked, Cidr};
+use crate::netaddr::{canonical, relay_blocked};
+use crate::policy::ranges::Ranges;
 use crate::sys::udp::{recv_batch, send_batch, Datagram};
 use crate::wire::firefly::{decode, Strictness};
 
@@ -173,7 +174,8 @@ pub struct Listener {
     /// BATCH receive slots of SLOT bytes.
     bufs: Vec<u8>,
     batch: Vec<Datagram>,
-    allow: Vec<Cidr>,
+    /// FIREFLY_LISTENER_ALLOW as a lookup table (empty: everyone may send).
+    allow: Ranges,
     forward: Option<Forwarder>,
     backlog: Option<Instant>,
     warn: RateLimit,
@@ -207,7 +209,7 @@ impl Listener {
         };
         let local = std.local_addr().map_err(bind)?;
         log::info!("firefly: listening on {local}");
-        let allow = cfg.firefly.allow.clone();
+        let allow = &cfg.firefly.allow;
         if allow.is_empty() && !canonical(local.ip()).is_loopback() {
             log::warn!(
                 "firefly: listening on {local} and accepting fireflies from everyone: set FIREFLY_LISTENER_ALLOW to the networks of the hosts that send them"
@@ -221,7 +223,7 @@ impl Listener {
             local,
             bufs: vec![0; BATCH * SLOT],
             batch: Vec::with_capacity(BATCH),
-            allow,
+            allow: Ranges::new(allow),
             forward,
             backlog: None,
             warn: RateLimit::new(10, Duration::from_secs(10)),
@@ -282,7 +284,7 @@ impl Listener {
             let d = self.batch[slot];
             let Some(from) = d.from else { continue };
             let ip = canonical(from.ip());
-            if !self.allow.is_empty() && !self.allow.iter().any(|c| c.contains(ip)) {
+            if !self.allow.is_empty() && self.allow.find(ip).is_none() {
                 cx.metrics.inc(&BAD_INPUT, &["firefly", "not_allowed"]);
                 if let Some(k) = self.warn.allow(cx.now) {
                     log::warn!("firefly: dropped a datagram from {from}: not in FIREFLY_LISTENER_ALLOW{}", Suppressed(k));
